@@ -1,0 +1,34 @@
+// The loaded pod-side datapath object (bpf/kpx_lxc.bpf.c): programs and
+// maps, with maps pinned under (and reused from) the instance's directory.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "status/status.h"
+
+struct kpx_lxc;
+
+namespace kpx::bpf {
+
+class LxcObject {
+ public:
+  // Load the object with its maps pinned by name in pin_dir: maps already
+  // pinned there are reused (their contents survive), missing ones are
+  // created and pinned. With load_programs false only the maps are made.
+  static Result<LxcObject> load(const std::string& pin_dir, bool load_programs = true);
+
+  LxcObject(LxcObject&&) noexcept;
+  LxcObject& operator=(LxcObject&&) noexcept;
+  ~LxcObject();
+
+  int from_pod_fd() const;
+  int to_pod_fd() const;
+  struct kpx_lxc* skeleton() { return skel_; }
+
+ private:
+  explicit LxcObject(struct kpx_lxc* s) : skel_(s) {}
+  struct kpx_lxc* skel_ = nullptr;
+};
+
+}  // namespace kpx::bpf

@@ -1,0 +1,303 @@
+#include "cli/cli.h"
+
+#include <arpa/inet.h>
+#include <net/if.h>
+
+#include <CLI/CLI.hpp>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bpf/object.h"
+#include "bpf/pinned_maps.h"
+#include "bpf/tc.h"
+#include "dataplane/conntrack.h"
+#include "dataplane/counters.h"
+#include "dataplane/service_writer.h"
+#include "net/endpoint.h"
+#include "net/netns.h"
+
+namespace kpx::cli {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+struct Io {
+  std::ostream& out;
+  std::ostream& err;
+};
+
+int report(const Io& io, const Error& e) {
+  io.err << "kpx: " << e.message << "\n";
+  return e.kind == ErrorKind::kInvalidArgument ? kExitUsage : kExitFailure;
+}
+
+void check_output_format(CLI::Option* o) { o->check(CLI::IsMember({"table", "json"})); }
+
+// ---- svc -------------------------------------------------------------------
+
+int svc_set(const Io& io, const std::string& pin_dir, const std::string& svc_arg,
+            const std::vector<std::string>& backend_args) {
+  // Parse everything before touching a map: bad input changes nothing.
+  auto svc = net::parse_service(svc_arg);
+  if (!svc) return report(io, svc.error());
+  std::vector<net::BackendAddr> backends;
+  for (const auto& b : backend_args) {
+    auto be = net::parse_backend(b);
+    if (!be) return report(io, be.error());
+    backends.push_back(*be);
+  }
+  auto maps = bpf::PinnedMaps::open_or_create(pin_dir);
+  if (!maps) return report(io, maps.error());
+  dataplane::ServiceWriter w(*maps);
+  if (auto st = w.set(*svc, backends); !st) return report(io, st.error());
+  return 0;
+}
+
+int svc_del(const Io& io, const std::string& pin_dir, const std::string& svc_arg) {
+  auto svc = net::parse_service(svc_arg);
+  if (!svc) return report(io, svc.error());
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return report(io, maps.error());
+  dataplane::ServiceWriter w(*maps);
+  auto removed = w.remove(*svc);
+  if (!removed) return report(io, removed.error());
+  if (!*removed) return report(io, not_found("no service " + net::format(*svc)));
+  return 0;
+}
+
+int svc_list(const Io& io, const std::string& pin_dir, const std::string& format) {
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return report(io, maps.error());
+  dataplane::ServiceWriter w(*maps);
+  auto services = w.list();
+  if (format == "json") {
+    json arr = json::array();
+    for (const auto& s : services) {
+      json backends = json::array();
+      for (const auto& b : s.backends) backends.push_back(net::format(b));
+      arr.push_back({{"service", net::format(s.svc)},
+                     {"ip", net::format_ipv4(s.svc.addr_be)},
+                     {"port", s.svc.port},
+                     {"protocol", net::proto_name(s.svc.proto)},
+                     {"id", s.svc_id},
+                     {"generation", s.generation},
+                     {"backends", backends}});
+    }
+    io.out << arr.dump(2) << "\n";
+    return 0;
+  }
+  io.out << std::left << std::setw(26) << "SERVICE" << std::setw(6) << "ID" << "BACKENDS\n";
+  for (const auto& s : services) {
+    std::string bl;
+    for (const auto& b : s.backends) bl += (bl.empty() ? "" : ",") + net::format(b);
+    io.out << std::setw(26) << net::format(s.svc) << std::setw(6) << s.svc_id << (bl.empty() ? "<none>" : bl)
+           << "\n";
+  }
+  return 0;
+}
+
+// ---- ct, stats -------------------------------------------------------------
+
+int ct_list(const Io& io, const std::string& pin_dir, const std::string& format) {
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return report(io, maps.error());
+  auto entries = dataplane::list_conntrack(*maps);
+  auto ep = [](uint32_t a, uint16_t p_be) { return net::format(net::BackendAddr{a, ntohs(p_be)}); };
+  if (format == "json") {
+    json arr = json::array();
+    for (const auto& e : entries) {
+      arr.push_back({{"direction", e.key.dir == KPX_CT_FORWARD ? "forward" : "reply"},
+                     {"protocol", e.key.proto == IPPROTO_UDP ? "UDP" : "TCP"},
+                     {"src", ep(e.key.saddr, e.key.sport)},
+                     {"dst", ep(e.key.daddr, e.key.dport)},
+                     {"nat", ep(e.value.nat_addr, e.value.nat_port)},
+                     {"snat", e.value.snat_addr ? net::format_ipv4(e.value.snat_addr) : ""},
+                     {"service_id", e.value.svc_id},
+                     {"flags", dataplane::ct_flags_string(e.value.flags)},
+                     {"age_s", e.age_s},
+                     {"idle_s", e.idle_s}});
+    }
+    io.out << arr.dump(2) << "\n";
+    return 0;
+  }
+  io.out << std::left << std::setw(8) << "DIR" << std::setw(6) << "PROTO" << std::setw(22) << "SRC"
+         << std::setw(22) << "DST" << std::setw(22) << "NAT" << std::setw(6) << "SVC" << std::setw(8)
+         << "IDLE" << "FLAGS\n";
+  for (const auto& e : entries) {
+    io.out << std::setw(8) << (e.key.dir == KPX_CT_FORWARD ? "forward" : "reply") << std::setw(6)
+           << (e.key.proto == IPPROTO_UDP ? "UDP" : "TCP") << std::setw(22) << ep(e.key.saddr, e.key.sport)
+           << std::setw(22) << ep(e.key.daddr, e.key.dport) << std::setw(22)
+           << ep(e.value.nat_addr, e.value.nat_port) << std::setw(6) << e.value.svc_id << std::setw(8)
+           << (std::to_string(e.idle_s) + "s") << dataplane::ct_flags_string(e.value.flags) << "\n";
+  }
+  return 0;
+}
+
+int stats(const Io& io, const std::string& pin_dir, const std::string& format) {
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return report(io, maps.error());
+  auto counters = dataplane::read_counters(*maps);
+  if (!counters) return report(io, counters.error());
+  if (format == "json") {
+    json obj = json::object();
+    for (const auto& [name, v] : *counters) obj[name] = v;
+    io.out << obj.dump(2) << "\n";
+    return 0;
+  }
+  for (const auto& [name, v] : *counters) io.out << std::left << std::setw(24) << name << v << "\n";
+  return 0;
+}
+
+// ---- attach / detach -------------------------------------------------------
+
+Result<int> ifindex_in(const std::string& dev, const std::string& netns) {
+  unsigned idx = if_nametoindex(dev.c_str());
+  if (idx == 0)
+    return not_found("no interface '" + dev + "'" + (netns.empty() ? "" : " in netns '" + netns + "'"));
+  return static_cast<int>(idx);
+}
+
+int attach(const Io& io, const std::string& pin_dir, const std::string& netns, const std::string& dev) {
+  auto obj = bpf::LxcObject::load(pin_dir);
+  if (!obj) return report(io, obj.error());
+  auto ns = net::NetnsScope::enter(netns);
+  if (!ns) return report(io, ns.error());
+  auto idx = ifindex_in(dev, netns);
+  if (!idx) return report(io, idx.error());
+  if (auto st = bpf::tc_attach(*idx, obj->from_pod_fd(), obj->to_pod_fd()); !st) return report(io, st.error());
+  return 0;
+}
+
+int detach(const Io& io, const std::string& netns, const std::string& dev) {
+  auto ns = net::NetnsScope::enter(netns);
+  if (!ns) return report(io, ns.error());
+  auto idx = ifindex_in(dev, netns);
+  if (!idx) return report(io, idx.error());
+  if (auto st = bpf::tc_detach(*idx); !st) return report(io, st.error());
+  return 0;
+}
+
+// ---- config ----------------------------------------------------------------
+
+struct ConfigArgs {
+  std::string hairpin_ip;
+  std::optional<uint32_t> tcp_syn, tcp_established, tcp_closing, udp;
+};
+
+int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
+  std::optional<uint32_t> hairpin;
+  if (!a.hairpin_ip.empty()) {
+    auto ip = net::parse_ipv4(a.hairpin_ip);
+    if (!ip) return report(io, ip.error());
+    hairpin = *ip;
+  }
+  auto maps = bpf::PinnedMaps::open_or_create(pin_dir);
+  if (!maps) return report(io, maps.error());
+  kpx_config c = maps->read_config();
+  if (hairpin) c.hairpin_snat_addr_v4 = *hairpin;
+  if (a.tcp_syn) c.tcp_syn_timeout_s = *a.tcp_syn;
+  if (a.tcp_established) c.tcp_established_timeout_s = *a.tcp_established;
+  if (a.tcp_closing) c.tcp_closing_timeout_s = *a.tcp_closing;
+  if (a.udp) c.udp_timeout_s = *a.udp;
+  if (auto st = maps->config.update(0, c); !st) return report(io, st.error());
+  return 0;
+}
+
+int config_show(const Io& io, const std::string& pin_dir, const std::string& format) {
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return report(io, maps.error());
+  kpx_config c = maps->read_config();
+  auto or_default = [](uint32_t v, uint32_t d) { return v ? v : d; };
+  json obj = {
+      {"hairpin_snat_ip", c.hairpin_snat_addr_v4 ? net::format_ipv4(c.hairpin_snat_addr_v4) : ""},
+      {"tcp_syn_timeout_s", or_default(c.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S)},
+      {"tcp_established_timeout_s", or_default(c.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)},
+      {"tcp_closing_timeout_s", or_default(c.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S)},
+      {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
+  };
+  if (format == "json") {
+    io.out << obj.dump(2) << "\n";
+    return 0;
+  }
+  for (auto& [k, v] : obj.items())
+    io.out << std::left << std::setw(28) << k << (v.is_string() ? v.get<std::string>() : v.dump()) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  Io io{out, err};
+  CLI::App app{"kpx: an eBPF replacement for kube-proxy", "kpx"};
+  app.require_subcommand(1);
+  std::string pin_dir = bpf::kDefaultPinDir;
+  app.add_option("--pin-dir", pin_dir, "bpffs directory of this instance's maps")->capture_default_str();
+
+  std::string format = "table";
+  std::string svc_arg;
+  std::vector<std::string> backend_args;
+  std::string netns, dev;
+  ConfigArgs cfg;
+  int rc = 0;
+
+  auto* svc = app.add_subcommand("svc", "program and list Services")->require_subcommand(1);
+  auto* svc_set_cmd = svc->add_subcommand("set", "set a Service's backends (none: traffic is dropped)");
+  svc_set_cmd->add_option("service", svc_arg, "VIP:PORT/PROTO (tcp|udp)")->required();
+  svc_set_cmd->add_option("backends", backend_args, "BACKEND_IP:PORT ...");
+  svc_set_cmd->callback([&] { rc = svc_set(io, pin_dir, svc_arg, backend_args); });
+  auto* svc_del_cmd = svc->add_subcommand("del", "remove a Service");
+  svc_del_cmd->add_option("service", svc_arg, "VIP:PORT/PROTO")->required();
+  svc_del_cmd->callback([&] { rc = svc_del(io, pin_dir, svc_arg); });
+  auto* svc_list_cmd = svc->add_subcommand("list", "list Services and their backends");
+  check_output_format(svc_list_cmd->add_option("-o,--output", format, "table|json"));
+  svc_list_cmd->callback([&] { rc = svc_list(io, pin_dir, format); });
+
+  auto* ct = app.add_subcommand("ct", "connection tracking")->require_subcommand(1);
+  auto* ct_list_cmd = ct->add_subcommand("list", "list conntrack entries");
+  check_output_format(ct_list_cmd->add_option("-o,--output", format, "table|json"));
+  ct_list_cmd->callback([&] { rc = ct_list(io, pin_dir, format); });
+
+  auto* stats_cmd = app.add_subcommand("stats", "datapath counters by reason");
+  check_output_format(stats_cmd->add_option("-o,--output", format, "table|json"));
+  stats_cmd->callback([&] { rc = stats(io, pin_dir, format); });
+
+  auto* attach_cmd = app.add_subcommand("attach", "attach the pod-side programs to a pod veth's host end");
+  attach_cmd->add_option("--netns", netns, "network namespace (ip netns name) of the interface");
+  attach_cmd->add_option("--dev", dev, "interface")->required();
+  attach_cmd->callback([&] { rc = attach(io, pin_dir, netns, dev); });
+  auto* detach_cmd = app.add_subcommand("detach", "remove kpx's programs from an interface");
+  detach_cmd->add_option("--netns", netns, "network namespace (ip netns name) of the interface");
+  detach_cmd->add_option("--dev", dev, "interface")->required();
+  detach_cmd->callback([&] { rc = detach(io, netns, dev); });
+
+  auto* config = app.add_subcommand("config", "datapath settings")->require_subcommand(1);
+  auto* config_set_cmd = config->add_subcommand("set", "change datapath settings");
+  config_set_cmd->add_option("--hairpin-snat-ip", cfg.hairpin_ip,
+                             "node-owned IPv4 address a pod reaching itself through a Service is NATed to");
+  auto timeout = [](CLI::Option* o) { o->check(CLI::Range(1u, 7u * 86400u)); };
+  timeout(config_set_cmd->add_option("--tcp-syn-timeout", cfg.tcp_syn, "seconds"));
+  timeout(config_set_cmd->add_option("--tcp-established-timeout", cfg.tcp_established, "seconds"));
+  timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds"));
+  timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds"));
+  config_set_cmd->callback([&] { rc = config_set(io, pin_dir, cfg); });
+  auto* config_show_cmd = config->add_subcommand("show", "show datapath settings");
+  check_output_format(config_show_cmd->add_option("-o,--output", format, "table|json"));
+  config_show_cmd->callback([&] { rc = config_show(io, pin_dir, format); });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e, out, err);
+    return code == 0 ? 0 : kExitUsage;
+  }
+  return rc;
+}
+
+}  // namespace kpx::cli

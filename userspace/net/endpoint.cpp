@@ -1,0 +1,93 @@
+#include "net/endpoint.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+
+namespace kpx::net {
+
+Result<uint32_t> parse_ipv4(std::string_view s) {
+  // inet_pton(AF_INET) takes exactly four dotted decimal parts, no leading
+  // zeros beyond a single digit, nothing else (no "1.2.3", no hex).
+  std::string str(s);
+  in_addr a{};
+  if (str.empty() || inet_pton(AF_INET, str.c_str(), &a) != 1)
+    return invalid_argument("invalid IPv4 address '" + str + "'");
+  return a.s_addr;
+}
+
+Result<uint16_t> parse_port(std::string_view s) {
+  unsigned v = 0;
+  if (s.empty() || s.size() > 5 || !std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); }))
+    return invalid_argument("invalid port '" + std::string(s) + "': expected 1-65535");
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  if (v < 1 || v > 65535)
+    return invalid_argument("invalid port '" + std::string(s) + "': expected 1-65535");
+  return static_cast<uint16_t>(v);
+}
+
+Result<Proto> parse_proto(std::string_view s) {
+  std::string l(s);
+  std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return std::tolower(c); });
+  if (l == "tcp") return Proto::kTcp;
+  if (l == "udp") return Proto::kUdp;
+  if (l == "sctp") return invalid_argument("protocol SCTP is not supported by kpx yet");
+  return invalid_argument("invalid protocol '" + std::string(s) + "': expected tcp or udp");
+}
+
+namespace {
+
+// Split "IP:PORT" at the last colon.
+Result<std::pair<uint32_t, uint16_t>> parse_ip_port(std::string_view s, const char* what) {
+  auto colon = s.rfind(':');
+  if (colon == std::string_view::npos)
+    return invalid_argument(std::string("invalid ") + what + " '" + std::string(s) + "': expected IP:PORT");
+  auto ip = parse_ipv4(s.substr(0, colon));
+  if (!ip) return ip.error();
+  auto port = parse_port(s.substr(colon + 1));
+  if (!port) return port.error();
+  return std::make_pair(*ip, *port);
+}
+
+}  // namespace
+
+Result<ServiceAddr> parse_service(std::string_view s) {
+  ServiceAddr out;
+  auto slash = s.find('/');
+  if (slash != std::string_view::npos) {
+    auto p = parse_proto(s.substr(slash + 1));
+    if (!p) return p.error();
+    out.proto = *p;
+    s = s.substr(0, slash);
+  }
+  auto ipp = parse_ip_port(s, "service");
+  if (!ipp) return ipp.error();
+  out.addr_be = ipp->first;
+  out.port = ipp->second;
+  return out;
+}
+
+Result<BackendAddr> parse_backend(std::string_view s) {
+  auto ipp = parse_ip_port(s, "backend");
+  if (!ipp) return ipp.error();
+  return BackendAddr{ipp->first, ipp->second};
+}
+
+std::string format_ipv4(uint32_t addr_be) {
+  char buf[INET_ADDRSTRLEN];
+  in_addr a{addr_be};
+  inet_ntop(AF_INET, &a, buf, sizeof buf);
+  return buf;
+}
+
+std::string proto_name(Proto p) { return p == Proto::kUdp ? "UDP" : "TCP"; }
+
+std::string format(const ServiceAddr& s) {
+  return format_ipv4(s.addr_be) + ":" + std::to_string(s.port) + "/" + proto_name(s.proto);
+}
+
+std::string format(const BackendAddr& b) { return format_ipv4(b.addr_be) + ":" + std::to_string(b.port); }
+
+}  // namespace kpx::net
