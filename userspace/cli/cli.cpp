@@ -16,6 +16,7 @@
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/service_writer.h"
+#include "lab/echo.h"
 #include "net/endpoint.h"
 #include "net/netns.h"
 
@@ -231,6 +232,18 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
   return 0;
 }
 
+// ---- lab tools -------------------------------------------------------------
+
+int probe(const Io& io, const std::string& target, int count, int timeout_ms) {
+  auto t = net::parse_service(target);
+  if (!t) return report(io, t.error());
+  lab::ProbeOptions o;
+  o.target = *t;
+  o.count = count;
+  o.timeout = std::chrono::milliseconds(timeout_ms);
+  return lab::run_probe(o, io.out) == count ? 0 : kExitFailure;
+}
+
 }  // namespace
 
 int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
@@ -290,6 +303,24 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   auto* config_show_cmd = config->add_subcommand("show", "show datapath settings");
   check_output_format(config_show_cmd->add_option("-o,--output", format, "table|json"));
   config_show_cmd->callback([&] { rc = config_show(io, pin_dir, format); });
+
+  auto* lab_cmd = app.add_subcommand("lab", "the network-namespace lab's tools")->require_subcommand(1);
+  lab::EchoServerOptions echo;
+  auto* echo_cmd = lab_cmd->add_subcommand("echo-server", "answer TCP and UDP with this pod's name and the client address");
+  echo_cmd->add_option("--name", echo.name, "name to answer with")->required();
+  echo_cmd->add_option("--port", echo.port, "TCP and UDP port")->capture_default_str();
+  echo_cmd->add_option("--exit-after", echo.exit_after_s, "stop after this many seconds (0: never)")
+      ->check(CLI::NonNegativeNumber);
+  echo_cmd->callback([&] {
+    if (auto st = lab::run_echo_server(echo, out); !st) rc = report(io, st.error());
+  });
+  std::string probe_target;
+  int probe_count = 1, probe_timeout_ms = 1000;
+  auto* probe_cmd = lab_cmd->add_subcommand("probe", "send requests to an echo server and print who answered");
+  probe_cmd->add_option("target", probe_target, "IP:PORT/PROTO")->required();
+  probe_cmd->add_option("-c,--count", probe_count, "requests")->check(CLI::Range(1, 100000));
+  probe_cmd->add_option("--timeout-ms", probe_timeout_ms, "per request")->check(CLI::Range(1, 60000));
+  probe_cmd->callback([&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms); });
 
   try {
     app.parse(argc, argv);

@@ -1,8 +1,10 @@
 #include "dataplane/conntrack.h"
 
+#include <arpa/inet.h>
 #include <time.h>
 
 #include <algorithm>
+#include <tuple>
 
 namespace kpx::dataplane {
 
@@ -19,10 +21,11 @@ std::vector<CtEntry> list_conntrack(const bpf::PinnedMaps& maps) {
   maps.conntrack.for_each([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
     out.push_back({k, v, since(v.created_ns), since(v.last_seen_ns)});
   });
-  std::sort(out.begin(), out.end(), [](const CtEntry& a, const CtEntry& b) {
-    return std::tie(a.key.saddr, a.key.sport, a.key.daddr, a.key.dport, a.key.proto, a.key.dir) <
-           std::tie(b.key.saddr, b.key.sport, b.key.daddr, b.key.dport, b.key.proto, b.key.dir);
-  });
+  auto order = [](const CtEntry& e) {
+    return std::make_tuple(ntohl(e.key.saddr), ntohs(e.key.sport), ntohl(e.key.daddr), ntohs(e.key.dport),
+                           e.key.proto, e.key.dir);
+  };
+  std::sort(out.begin(), out.end(), [&](const CtEntry& a, const CtEntry& b) { return order(a) < order(b); });
   return out;
 }
 

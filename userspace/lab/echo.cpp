@@ -1,0 +1,177 @@
+#include "lab/echo.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "bpf/fd.h"
+
+namespace kpx::lab {
+
+namespace {
+
+using bpf::UniqueFd;
+using Clock = std::chrono::steady_clock;
+
+volatile sig_atomic_t g_stop = 0;
+void on_signal(int) { g_stop = 1; }
+
+std::string peer_string(const sockaddr_in& a) {
+  return net::format(net::BackendAddr{a.sin_addr.s_addr, ntohs(a.sin_port)});
+}
+
+Result<UniqueFd> bound_socket(int type, uint16_t port) {
+  UniqueFd fd(socket(AF_INET, type | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return errno_error("socket", errno);
+  int one = 1;
+  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
+    return errno_error("bind port " + std::to_string(port), errno);
+  if (type == SOCK_STREAM && listen(fd.get(), 128) != 0) return errno_error("listen", errno);
+  return fd;
+}
+
+// Wait for fd to become ready for `events` until deadline; false on timeout.
+bool wait_fd(int fd, short events, Clock::time_point deadline) {
+  for (;;) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    int rc = poll(&p, 1, static_cast<int>(left));
+    if (rc > 0) return true;
+    if (rc < 0 && errno != EINTR) return false;
+  }
+}
+
+sockaddr_in to_sockaddr(const net::ServiceAddr& t) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = t.addr_be;
+  a.sin_port = htons(t.port);
+  return a;
+}
+
+std::string probe_tcp(const net::ServiceAddr& t, std::chrono::milliseconds timeout, std::string* from) {
+  auto deadline = Clock::now() + timeout;
+  UniqueFd fd(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return std::string("fail socket: ") + std::strerror(errno);
+  // Close with RST: no TIME_WAIT pile-up over many probes.
+  linger lg{1, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+  sockaddr_in a = to_sockaddr(t);
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 && errno != EINPROGRESS)
+    return std::string("fail connect: ") + std::strerror(errno);
+  if (!wait_fd(fd.get(), POLLOUT, deadline)) return "fail connect: timeout";
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+  if (err != 0) return std::string("fail connect: ") + std::strerror(err);
+  sockaddr_in peer{};
+  socklen_t plen = sizeof peer;
+  getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen);
+  *from = peer_string(peer);
+  std::string reply;
+  char buf[512];
+  while (reply.find('\n') == std::string::npos) {
+    if (!wait_fd(fd.get(), POLLIN, deadline)) return "fail read: timeout";
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    reply.append(buf, static_cast<size_t>(n));
+  }
+  if (reply.empty()) return "fail read: empty reply";
+  return "ok " + reply.substr(0, reply.find('\n'));
+}
+
+std::string probe_udp(const net::ServiceAddr& t, std::chrono::milliseconds timeout, std::string* from) {
+  auto deadline = Clock::now() + timeout;
+  UniqueFd fd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return std::string("fail socket: ") + std::strerror(errno);
+  sockaddr_in a = to_sockaddr(t);
+  const char req[] = "hello\n";
+  if (sendto(fd.get(), req, sizeof req - 1, 0, reinterpret_cast<sockaddr*>(&a), sizeof a) < 0)
+    return std::string("fail send: ") + std::strerror(errno);
+  char buf[512];
+  sockaddr_in peer{};
+  socklen_t plen = sizeof peer;
+  if (!wait_fd(fd.get(), POLLIN, deadline)) return "fail recv: timeout";
+  ssize_t n = recvfrom(fd.get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &plen);
+  if (n <= 0) return std::string("fail recv: ") + std::strerror(errno);
+  *from = peer_string(peer);
+  std::string reply(buf, static_cast<size_t>(n));
+  return "ok " + reply.substr(0, reply.find('\n'));
+}
+
+}  // namespace
+
+std::string echo_reply(const std::string& name, const std::string& client) {
+  return "pod=" + name + " client=" + client;
+}
+
+Status run_echo_server(const EchoServerOptions& o, std::ostream& out) {
+  auto tcp = bound_socket(SOCK_STREAM, o.port);
+  if (!tcp) return tcp.error();
+  auto udp = bound_socket(SOCK_DGRAM, o.port);
+  if (!udp) return udp.error();
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  out << "ready" << std::endl;
+  const auto end = Clock::now() + std::chrono::seconds(o.exit_after_s);
+  while (!g_stop && (o.exit_after_s == 0 || Clock::now() < end)) {
+    pollfd p[2] = {{tcp->get(), POLLIN, 0}, {udp->get(), POLLIN, 0}};
+    if (poll(p, 2, 200) <= 0) continue;
+    if (p[0].revents & POLLIN) {
+      sockaddr_in peer{};
+      socklen_t len = sizeof peer;
+      UniqueFd c(accept4(tcp->get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
+      if (c.valid()) {
+        std::string r = echo_reply(o.name, peer_string(peer)) + "\n";
+        (void)!write(c.get(), r.data(), r.size());
+        shutdown(c.get(), SHUT_WR);
+      }
+    }
+    if (p[1].revents & POLLIN) {
+      char buf[2048];
+      sockaddr_in peer{};
+      socklen_t len = sizeof peer;
+      ssize_t n = recvfrom(udp->get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
+      if (n >= 0) {
+        std::string r = echo_reply(o.name, peer_string(peer)) + "\n";
+        sendto(udp->get(), r.data(), r.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
+      }
+    }
+  }
+  return {};
+}
+
+int run_probe(const ProbeOptions& o, std::ostream& out) {
+  int answered = 0;
+  for (int i = 0; i < o.count; ++i) {
+    std::string from;
+    std::string r = o.target.proto == net::Proto::kUdp ? probe_udp(o.target, o.timeout, &from)
+                                                       : probe_tcp(o.target, o.timeout, &from);
+    bool ok = r.rfind("ok ", 0) == 0;
+    if (ok) {
+      ++answered;
+      out << i << " ok from=" << from << " " << r.substr(3) << "\n";
+    } else {
+      out << i << " " << r << "\n";
+    }
+  }
+  out.flush();
+  return answered;
+}
+
+}  // namespace kpx::lab
