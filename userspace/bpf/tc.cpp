@@ -4,6 +4,8 @@
 
 #include <cerrno>
 
+#include "bpf/log.h"
+
 namespace kpx::bpf {
 
 namespace {
@@ -28,15 +30,27 @@ bpf_tc_opts kpx_opts(int prog_fd) {
 }  // namespace
 
 Status tc_attach(int ifindex, int from_pod_fd, int to_pod_fd) {
-  bpf_tc_hook qdisc = hook_for(ifindex, true);
-  qdisc.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
-  if (int rc = bpf_tc_hook_create(&qdisc); rc != 0 && rc != -EEXIST)
-    return errno_error("create clsact qdisc on ifindex " + std::to_string(ifindex), rc);
   for (bool ingress : {true, false}) {
     bpf_tc_hook h = hook_for(ifindex, ingress);
     bpf_tc_opts o = kpx_opts(ingress ? from_pod_fd : to_pod_fd);
     o.flags = BPF_TC_F_REPLACE;
-    if (int rc = bpf_tc_attach(&h, &o); rc != 0)
+    int rc;
+    {
+      QuietLibbpf quiet;  // fails when the qdisc is missing: handled below
+      rc = bpf_tc_attach(&h, &o);
+    }
+    if (rc != 0 && ingress) {
+      // No clsact qdisc yet: create it once, then attach. (Creating it
+      // unconditionally makes the kernel complain when it exists.)
+      bpf_tc_hook qdisc = h;
+      qdisc.attach_point = static_cast<bpf_tc_attach_point>(BPF_TC_INGRESS | BPF_TC_EGRESS);
+      if (int qrc = bpf_tc_hook_create(&qdisc); qrc != 0 && qrc != -EEXIST)
+        return errno_error("create clsact qdisc on ifindex " + std::to_string(ifindex), qrc);
+      o = kpx_opts(from_pod_fd);
+      o.flags = BPF_TC_F_REPLACE;
+      rc = bpf_tc_attach(&h, &o);
+    }
+    if (rc != 0)
       return errno_error(std::string("attach tc ") + (ingress ? "ingress" : "egress") + " on ifindex " +
                              std::to_string(ifindex),
                          rc);
@@ -48,6 +62,7 @@ Status tc_detach(int ifindex) {
   for (bool ingress : {true, false}) {
     bpf_tc_hook h = hook_for(ifindex, ingress);
     bpf_tc_opts o = kpx_opts(0);
+    QuietLibbpf quiet;  // "not attached" is fine
     int rc = bpf_tc_detach(&h, &o);
     if (rc != 0 && rc != -ENOENT && rc != -EINVAL)
       return errno_error(std::string("detach tc ") + (ingress ? "ingress" : "egress") + " on ifindex " +
@@ -60,6 +75,7 @@ Status tc_detach(int ifindex) {
 uint32_t tc_attached_prog_id(int ifindex, bool ingress) {
   bpf_tc_hook h = hook_for(ifindex, ingress);
   bpf_tc_opts o = kpx_opts(0);
+  QuietLibbpf quiet;
   if (bpf_tc_query(&h, &o) != 0) return 0;
   return o.prog_id;
 }

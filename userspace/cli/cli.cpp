@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "bpf/log.h"
 #include "bpf/object.h"
 #include "bpf/pinned_maps.h"
 #include "bpf/tc.h"
@@ -248,6 +249,7 @@ int probe(const Io& io, const std::string& target, int count, int timeout_ms) {
 
 int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
   Io io{out, err};
+  bpf::install_libbpf_logging();
   CLI::App app{"kpx: an eBPF replacement for kube-proxy", "kpx"};
   app.require_subcommand(1);
   std::string pin_dir = bpf::kDefaultPinDir;
