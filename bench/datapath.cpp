@@ -1,0 +1,830 @@
+// kpx-bench datapath: ns per packet of kpx_from_pod / kpx_to_pod under
+// BPF_PROG_TEST_RUN, against kpx_floor (an empty tc program).
+//
+// How each case is measured
+// -------------------------
+// BPF_PROG_TEST_RUN with .repeat = N runs the program N times on ONE skb
+// inside the kernel and reports the mean ns per run (ktime_get_ns() around
+// the loop, the time spent rescheduling left out, truncated to whole ns).
+// The skb is not reset between runs: a rewrite made by run i is what run
+// i+1 sees. A DNAT'ed frame therefore stops being a frame to the Service
+// after the first run, and would miss conntrack and pass from then on. So:
+//
+//  - established: the measured flow (client -> VIP:80, ACK) is created by one
+//    real kpx_from_pod run, which picks a backend and writes both conntrack
+//    entries. The bench then adds a mirror FORWARD entry keyed by the
+//    translated frame (client -> backend) that translates back to VIP:80.
+//    Every run of the loop is then a conntrack hit with a real rewrite of
+//    address, port and both checksums (VIP->backend, backend->VIP, ...):
+//    exactly the hot path of a tracked flow, one lookup per packet. The
+//    DNAT_ESTABLISHED counter must grow by exactly N, and after an even N the
+//    frame must come back unchanged; both are checked.
+//  - reply: kpx_to_pod on backend -> client (ACK) with the REPLY entry the
+//    flow's creation wrote, plus the mirror REPLY entry keyed by the
+//    translated frame (VIP -> client). REVNAT must grow by exactly N.
+//  - pass: kpx_from_pod on a frame to a non-Service address: conntrack
+//    miss, Service miss, pass. Nothing is rewritten; PASS must grow by N.
+//  - floor: kpx_floor looped over the same frame with the same N.
+//  - new_flow: a conntrack miss on a Service, backend pick and the creation
+//    of both entries, on every packet. No looping trick gives that honestly:
+//    the same frame hits the entry its first run made, a SYN on an entry
+//    that only saw a SYN is a hit too, and anything that forces the slow
+//    path on a hit (e.g. SYN+FIN, which makes every SYN "reuse a closed
+//    tuple") replaces an existing entry instead of inserting a new key and
+//    takes the slow path for a reason real traffic rarely has. Instead each
+//    round sends K distinct SYN frames (source port 20000+k), each in its
+//    own BPF_PROG_TEST_RUN with repeat = 1, so every one is a genuinely new
+//    flow (DNAT_NEW must grow by K, DNAT_ESTABLISHED by 0). With repeat = 1
+//    the kernel's figure includes the fixed cost of one timed run (two
+//    ktime_get_ns(), bh disable/enable, run-ctx setup), so the floor is
+//    measured the same way on the same frames, interleaved frame by frame
+//    (floor_single_ns), and new_flow's "above floor" is against that floor.
+//    The K entries made are deleted after the round. The kernel times a
+//    single run with ktime_get_ns(), which on some VMs advances in ~10 ns
+//    steps: single-run figures are that coarse, the looped ones are not.
+//
+// Services are written straight into the maps in ServiceWriter's layout
+// (ServiceWriter scans the maps for free ids on every set: O(n) per Service,
+// too slow for 50,000). Conntrack is prefilled with one established flow per
+// Service (two entries each), so lookups are not into an empty map. One
+// kpx object (one JIT image) serves every Service count: the maps are grown
+// and shrunk between phases, so the counts differ only in map contents.
+#include "datapath.h"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/pkt_cls.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "bpf/object.h"
+#include "bpf/pinned_maps.h"
+#include "dataplane/conntrack.h"
+#include "kpx/abi.h"
+#include "kpx_floor.skel.h"
+#include "packet/craft.h"
+
+namespace kpx::bench {
+namespace {
+
+using Frame = std::vector<uint8_t>;
+
+// ---- constants of the benchmark layout ------------------------------------
+
+constexpr uint16_t kServicePort = 80;
+constexpr uint16_t kBackendPort = 8080;  // targetPort != port: the port rewrite is included
+constexpr uint16_t kPrefillSport = 33000;
+constexpr uint16_t kMeasuredSport = 40000;
+constexpr uint16_t kPassSport = 40001;
+constexpr uint16_t kNewFlowSportBase = 20000;
+constexpr uint32_t kBackendsPerService = 2;
+constexpr double kTargetAboveFloorNs = 15.0;
+constexpr double kFlatToleranceNs = 5.0;
+
+const char* const kCases[] = {"established", "new_flow", "reply", "pass"};
+
+uint32_t host_addr(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  return static_cast<uint32_t>(a) << 24 | static_cast<uint32_t>(b) << 16 |
+         static_cast<uint32_t>(c) << 8 | d;
+}
+// Service i: VIP 10.96.0.0 + i + 1 (10.96.0.1, ...), port 80/TCP.
+uint32_t vip_be(uint32_t i) { return htonl(host_addr(10, 96, 0, 0) + i + 1); }
+// Its backends: 10.64.0.0 + 2i + s + 1, port 8080.
+uint32_t backend_be(uint32_t i, uint32_t s) {
+  return htonl(host_addr(10, 64, 0, 0) + kBackendsPerService * i + s + 1);
+}
+// The client of prefill flow j: 10.128.0.0 + j + 1.
+uint32_t prefill_client_be(uint32_t j) { return htonl(host_addr(10, 128, 0, 0) + j + 1); }
+// The client of the measured flows, and the non-Service destination of "pass".
+uint32_t measured_client_be() { return htonl(host_addr(10, 0, 0, 2)); }
+uint32_t non_service_be() { return htonl(host_addr(10, 200, 0, 1)); }
+
+// ---- interruption and cleanup -----------------------------------------------
+
+volatile sig_atomic_t g_interrupted = 0;
+extern "C" void on_signal(int) { g_interrupted = 1; }
+
+// SIGINT/SIGTERM set a flag (no SA_RESTART: a running BPF_PROG_TEST_RUN
+// returns EINTR), the bench unwinds and the pin directory is removed. A
+// second signal gets the default action.
+class SignalGuard {
+ public:
+  SignalGuard() {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalGuard() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  SignalGuard(const SignalGuard&) = delete;
+  SignalGuard& operator=(const SignalGuard&) = delete;
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+Status check_interrupt() {
+  if (g_interrupted) return system_error("interrupted");
+  return {};
+}
+
+// /sys/fs/bpf/kpx-bench-<pid>: made fresh, unpinned and removed on
+// destruction (also when the bench fails or is interrupted).
+class BenchPinDir {
+ public:
+  BenchPinDir() : path_("/sys/fs/bpf/kpx-bench-" + std::to_string(getpid())) {}
+  ~BenchPinDir() {
+    if (!owned_) return;
+    if (auto st = bpf::remove_pin_dir(path_); !st) {
+      std::error_code ec;
+      std::filesystem::remove_all(path_, ec);
+    }
+  }
+  BenchPinDir(const BenchPinDir&) = delete;
+  BenchPinDir& operator=(const BenchPinDir&) = delete;
+
+  Status create() {
+    KPX_TRY(bpf::check_pin_dir(path_));
+    if (mkdir(path_.c_str(), 0700) != 0) {
+      if (errno == EEXIST) return invalid_argument(path_ + " already exists; not reusing it");
+      return errno_error("mkdir " + path_, errno);
+    }
+    owned_ = true;
+    return {};
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  bool owned_ = false;
+};
+
+struct FloorDeleter {
+  void operator()(kpx_floor* s) const { kpx_floor__destroy(s); }
+};
+
+// ---- map helpers ------------------------------------------------------------
+
+template <typename K, typename V>
+Status update_many(int fd, const std::vector<K>& keys, const std::vector<V>& vals) {
+  if (keys.empty()) return {};
+  __u32 count = static_cast<__u32>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return {};
+  // No batch support (or it stopped part way): per element, idempotent.
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (bpf_map_update_elem(fd, &keys[i], &vals[i], BPF_ANY) != 0)
+      return errno_error("bpf map update", errno);
+  }
+  return {};
+}
+
+template <typename K>
+Status delete_many(int fd, const std::vector<K>& keys) {
+  if (keys.empty()) return {};
+  __u32 count = static_cast<__u32>(keys.size());
+  LIBBPF_OPTS(bpf_map_batch_opts, opts);
+  if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return {};
+  for (const K& k : keys) {
+    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT)
+      return errno_error("bpf map delete", errno);
+  }
+  return {};
+}
+
+kpx_service_key_v4 svc_key(uint32_t i) {
+  kpx_service_key_v4 k{};
+  k.addr = vip_be(i);
+  k.port = htons(kServicePort);
+  k.proto = IPPROTO_TCP;
+  k.scope = KPX_SCOPE_INTERNAL;
+  return k;
+}
+
+// Backend ids of Service i in slot order. ServiceWriter sorts a Service's
+// backends (by network-order address, then port) and gives new backends the
+// lowest free ids, so Services set one after another on empty maps get ids
+// 2i+1, 2i+2 in that order.
+void backends_in_slot_order(uint32_t i, uint32_t addrs[kBackendsPerService]) {
+  for (uint32_t s = 0; s < kBackendsPerService; ++s) addrs[s] = backend_be(i, s);
+  std::sort(addrs, addrs + kBackendsPerService);
+}
+
+// The fast bulk loader: Services [from, to) written exactly as
+// ServiceWriter::set leaves them (VIP 10.96.x.y:80/TCP, two backends
+// 10.64.x.y:8080 each): backends first, then generation 1's slots, the
+// revnat entry and last the services entry, with batch updates.
+Status add_services(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
+  if (from >= to) return {};
+  const size_t n = to - from;
+  std::vector<uint32_t> be_ids;
+  std::vector<kpx_backend_value_v4> be_vals;
+  std::vector<kpx_backend_slot_key> slot_keys;
+  std::vector<uint32_t> slot_vals;
+  std::vector<uint32_t> rn_keys;
+  std::vector<kpx_revnat_value_v4> rn_vals;
+  std::vector<kpx_service_key_v4> svc_keys;
+  std::vector<kpx_service_value> svc_vals;
+  be_ids.reserve(n * kBackendsPerService);
+  be_vals.reserve(n * kBackendsPerService);
+  slot_keys.reserve(n * kBackendsPerService);
+  slot_vals.reserve(n * kBackendsPerService);
+  for (uint32_t i = from; i < to; ++i) {
+    const uint32_t svc_id = i + 1;
+    uint32_t addrs[kBackendsPerService];
+    backends_in_slot_order(i, addrs);
+    for (uint32_t s = 0; s < kBackendsPerService; ++s) {
+      const uint32_t id = kBackendsPerService * i + s + 1;
+      kpx_backend_value_v4 bv{};
+      bv.addr = addrs[s];
+      bv.port = htons(kBackendPort);
+      bv.flags = KPX_BE_F_NONE;
+      be_ids.push_back(id);
+      be_vals.push_back(bv);
+      slot_keys.push_back({svc_id, 1, s});
+      slot_vals.push_back(id);
+    }
+    kpx_revnat_value_v4 rv{};
+    rv.addr = vip_be(i);
+    rv.port = htons(kServicePort);
+    rn_keys.push_back(svc_id);
+    rn_vals.push_back(rv);
+    kpx_service_value sv{};
+    sv.svc_id = svc_id;
+    sv.backend_count = kBackendsPerService;
+    sv.generation = 1;
+    sv.flags = KPX_SVC_F_NONE;
+    svc_keys.push_back(svc_key(i));
+    svc_vals.push_back(sv);
+  }
+  KPX_TRY(update_many(m.backends.fd(), be_ids, be_vals));
+  KPX_TRY(update_many(m.service_backends.fd(), slot_keys, slot_vals));
+  KPX_TRY(update_many(m.revnat.fd(), rn_keys, rn_vals));
+  KPX_TRY(update_many(m.services.fd(), svc_keys, svc_vals));
+  return {};
+}
+
+// Services [from, to) removed again, in ServiceWriter::remove's order.
+Status remove_services(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
+  if (from >= to) return {};
+  std::vector<kpx_service_key_v4> svc_keys;
+  std::vector<kpx_backend_slot_key> slot_keys;
+  std::vector<uint32_t> rn_keys, be_ids;
+  for (uint32_t i = from; i < to; ++i) {
+    svc_keys.push_back(svc_key(i));
+    rn_keys.push_back(i + 1);
+    for (uint32_t s = 0; s < kBackendsPerService; ++s) {
+      slot_keys.push_back({i + 1, 1, s});
+      be_ids.push_back(kBackendsPerService * i + s + 1);
+    }
+  }
+  KPX_TRY(delete_many(m.services.fd(), svc_keys));
+  KPX_TRY(delete_many(m.service_backends.fd(), slot_keys));
+  KPX_TRY(delete_many(m.revnat.fd(), rn_keys));
+  KPX_TRY(delete_many(m.backends.fd(), be_ids));
+  return {};
+}
+
+kpx_ct_key_v4 ct_key(uint32_t saddr, uint32_t daddr, uint16_t sport_h, uint16_t dport_h, uint8_t dir) {
+  kpx_ct_key_v4 k{};
+  k.saddr = saddr;
+  k.daddr = daddr;
+  k.sport = htons(sport_h);
+  k.dport = htons(dport_h);
+  k.proto = IPPROTO_TCP;
+  k.dir = dir;
+  return k;
+}
+
+// Prefill flow j: 10.128.x.y:33000 -> VIP_j:80, pinned to Service j's first
+// backend, established in both directions, as the datapath leaves it.
+Status add_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
+  if (from >= to) return {};
+  const uint64_t now = dataplane::monotonic_coarse_ns();
+  std::vector<kpx_ct_key_v4> keys;
+  std::vector<kpx_ct_value_v4> vals;
+  for (uint32_t j = from; j < to; ++j) {
+    const uint32_t be = backend_be(j, 0);
+    kpx_ct_value_v4 v{};
+    v.svc_id = j + 1;
+    v.last_seen_ns = now;
+    v.created_ns = now;
+    v.nat_addr = be;
+    v.nat_port = htons(kBackendPort);
+    v.flags = KPX_CT_F_SYN | KPX_CT_F_ESTABLISHED | KPX_CT_F_SEEN_REPLY;
+    keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
+    vals.push_back(v);
+    v.nat_addr = vip_be(j);
+    v.nat_port = htons(kServicePort);
+    v.flags = KPX_CT_F_SYN | KPX_CT_F_ESTABLISHED;
+    keys.push_back(ct_key(be, prefill_client_be(j), kBackendPort, kPrefillSport, KPX_CT_REPLY));
+    vals.push_back(v);
+  }
+  return update_many(m.conntrack.fd(), keys, vals);
+}
+
+Status remove_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
+  std::vector<kpx_ct_key_v4> keys;
+  for (uint32_t j = from; j < to; ++j) {
+    keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
+    keys.push_back(ct_key(backend_be(j, 0), prefill_client_be(j), kBackendPort, kPrefillSport, KPX_CT_REPLY));
+  }
+  return delete_many(m.conntrack.fd(), keys);
+}
+
+class Counters {
+ public:
+  explicit Counters(int fd) : fd_(fd), per_cpu_(static_cast<size_t>(std::max(1, libbpf_num_possible_cpus()))) {}
+  Result<uint64_t> get(kpx_counter reason) {
+    uint32_t key = reason;
+    if (bpf_map_lookup_elem(fd_, &key, per_cpu_.data()) != 0) return errno_error("read counters", errno);
+    uint64_t sum = 0;
+    for (uint64_t v : per_cpu_) sum += v;
+    return sum;
+  }
+
+ private:
+  int fd_;
+  std::vector<uint64_t> per_cpu_;
+};
+
+// ---- BPF_PROG_TEST_RUN ---------------------------------------------------
+
+struct RunResult {
+  uint32_t ns;      // kernel: mean ns per run
+  uint32_t retval;  // the last run's return value
+};
+
+Result<RunResult> test_run(int prog_fd, const Frame& in, uint32_t repeat, Frame* out = nullptr) {
+  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.data(), .data_size_in = static_cast<__u32>(in.size()),
+              .repeat = static_cast<int>(repeat));
+  if (out) {
+    out->assign(in.size() + 256, 0);
+    o.data_out = out->data();
+    o.data_size_out = static_cast<__u32>(out->size());
+  }
+  if (int rc = bpf_prog_test_run_opts(prog_fd, &o); rc != 0) {
+    KPX_TRY(check_interrupt());
+    return errno_error("BPF_PROG_TEST_RUN", rc);
+  }
+  KPX_TRY(check_interrupt());
+  if (out) out->resize(o.data_size_out);
+  return RunResult{o.duration, o.retval};
+}
+
+Frame tcp_frame(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t flags) {
+  packet::FrameSpec s;
+  s.saddr_be = saddr;
+  s.daddr_be = daddr;
+  s.sport = sport;
+  s.dport = dport;
+  s.proto = IPPROTO_TCP;
+  s.tcp_flags = flags;
+  s.payload_len = 64;
+  return packet::build_frame(s);
+}
+
+// Looped run of one case: a short warm-up, then `iters` runs in one call.
+// When `expect` names a counter, it must grow by exactly `iters` (every run
+// took the intended path).
+Result<uint32_t> measure_loop(int prog_fd, const Frame& f, uint32_t iters, Counters* ctrs,
+                              kpx_counter expect, const char* what) {
+  const uint32_t warm = std::min<uint32_t>(iters, 20000);
+  if (auto w = test_run(prog_fd, f, warm); !w) return w.error();
+  uint64_t before = 0;
+  if (ctrs) {
+    auto b = ctrs->get(expect);
+    if (!b) return b.error();
+    before = *b;
+  }
+  auto r = test_run(prog_fd, f, iters);
+  if (!r) return r.error();
+  if (r->retval != TC_ACT_OK)
+    return system_error(std::string(what) + ": returned " + std::to_string(r->retval) + ", not TC_ACT_OK");
+  if (ctrs) {
+    auto a = ctrs->get(expect);
+    if (!a) return a.error();
+    if (*a - before != iters)
+      return system_error(std::string(what) + ": " + std::to_string(*a - before) + " of " +
+                          std::to_string(iters) + " runs took the measured path");
+  }
+  return r->ns;
+}
+
+// ---- the measured flow of one phase ----------------------------------------
+
+struct MeasuredFlow {
+  Frame forward;  // client -> VIP:80, ACK
+  Frame reply;    // backend -> client, ACK
+  Frame pass;     // client -> 10.200.0.1:443 (no Service)
+  std::vector<kpx_ct_key_v4> entries;  // to delete at the end of the phase
+};
+
+Status expect_counter_delta(Counters& c, kpx_counter r, uint64_t before, uint64_t delta, const std::string& what) {
+  auto now = c.get(r);
+  if (!now) return now.error();
+  if (*now - before != delta)
+    return system_error(what + ": counter " + std::to_string(r) + " grew by " + std::to_string(*now - before) +
+                        ", expected " + std::to_string(delta));
+  return {};
+}
+
+// Create the flow to Service `svc` with one real kpx_from_pod run, add the
+// mirror entries (see the top of the file) and check that a looped run
+// really alternates between the two translations.
+Result<MeasuredFlow> setup_flow(const bpf::LxcObject& obj, bpf::PinnedMaps& m, Counters& ctrs, uint32_t svc) {
+  MeasuredFlow fl;
+  const uint32_t client = measured_client_be(), vip = vip_be(svc);
+  fl.forward = tcp_frame(client, vip, kMeasuredSport, kServicePort, 0x10);
+  fl.pass = tcp_frame(client, non_service_be(), kPassSport, 443, 0x10);
+
+  auto new_before = ctrs.get(KPX_CTR_DNAT_NEW);
+  if (!new_before) return new_before.error();
+  Frame out;
+  auto r = test_run(obj.from_pod_fd(), fl.forward, 1, &out);
+  if (!r) return r.error();
+  KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_NEW, *new_before, 1, "creating the measured flow"));
+
+  const kpx_ct_key_v4 fwd_key = ct_key(client, vip, kMeasuredSport, kServicePort, KPX_CT_FORWARD);
+  auto fwd = m.conntrack.lookup(fwd_key);
+  if (!fwd) return system_error("the measured flow has no FORWARD conntrack entry");
+  const uint32_t be = fwd->nat_addr;
+  const uint16_t be_port = ntohs(fwd->nat_port);
+  const kpx_ct_key_v4 rep_key = ct_key(be, client, be_port, kMeasuredSport, KPX_CT_REPLY);
+  auto rep = m.conntrack.lookup(rep_key);
+  if (!rep) return system_error("the measured flow has no REPLY conntrack entry");
+
+  // The translated frame must be correct: backend address and port, valid checksums.
+  auto parsed = packet::parse_frame(out);
+  if (!parsed || parsed->daddr_be != be || parsed->dport != be_port || !parsed->ip_csum_ok || !parsed->l4_csum_ok)
+    return system_error("kpx_from_pod did not translate the measured flow correctly");
+
+  // Mirror entries: the translated frames translate back.
+  kpx_ct_value_v4 mf = *fwd;
+  mf.nat_addr = vip;
+  mf.nat_port = htons(kServicePort);
+  const kpx_ct_key_v4 mfwd_key = ct_key(client, be, kMeasuredSport, be_port, KPX_CT_FORWARD);
+  KPX_TRY(m.conntrack.update(mfwd_key, mf, BPF_NOEXIST));
+  fl.entries = {fwd_key, rep_key, mfwd_key};
+  kpx_ct_value_v4 mr = *rep;
+  mr.nat_addr = be;
+  mr.nat_port = htons(be_port);
+  const kpx_ct_key_v4 mrep_key = ct_key(vip, client, kServicePort, kMeasuredSport, KPX_CT_REPLY);
+  KPX_TRY(m.conntrack.update(mrep_key, mr, BPF_NOEXIST));
+  fl.entries.push_back(mrep_key);
+  fl.reply = tcp_frame(be, client, be_port, kMeasuredSport, 0x10);
+
+  // Two looped runs come back to the frame sent, every run a conntrack hit.
+  for (auto [fd, frame, ctr, name] :
+       {std::tuple{obj.from_pod_fd(), &fl.forward, KPX_CTR_DNAT_ESTABLISHED, "established"},
+        std::tuple{obj.to_pod_fd(), &fl.reply, KPX_CTR_REVNAT, "reply"}}) {
+    auto before = ctrs.get(ctr);
+    if (!before) return before.error();
+    auto rr = test_run(fd, *frame, 2, &out);
+    if (!rr) return rr.error();
+    KPX_TRY(expect_counter_delta(ctrs, ctr, *before, 2, std::string(name) + " check"));
+    if (out != *frame) return system_error(std::string(name) + ": two runs did not give the frame back");
+  }
+  return fl;
+}
+
+// ---- new flows --------------------------------------------------------------
+
+struct NewFlowRound {
+  std::vector<uint32_t> kpx_ns, floor_ns;
+};
+
+// K distinct SYN frames to Service `svc`, one BPF_PROG_TEST_RUN (repeat=1)
+// each, the floor run on the same frame right before or after (alternating).
+Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, bpf::PinnedMaps& m,
+                                       Counters& ctrs, uint32_t svc, uint32_t k_frames) {
+  const uint32_t client = measured_client_be(), vip = vip_be(svc);
+  std::vector<Frame> frames;
+  frames.reserve(k_frames);
+  for (uint32_t k = 0; k < k_frames; ++k)
+    frames.push_back(tcp_frame(client, vip, static_cast<uint16_t>(kNewFlowSportBase + k), kServicePort, 0x02));
+
+  auto new_before = ctrs.get(KPX_CTR_DNAT_NEW);
+  auto est_before = ctrs.get(KPX_CTR_DNAT_ESTABLISHED);
+  if (!new_before) return new_before.error();
+  if (!est_before) return est_before.error();
+  NewFlowRound out;
+  out.kpx_ns.reserve(k_frames);
+  out.floor_ns.reserve(k_frames);
+  Status failed;
+  for (uint32_t k = 0; k < k_frames && failed.ok(); ++k) {
+    for (int step = 0; step < 2; ++step) {
+      const bool kpx_now = (step == 0) == (k % 2 == 1);
+      auto r = test_run(kpx_now ? obj.from_pod_fd() : floor_fd, frames[k], 1);
+      if (!r) {
+        failed = r.error();
+        break;
+      }
+      if (kpx_now && r->retval != TC_ACT_OK) {
+        failed = system_error("new_flow: kpx_from_pod returned " + std::to_string(r->retval));
+        break;
+      }
+      (kpx_now ? out.kpx_ns : out.floor_ns).push_back(r->ns);
+    }
+  }
+
+  // Remove the flows made (also after a failure), then check the counters.
+  std::vector<kpx_ct_key_v4> made;
+  for (uint32_t k = 0; k < k_frames; ++k) {
+    const uint16_t sport = static_cast<uint16_t>(kNewFlowSportBase + k);
+    const kpx_ct_key_v4 fk = ct_key(client, vip, sport, kServicePort, KPX_CT_FORWARD);
+    if (auto v = m.conntrack.lookup(fk)) {
+      made.push_back(fk);
+      made.push_back(ct_key(v->nat_addr, client, ntohs(v->nat_port), sport, KPX_CT_REPLY));
+    }
+  }
+  for (const auto& key : made) m.conntrack.erase(key);
+  if (!failed) return failed.error();
+  KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_NEW, *new_before, k_frames, "new_flow"));
+  KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_ESTABLISHED, *est_before, 0, "new_flow"));
+  if (made.size() != 2 * static_cast<size_t>(k_frames))
+    return system_error("new_flow: " + std::to_string(made.size() / 2) + " of " + std::to_string(k_frames) +
+                        " flows were in conntrack");
+  return out;
+}
+
+// ---- statistics and output --------------------------------------------------
+
+template <typename T>
+double median(std::vector<T> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? static_cast<double>(v[n / 2]) : (static_cast<double>(v[n / 2 - 1]) + static_cast<double>(v[n / 2])) / 2;
+}
+
+std::string fmt(double v, int prec = 1) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.*f", prec, v);
+  return buf;
+}
+
+struct Results {
+  std::vector<uint32_t> counts;
+  std::vector<double> floor;         // every (round, count)
+  std::vector<double> floor_single;  // per (round, count): median over K frames
+  // case -> count -> per-round values
+  std::map<std::string, std::map<uint32_t, std::vector<double>>> cases;
+  std::map<uint32_t, uint32_t> prefill_flows;
+};
+
+struct Summary {
+  double floor_ns, floor_single_ns;
+  std::map<std::string, std::map<uint32_t, double>> ns;
+  double baseline(const std::string& c) const { return c == "new_flow" ? floor_single_ns : floor_ns; }
+  double est_max_above = 0, est_spread = 0;
+  bool target_met = false;
+};
+
+Summary summarize(const Results& res) {
+  Summary s{};
+  s.floor_ns = median(res.floor);
+  s.floor_single_ns = median(res.floor_single);
+  double lo = 1e18, hi = -1e18;
+  for (const auto& [c, by_count] : res.cases) {
+    for (const auto& [n, vals] : by_count) s.ns[c][n] = median(vals);
+  }
+  for (uint32_t n : res.counts) {
+    const double v = s.ns["established"][n];
+    lo = std::min(lo, v);
+    hi = std::max(hi, v);
+    s.est_max_above = std::max(s.est_max_above, v - s.floor_ns);
+  }
+  s.est_spread = hi - lo;
+  s.target_met = s.est_max_above <= kTargetAboveFloorNs && s.est_spread <= kFlatToleranceNs;
+  return s;
+}
+
+void print_table(const DatapathOptions& o, uint32_t iters, const Results& res, const Summary& s, std::ostream& out) {
+  const int w = 10;
+  auto cell = [&](const std::string& t) {
+    std::string p = t.size() < static_cast<size_t>(w) ? std::string(w - t.size(), ' ') : "";
+    return p + t;
+  };
+  out << "kpx-bench datapath: ns per packet under BPF_PROG_TEST_RUN, median of " << o.repeats << " rounds\n";
+  out << "  floor (empty tc program), looped:    " << fmt(s.floor_ns) << " ns  (repeat=" << iters << ")\n";
+  out << "  floor_single, one run per call:      " << fmt(s.floor_single_ns) << " ns  (repeat=1, "
+      << o.new_flow_frames << " frames, median)\n";
+  out << "  established / reply / pass: repeat=" << iters
+      << " in one call; established and reply translate on every run (mirror conntrack entry);"
+         " counters checked: every run took the measured path\n";
+  out << "  new_flow: " << o.new_flow_frames
+      << " distinct SYN frames per round, repeat=1 each (per-call median), baseline floor_single\n";
+  out << "  conntrack prefill: one established flow (FORWARD+REPLY) per Service:";
+  for (uint32_t n : res.counts) out << " " << n << "->" << 2 * res.prefill_flows.at(n);
+  out << " entries\n\n";
+
+  auto header = [&](const char* title) {
+    out << std::string(13, ' ') << "Services" << "\n";
+    out << title << std::string(13 - std::min<size_t>(13, std::strlen(title)), ' ');
+    for (uint32_t n : res.counts) out << cell(std::to_string(n));
+    out << "\n";
+  };
+  header("ns/packet");
+  out << "floor        ";
+  for (size_t i = 0; i < res.counts.size(); ++i) out << cell(fmt(s.floor_ns));
+  out << "\n";
+  for (const char* c : kCases) {
+    out << c << std::string(13 - std::strlen(c), ' ');
+    for (uint32_t n : res.counts) out << cell(fmt(s.ns.at(c).at(n)));
+    out << "\n";
+  }
+  out << "\n";
+  header("above floor");
+  for (const char* c : kCases) {
+    std::string label = std::string(c) + (std::string(c) == "new_flow" ? "*" : "");
+    out << label << std::string(13 - label.size(), ' ');
+    for (uint32_t n : res.counts) out << cell(fmt(s.ns.at(c).at(n) - s.baseline(c)));
+    out << "\n";
+  }
+  out << "  * above floor_single (both measured with repeat=1)\n\n";
+  out << "target: established <= floor + " << fmt(kTargetAboveFloorNs, 0) << " ns and flat (spread <= "
+      << fmt(kFlatToleranceNs, 0) << " ns) from " << res.counts.front() << " to " << res.counts.back()
+      << " Services: " << (s.target_met ? "MET" : "NOT MET") << "\n"
+      << "  above floor: max " << fmt(s.est_max_above) << " ns -> "
+      << (s.est_max_above <= kTargetAboveFloorNs ? "ok" : "over") << "; flat: spread " << fmt(s.est_spread)
+      << " ns -> " << (s.est_spread <= kFlatToleranceNs ? "ok" : "not flat") << "\n";
+}
+
+nlohmann::json to_json(const DatapathOptions& o, uint32_t iters, const Results& res, const Summary& s) {
+  using nlohmann::json;
+  json j;
+  j["floor_ns"] = s.floor_ns;
+  j["floor_single_ns"] = s.floor_single_ns;
+  json cases = json::object();
+  for (const char* c : kCases) {
+    json by = json::object();
+    for (uint32_t n : res.counts) {
+      const auto& vals = res.cases.at(c).at(n);
+      by[std::to_string(n)] = {
+          {"ns", s.ns.at(c).at(n)},
+          {"above_floor_ns", s.ns.at(c).at(n) - s.baseline(c)},
+          {"min_ns", *std::min_element(vals.begin(), vals.end())},
+          {"samples", vals},
+      };
+    }
+    cases[c] = by;
+  }
+  j["cases"] = cases;
+  j["repeats"] = o.repeats;
+  j["iterations"] = iters;
+  j["new_flow_frames"] = o.new_flow_frames;
+  json pre = json::object();
+  for (uint32_t n : res.counts)
+    pre[std::to_string(n)] = {{"flows", res.prefill_flows.at(n)}, {"entries", 2 * res.prefill_flows.at(n)}};
+  j["conntrack_prefill"] = pre;
+  j["floor_samples"] = res.floor;
+  j["floor_single_samples"] = res.floor_single;
+  j["method"] = {
+      {"floor", "kpx_floor, BPF_PROG_TEST_RUN repeat=iterations"},
+      {"established", "kpx_from_pod, conntrack hit every run (mirror FORWARD entry), repeat=iterations"},
+      {"reply", "kpx_to_pod, conntrack REPLY hit every run (mirror REPLY entry), repeat=iterations"},
+      {"pass", "kpx_from_pod, non-Service frame, repeat=iterations"},
+      {"new_flow",
+       "kpx_from_pod, new_flow_frames distinct SYN frames, repeat=1 each, median per round; "
+       "compare with floor_single_ns"},
+  };
+  j["target"] = {
+      {"established_max_above_floor_ns", s.est_max_above},
+      {"established_spread_ns", s.est_spread},
+      {"limit_above_floor_ns", kTargetAboveFloorNs},
+      {"flat_tolerance_ns", kFlatToleranceNs},
+      {"met", s.target_met},
+  };
+  return j;
+}
+
+// ---- the run ----------------------------------------------------------------
+
+Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream& err) {
+  BenchPinDir pin;
+  KPX_TRY(pin.create());
+  auto obj = bpf::LxcObject::load(pin.path());
+  if (!obj) return obj.error();
+  auto maps = bpf::PinnedMaps::open(pin.path());
+  if (!maps) return maps.error();
+  std::unique_ptr<kpx_floor, FloorDeleter> floor(kpx_floor__open_and_load());
+  if (!floor) return errno_error("load kpx_floor", errno);
+  const int floor_fd = bpf_program__fd(floor->progs.kpx_floor);
+  Counters ctrs(maps->counters.get());
+
+  // Conntrack room: the prefill, the measured flow's 4 entries and the new flows' 2K.
+  const uint32_t ct_room = (KPX_MAX_CONNTRACK - 2 * o.new_flow_frames - 16) / 2;
+  for (uint32_t n : res.counts) res.prefill_flows[n] = std::min(n, ct_room);
+
+  uint32_t cur_services = 0, cur_prefill = 0;
+  for (int round = 0; round < o.repeats; ++round) {
+    err << "round " << round + 1 << "/" << o.repeats << ":";
+    for (uint32_t n : res.counts) {
+      err << " " << n << std::flush;
+      const uint32_t pf = res.prefill_flows[n];
+      if (pf < cur_prefill) KPX_TRY(remove_prefill(*maps, pf, cur_prefill));
+      if (n < cur_services) KPX_TRY(remove_services(*maps, n, cur_services));
+      if (n > cur_services) KPX_TRY(add_services(*maps, cur_services, n));
+      cur_services = n;
+      if (pf > cur_prefill) KPX_TRY(add_prefill(*maps, cur_prefill, pf));
+      cur_prefill = pf;
+      KPX_TRY(check_interrupt());
+      if (round == 0) {  // the prefill claimed in the output is really there
+        const size_t have = maps->conntrack.keys().size();
+        if (have != 2 * static_cast<size_t>(pf))
+          return system_error("conntrack holds " + std::to_string(have) + " entries, expected " +
+                              std::to_string(2 * pf));
+      }
+
+      const uint32_t svc = n / 2;  // a programmed Service, mid-table
+      auto fl = setup_flow(*obj, *maps, ctrs, svc);
+      if (!fl) return fl.error();
+
+      auto f = measure_loop(floor_fd, fl->forward, iters, nullptr, KPX_CTR_PASS, "floor");
+      if (!f) return f.error();
+      res.floor.push_back(*f);
+
+      auto est = measure_loop(obj->from_pod_fd(), fl->forward, iters, &ctrs, KPX_CTR_DNAT_ESTABLISHED,
+                              "established");
+      if (!est) return est.error();
+      res.cases["established"][n].push_back(*est);
+
+      auto nf = measure_new_flows(*obj, floor_fd, *maps, ctrs, svc, o.new_flow_frames);
+      if (!nf) return nf.error();
+      res.cases["new_flow"][n].push_back(median(nf->kpx_ns));
+      res.floor_single.push_back(median(nf->floor_ns));
+
+      auto rep = measure_loop(obj->to_pod_fd(), fl->reply, iters, &ctrs, KPX_CTR_REVNAT, "reply");
+      if (!rep) return rep.error();
+      res.cases["reply"][n].push_back(*rep);
+
+      auto pass = measure_loop(obj->from_pod_fd(), fl->pass, iters, &ctrs, KPX_CTR_PASS, "pass");
+      if (!pass) return pass.error();
+      res.cases["pass"][n].push_back(*pass);
+
+      for (const auto& k : fl->entries) maps->conntrack.erase(k);
+    }
+    err << "\n";
+  }
+  return {};
+}
+
+}  // namespace
+
+int run_datapath(const DatapathOptions& opts, std::ostream& out, std::ostream& err) {
+  DatapathOptions o = opts;
+  const uint32_t iters = o.iterations + (o.iterations % 2);  // even: the mirrored frame comes back
+  Results res;
+  for (uint32_t n : o.services)
+    if (std::find(res.counts.begin(), res.counts.end(), n) == res.counts.end()) res.counts.push_back(n);
+  if (res.counts.empty()) {
+    err << "kpx-bench: no Service counts\n";
+    return 2;
+  }
+  for (uint32_t n : res.counts) {
+    if (n < 1 || n > KPX_MAX_SERVICES) {
+      err << "kpx-bench: Service count " << n << " out of range 1.." << KPX_MAX_SERVICES << "\n";
+      return 2;
+    }
+  }
+
+  g_interrupted = 0;
+  Status st;
+  {
+    SignalGuard sig;
+    st = run(o, iters, res, err);
+  }
+  if (!st) {
+    err << "\nkpx-bench: " << st.error().message << "\n";
+    return g_interrupted ? 130 : 1;
+  }
+  const Summary s = summarize(res);
+  if (o.json)
+    out << to_json(o, iters, res, s).dump(2) << "\n";
+  else
+    print_table(o, iters, res, s, out);
+  return 0;
+}
+
+}  // namespace kpx::bench

@@ -1,0 +1,48 @@
+// kpx-bench: micro-benchmarks of the kpx datapath.
+//   kpx-bench datapath [--json] [--services LIST] [--repeats N]
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+
+#include "datapath.h"
+#include "kpx/abi.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kpx-bench: kpx datapath micro-benchmarks"};
+  app.require_subcommand(1);
+
+  kpx::bench::DatapathOptions dp;
+  auto* datapath = app.add_subcommand(
+      "datapath",
+      "ns per packet of kpx_from_pod / kpx_to_pod under BPF_PROG_TEST_RUN, against an empty "
+      "tc program, with 1 to 50000 Services programmed (needs root and bpffs)");
+  datapath->add_flag("--json", dp.json, "print the results as one JSON object");
+  datapath
+      ->add_option("--services", dp.services,
+                   "comma-separated Service counts to program (1..65536)")
+      ->delimiter(',')
+      ->check(CLI::Range(1u, static_cast<unsigned>(KPX_MAX_SERVICES)))
+      ->capture_default_str();
+  datapath->add_option("--repeats", dp.repeats, "rounds; every figure is the median over rounds")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  datapath
+      ->add_option("--iterations", dp.iterations,
+                   "BPF_PROG_TEST_RUN repeat count for the looped cases (rounded up to even)")
+      ->check(CLI::Range(2u, 100000000u))
+      ->capture_default_str();
+  datapath
+      ->add_option("--new-flow-frames", dp.new_flow_frames,
+                   "distinct SYN frames (one test run each) per round and Service count")
+      ->check(CLI::Range(1u, 10000u))
+      ->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help exits 0; a bad command line exits 2, like the kpx CLI.
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (datapath->parsed()) return kpx::bench::run_datapath(dp, std::cout, std::cerr);
+  return 2;
+}
