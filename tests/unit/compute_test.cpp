@@ -1,0 +1,504 @@
+#include "proxy/compute.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+
+#include "proxy/model.h"
+
+namespace kpx::proxy {
+namespace {
+
+using OptBool = std::optional<bool>;
+
+k8s::ServicePort port(std::string name, int32_t number, std::string protocol = "TCP") {
+  return {std::move(name), std::move(protocol), number, std::nullopt, 0};
+}
+
+k8s::Service service(std::string name, std::string cluster_ip, std::vector<k8s::ServicePort> ports) {
+  k8s::Service s;
+  s.metadata.name = std::move(name);
+  s.metadata.namespace_ = "default";
+  s.cluster_ip = std::move(cluster_ip);
+  s.ports = std::move(ports);
+  return s;
+}
+
+k8s::Endpoint endpoint(std::string ip, OptBool ready = {}, OptBool serving = {}, OptBool terminating = {}) {
+  k8s::Endpoint e;
+  e.addresses = {std::move(ip)};
+  e.conditions = {ready, serving, terminating};
+  return e;
+}
+
+k8s::EndpointPort slice_port(std::string name, int32_t number, std::string protocol = "TCP") {
+  return {std::move(name), std::move(protocol), number};
+}
+
+k8s::EndpointSlice slice(std::string name, std::string service_name, std::vector<k8s::Endpoint> endpoints,
+                         std::vector<k8s::EndpointPort> ports, std::string address_type = "IPv4") {
+  k8s::EndpointSlice s;
+  s.metadata.name = std::move(name);
+  s.metadata.namespace_ = "default";
+  if (!service_name.empty()) s.metadata.labels.emplace(k8s::kLabelServiceName, std::move(service_name));
+  s.address_type = std::move(address_type);
+  s.endpoints = std::move(endpoints);
+  s.ports = std::move(ports);
+  return s;
+}
+
+net::ServiceAddr vip(const char* s) { return *net::parse_service(s); }
+
+std::vector<net::BackendAddr> backends(std::initializer_list<const char*> list) {
+  std::vector<net::BackendAddr> out;
+  for (const char* b : list) out.push_back(*net::parse_backend(b));
+  return out;
+}
+
+// Backends of one service address, or nullopt when compute() left it out.
+std::optional<std::vector<net::BackendAddr>> at(const DesiredState& d, const char* addr) {
+  auto it = d.services.find(vip(addr));
+  if (it == d.services.end()) return std::nullopt;
+  return it->second.backends;
+}
+
+void add(Model& m, k8s::Service s) {
+  auto r = m.upsert_service(std::move(s));
+  ASSERT_FALSE(r.has_value()) << to_string(*r);
+}
+
+void add(Model& m, k8s::EndpointSlice s) {
+  auto r = m.upsert_endpoint_slice(std::move(s));
+  ASSERT_FALSE(r.has_value()) << to_string(*r);
+}
+
+TEST(Compute, ClusterIpPortToReadyEndpoints) {
+  Model m;
+  add(m, service("web", "10.96.0.10", {port("http", 80)}));
+  add(m, slice("web-1", "web", {endpoint("10.244.1.6"), endpoint("10.244.1.5")}, {slice_port("http", 8080)}));
+  DesiredState d = compute(m, {});
+  ASSERT_EQ(d.services.size(), 1u);
+  const ServiceBackends& sb = d.services.at(vip("10.96.0.10:80/tcp"));
+  EXPECT_EQ(sb.service, "default/web");
+  EXPECT_EQ(sb.port_name, "http");
+  EXPECT_EQ(sb.backends, backends({"10.244.1.5:8080", "10.244.1.6:8080"}));  // sorted
+  EXPECT_TRUE(d.skipped.empty());
+}
+
+TEST(Compute, UdpAndTcpPortsOfOneService) {
+  Model m;
+  add(m, service("dns", "10.96.0.10", {port("dns", 53, "UDP"), port("dns-tcp", 53, "TCP")}));
+  add(m, slice("dns-1", "dns", {endpoint("10.244.0.2"), endpoint("10.244.0.3")},
+               {slice_port("dns-tcp", 53, "TCP"), slice_port("dns", 53, "UDP")}));
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(d.services.size(), 2u);
+  EXPECT_EQ(at(d, "10.96.0.10:53/udp"), backends({"10.244.0.2:53", "10.244.0.3:53"}));
+  EXPECT_EQ(at(d, "10.96.0.10:53/tcp"), backends({"10.244.0.2:53", "10.244.0.3:53"}));
+}
+
+TEST(Compute, PortsMatchByNameAcrossSlices) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80), port("metrics", 9090)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1"), endpoint("10.0.0.2")}, {slice_port("http", 8080)}));
+  add(m,
+      slice("web-b", "web", {endpoint("10.0.0.3")}, {slice_port("metrics", 9100), slice_port("http", 8080)}));
+  add(m, slice("web-c", "web", {endpoint("10.0.0.4")}, {slice_port("metrics", 9100)}));
+  // Same name, other protocol: not a match.
+  add(m, slice("web-d", "web", {endpoint("10.0.0.5")}, {slice_port("http", 8080, "UDP")}));
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080", "10.0.0.2:8080", "10.0.0.3:8080"}));
+  EXPECT_EQ(at(d, "10.96.0.20:9090/tcp"), backends({"10.0.0.3:9100", "10.0.0.4:9100"}));
+}
+
+TEST(Compute, UnnamedPortMatchesOnlyUnnamedSlicePort) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("", 8080)}));
+  add(m, slice("web-b", "web", {endpoint("10.0.0.2")}, {slice_port("http", 8081)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+}
+
+TEST(Compute, PortWithoutSlicePortKeepsTheServiceWithNoBackends) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80), port("admin", 81)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  add(m, service("lonely", "10.96.0.21", {port("", 80)}));  // no slice at all
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+  // Present with no backends: the dataplane drops its traffic.
+  EXPECT_EQ(at(d, "10.96.0.20:81/tcp"), backends({}));
+  EXPECT_EQ(at(d, "10.96.0.21:80/tcp"), backends({}));
+}
+
+TEST(Compute, SameEndpointInTwoSlicesCountsOnce) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1"), endpoint("10.0.0.2")}, {slice_port("http", 8080)}));
+  add(m, slice("web-b", "web", {endpoint("10.0.0.2"), endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080", "10.0.0.2:8080"}));
+}
+
+TEST(Compute, OnlyIpv4SlicesAndTheFirstAddress) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-4", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  add(m, slice("web-6", "web", {endpoint("fd00::1")}, {slice_port("http", 8080)}, "IPv6"));
+  add(m, slice("web-f", "web", {endpoint("pod.example")}, {slice_port("http", 8080)}, "FQDN"));
+  k8s::Endpoint two = endpoint("10.0.0.7");
+  two.addresses.push_back("10.0.0.8");
+  add(m, slice("web-2", "web", {two}, {slice_port("http", 8080)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080", "10.0.0.7:8080"}));
+}
+
+struct ConditionsCase {
+  const char* name;
+  std::vector<k8s::Endpoint> endpoints;
+  std::vector<net::BackendAddr> want;
+};
+
+void PrintTo(const ConditionsCase& c, std::ostream* os) { *os << c.name; }
+
+class ComputeConditions : public ::testing::TestWithParam<ConditionsCase> {};
+
+TEST_P(ComputeConditions, ReadyElseServingTerminating) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", GetParam().endpoints, {slice_port("http", 8080)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), GetParam().want);
+}
+
+const OptBool T = true, F = false, U = std::nullopt;
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ComputeConditions,
+    ::testing::Values(ConditionsCase{"MissingConditionsMeanReady",
+                                     {endpoint("10.0.0.1"), endpoint("10.0.0.2", U, U, U)},
+                                     backends({"10.0.0.1:8080", "10.0.0.2:8080"})},
+                      ConditionsCase{"ReadyOnlyWhenSomeAreReady",
+                                     {endpoint("10.0.0.1", T, T, F), endpoint("10.0.0.2", F, T, T),
+                                      endpoint("10.0.0.3", F, F, F)},
+                                     backends({"10.0.0.1:8080"})},
+                      ConditionsCase{"TerminatingFallbackWhenNoneReady",
+                                     {endpoint("10.0.0.1", F, T, T), endpoint("10.0.0.2", F, F, T),
+                                      endpoint("10.0.0.3", F, T, T)},
+                                     backends({"10.0.0.1:8080", "10.0.0.3:8080"})},
+                      // Missing serving takes ready's value: false, so not serving.
+                      ConditionsCase{"FallbackNeedsServing", {endpoint("10.0.0.1", F, U, T)}, backends({})},
+                      // Not ready and not terminating (starting up, failing probes).
+                      ConditionsCase{"FallbackNeedsTerminating",
+                                     {endpoint("10.0.0.1", F, T, F), endpoint("10.0.0.2", F, T, U)},
+                                     backends({})},
+                      ConditionsCase{"NoEndpoints", {}, backends({})}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Compute, FallbackIsPerServiceAcrossItsSlices) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1", F, T, T)}, {slice_port("http", 8080)}));
+  add(m, slice("web-b", "web", {endpoint("10.0.0.2", T)}, {slice_port("http", 8080)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.2:8080"}));
+  m.remove_endpoint_slice("default", "web-b");
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+}
+
+struct SkipCase {
+  const char* name;
+  k8s::Service svc;
+  const char* reason_part;
+};
+
+SkipCase skip_case(const char* name, const char* reason, auto edit) {
+  k8s::Service s = service("other", "10.96.0.30", {port("http", 80)});
+  edit(s);
+  return {name, s, reason};
+}
+
+void PrintTo(const SkipCase& c, std::ostream* os) { *os << c.name; }
+
+class ComputeSkips : public ::testing::TestWithParam<SkipCase> {};
+
+TEST_P(ComputeSkips, WithAReasonAndNothingProxied) {
+  Model m;
+  add(m, GetParam().svc);
+  add(m, slice("other-a", "other", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  DesiredState d = compute(m, {});
+  EXPECT_TRUE(d.services.empty());
+  ASSERT_EQ(d.skipped.size(), 1u);
+  EXPECT_EQ(d.skipped[0].service, "default/other");
+  EXPECT_NE(d.skipped[0].reason.find(GetParam().reason_part), std::string::npos) << d.skipped[0].reason;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, ComputeSkips,
+    ::testing::Values(skip_case("HeadlessNone", "headless", [](k8s::Service& s) { s.cluster_ip = "None"; }),
+                      skip_case("HeadlessEmpty", "headless", [](k8s::Service& s) { s.cluster_ip = ""; }),
+                      skip_case("ExternalName", "ExternalName",
+                                [](k8s::Service& s) {
+                                  s.type = "ExternalName";
+                                  s.cluster_ip = "";
+                                }),
+                      skip_case("OtherProxy", "service.kubernetes.io/service-proxy-name=other-proxy",
+                                [](k8s::Service& s) {
+                                  s.metadata.labels.emplace(k8s::kLabelServiceProxyName, "other-proxy");
+                                }),
+                      skip_case("Ipv6Only", "IPv6 is not supported yet",
+                                [](k8s::Service& s) {
+                                  s.cluster_ip = "fd00::30";
+                                  s.cluster_ips = {"fd00::30"};
+                                }),
+                      skip_case("Sctp", "port 'http' 80/SCTP: SCTP is not supported yet",
+                                [](k8s::Service& s) { s.ports[0].protocol = "SCTP"; })),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(Compute, SctpPortSkippedOthersKept) {
+  Model m;
+  add(m, service("mixed", "10.96.0.40", {port("sig", 3868, "SCTP"), port("web", 80)}));
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_EQ(at(d, "10.96.0.40:80/tcp"), backends({}));
+  ASSERT_EQ(d.skipped.size(), 1u);
+}
+
+TEST(Compute, DualStackUsesTheIpv4ClusterIp) {
+  Model m;
+  k8s::Service s = service("web", "fd00::20", {port("http", 80)});
+  s.cluster_ips = {"fd00::20", "10.96.0.20"};
+  s.ip_families = {"IPv6", "IPv4"};
+  add(m, s);
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+}
+
+TEST(Compute, SliceBeforeItsServiceIsKept) {
+  Model m;
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  EXPECT_TRUE(compute(m, {}).services.empty());
+  EXPECT_EQ(m.endpoint_slice_count(), 1u);
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+  // The Service goes and comes back: its slices stayed.
+  m.remove_service("default", "web");
+  EXPECT_TRUE(compute(m, {}).services.empty());
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+}
+
+TEST(Compute, SliceUpdatesReplaceAndMove) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, service("api", "10.96.0.21", {port("http", 80)}));
+  add(m, slice("s1", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  add(m, slice("s1", "web", {endpoint("10.0.0.2")}, {slice_port("http", 8080)}));  // MODIFIED
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.2:8080"}));
+  // Relabelled to another Service: leaves the first.
+  add(m, slice("s1", "api", {endpoint("10.0.0.2")}, {slice_port("http", 8080)}));
+  d = compute(m, {});
+  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({}));
+  EXPECT_EQ(at(d, "10.96.0.21:80/tcp"), backends({"10.0.0.2:8080"}));
+  m.remove_endpoint_slice("default", "s1");
+  m.remove_endpoint_slice("default", "never-seen");
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.21:80/tcp"), backends({}));
+  EXPECT_EQ(m.endpoint_slice_count(), 0u);
+}
+
+TEST(Compute, TwoServicesOnOneAddressFirstByNameKeepsIt) {
+  Model m;
+  add(m, service("b", "10.96.0.50", {port("", 80)}));
+  add(m, service("a", "10.96.0.50", {port("", 80)}));
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(d.services.at(vip("10.96.0.50:80/tcp")).service, "default/a");
+  ASSERT_EQ(d.skipped.size(), 1u);
+  EXPECT_EQ(d.skipped[0].service, "default/b");
+}
+
+// ---- validation: a bad object is rejected alone --------------------------
+
+struct BadService {
+  const char* name;
+  void (*edit)(k8s::Service&);
+  const char* reason_part;
+};
+
+void PrintTo(const BadService& c, std::ostream* os) { *os << c.name; }
+
+class RejectService : public ::testing::TestWithParam<BadService> {};
+
+TEST_P(RejectService, AloneWhileOthersKeepWorking) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  k8s::Service bad = service("bad", "10.96.0.66", {port("http", 80)});
+  GetParam().edit(bad);
+  auto r = m.upsert_service(bad);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->kind, "Service");
+  EXPECT_EQ(r->name, "default/bad");
+  EXPECT_NE(r->reason.find(GetParam().reason_part), std::string::npos) << r->reason;
+  EXPECT_EQ(to_string(*r).rfind("Service default/bad rejected: ", 0), 0u);
+
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, RejectService,
+    ::testing::Values(
+        BadService{"ClusterIpNotAnIp", [](k8s::Service& s) { s.cluster_ip = "10.96.0.300"; },
+                   "spec.clusterIP: '10.96.0.300' is not an IP address"},
+        BadService{"ClusterIpsNotAnIp",
+                   [](k8s::Service& s) {
+                     s.cluster_ips = {"10.96.0.66", "nope"};
+                   },
+                   "spec.clusterIPs[1]: 'nope' is not an IP address"},
+        BadService{"UnknownProtocol", [](k8s::Service& s) { s.ports[0].protocol = "ICMP"; },
+                   "spec.ports[0].protocol: unsupported value 'ICMP'"},
+        BadService{"LowercaseProtocol", [](k8s::Service& s) { s.ports[0].protocol = "tcp"; },
+                   "spec.ports[0].protocol: unsupported value 'tcp'"},
+        BadService{"PortZero", [](k8s::Service& s) { s.ports[0].port = 0; },
+                   "spec.ports[0].port: port 0 out of range"},
+        BadService{"PortTooHigh", [](k8s::Service& s) { s.ports[0].port = 70000; },
+                   "spec.ports[0].port: port 70000 out of range"},
+        BadService{"TargetPortTooHigh", [](k8s::Service& s) { s.ports[0].target_port = 65536; },
+                   "spec.ports[0].targetPort: port 65536 out of range"},
+        BadService{"NodePortNegative", [](k8s::Service& s) { s.ports[0].node_port = -1; },
+                   "spec.ports[0].nodePort: port -1 out of range"},
+        BadService{"DuplicatePortName", [](k8s::Service& s) { s.ports.push_back(port("http", 81)); },
+                   "spec.ports[1].name: duplicate port name 'http'"},
+        BadService{"ExternalIpNotAnIp",
+                   [](k8s::Service& s) {
+                     s.external_ips = {"1.2.3.4", "x"};
+                   },
+                   "spec.externalIPs[1]: 'x' is not an IP address"},
+        BadService{"UnknownType", [](k8s::Service& s) { s.type = "Magic"; },
+                   "spec.type: unsupported value 'Magic'"},
+        BadService{"AffinityTimeout",
+                   [](k8s::Service& s) {
+                     s.session_affinity = "ClientIP";
+                     s.client_ip_timeout_seconds = 0;
+                   },
+                   "timeoutSeconds: 0 out of range"},
+        BadService{"TrafficPolicy", [](k8s::Service& s) { s.external_traffic_policy = "Global"; },
+                   "spec.externalTrafficPolicy: unsupported value 'Global'"},
+        BadService{"SourceRange", [](k8s::Service& s) { s.load_balancer_source_ranges = {"10.0.0.0/33"}; },
+                   "spec.loadBalancerSourceRanges[0]: '10.0.0.0/33' is not a CIDR"},
+        BadService{"IngressIp",
+                   [](k8s::Service& s) {
+                     s.load_balancer_ingress = {{"lb.example", "VIP"}};
+                   },
+                   "status.loadBalancer.ingress[0].ip: 'lb.example' is not an IP address"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(RejectService, EveryProblemIsListed) {
+  Model m;
+  k8s::Service bad = service("bad", "nope", {port("a", 0, "ICMP")});
+  auto r = m.upsert_service(bad);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->reason,
+            "spec.clusterIP: 'nope' is not an IP address; "
+            "spec.ports[0].protocol: unsupported value 'ICMP' (expected one of TCP, UDP, SCTP); "
+            "spec.ports[0].port: port 0 out of range (expected 1-65535)");
+}
+
+TEST(RejectService, MissingNamespace) {
+  Model m;
+  k8s::Service bad = service("web", "10.96.0.20", {port("http", 80)});
+  bad.metadata.namespace_ = "";
+  auto r = m.upsert_service(bad);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(to_string(*r), "Service /web rejected: metadata.namespace: missing");
+}
+
+TEST(RejectService, AnInvalidUpdateRemovesThePreviousVersion) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, service("api", "10.96.0.21", {port("http", 80)}));
+  EXPECT_TRUE(m.upsert_service(service("web", "10.96.0.20", {port("http", 0)})).has_value());
+  DesiredState d = compute(m, {});
+  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_TRUE(at(d, "10.96.0.21:80/tcp").has_value());
+}
+
+TEST(RejectService, ValidOddballsAreAccepted) {
+  Model m;
+  k8s::Service s = service("web", "10.96.0.20", {port("http", 80, "UDP")});
+  s.type = "LoadBalancer";
+  s.ports[0].target_port = "http-alt";
+  s.ports[0].node_port = 30080;
+  s.load_balancer_source_ranges = {" 10.0.0.0/8 ", "fd00::/64"};
+  s.traffic_distribution = "SomethingNew";  // unknown: treated as unset, not an error
+  s.external_traffic_policy = "Local";
+  s.session_affinity = "ClientIP";
+  s.client_ip_timeout_seconds = 86400;
+  s.load_balancer_ingress = {{"203.0.113.7", "Proxy"}};
+  add(m, s);
+  k8s::Service ext = service("alias", "", {port("", 0, "ICMP")});
+  ext.type = "ExternalName";  // ignored entirely, so its fields are not checked
+  add(m, ext);
+}
+
+struct BadSlice {
+  const char* name;
+  void (*edit)(k8s::EndpointSlice&);
+  const char* reason_part;
+};
+
+void PrintTo(const BadSlice& c, std::ostream* os) { *os << c.name; }
+
+class RejectSlice : public ::testing::TestWithParam<BadSlice> {};
+
+TEST_P(RejectSlice, AloneWhileOtherSlicesOfTheServiceKeepWorking) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  k8s::EndpointSlice bad = slice("web-bad", "web", {endpoint("10.0.0.9")}, {slice_port("http", 8080)});
+  GetParam().edit(bad);
+  auto r = m.upsert_endpoint_slice(bad);
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(r->kind, "EndpointSlice");
+  EXPECT_EQ(r->name, "default/web-bad");
+  EXPECT_NE(r->reason.find(GetParam().reason_part), std::string::npos) << r->reason;
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
+  EXPECT_EQ(m.endpoint_slice_count(), 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, RejectSlice,
+    ::testing::Values(BadSlice{"AddressNotAnIp",
+                               [](k8s::EndpointSlice& s) { s.endpoints[0].addresses = {"addressesValue"}; },
+                               "endpoints[0].addresses[0]: 'addressesValue' is not an IPv4 address"},
+                      BadSlice{"Ipv6InIpv4Slice",
+                               [](k8s::EndpointSlice& s) { s.endpoints.push_back(endpoint("fd00::1")); },
+                               "endpoints[1].addresses[0]: 'fd00::1' is not an IPv4 address"},
+                      BadSlice{"NoAddress", [](k8s::EndpointSlice& s) { s.endpoints[0].addresses.clear(); },
+                               "endpoints[0].addresses: no address"},
+                      BadSlice{"UnknownProtocol", [](k8s::EndpointSlice& s) { s.ports[0].protocol = "ICMP"; },
+                               "ports[0].protocol: unsupported value 'ICMP'"},
+                      BadSlice{"PortOutOfRange", [](k8s::EndpointSlice& s) { s.ports[0].port = 65536; },
+                               "ports[0].port: port 65536 out of range"},
+                      BadSlice{"UnknownAddressType", [](k8s::EndpointSlice& s) { s.address_type = "IPX"; },
+                               "addressType: unsupported value 'IPX'"},
+                      BadSlice{"NoServiceNameLabel", [](k8s::EndpointSlice& s) { s.metadata.labels.clear(); },
+                               "no kubernetes.io/service-name label"}),
+    [](const auto& info) { return std::string(info.param.name); });
+
+TEST(RejectSlice, InvalidUpdateDropsThePreviousVersion) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("http", 80)}));
+  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
+  EXPECT_TRUE(m.upsert_endpoint_slice(slice("web-a", "web", {endpoint("bad")}, {slice_port("http", 8080)})));
+  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({}));
+}
+
+TEST(RejectSlice, ProblemListIsCapped) {
+  Model m;
+  std::vector<k8s::Endpoint> eps;
+  for (int i = 0; i < 50; ++i) eps.push_back(endpoint("bad" + std::to_string(i)));
+  auto r = m.upsert_endpoint_slice(slice("web-a", "web", eps, {slice_port("http", 8080)}));
+  ASSERT_TRUE(r.has_value());
+  EXPECT_NE(r->reason.find("and 40 more problems"), std::string::npos) << r->reason;
+}
+
+}  // namespace
+}  // namespace kpx::proxy

@@ -1,0 +1,45 @@
+// The pure function from the model to what the dataplane must hold.
+// For now it covers ClusterIP over IPv4: each (clusterIP, port, protocol) of
+// each Service kpx proxies, with the endpoints that may take new traffic.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "net/endpoint.h"
+#include "proxy/model.h"
+
+namespace kpx::proxy {
+
+struct ComputeConfig {
+  // Empty for now: node name, zone and cluster CIDR come with the traffic
+  // policies and topology.
+};
+
+// One service address as the dataplane holds it.
+struct ServiceBackends {
+  std::string service;    // "namespace/name", for logs and metrics
+  std::string port_name;  // the Service port's name ("" if unnamed)
+  // Sorted and deduplicated; empty means traffic to the address is dropped.
+  std::vector<net::BackendAddr> backends;
+  bool operator==(const ServiceBackends&) const = default;
+};
+
+// Something of a Service that kpx does not proxy, and why (for debug logs).
+struct Skip {
+  std::string service;  // "namespace/name"
+  std::string reason;
+  bool operator==(const Skip&) const = default;
+};
+
+struct DesiredState {
+  std::map<net::ServiceAddr, ServiceBackends> services;
+  std::vector<Skip> skipped;
+};
+
+// Deterministic: the same model gives the same state, whatever order the
+// objects arrived in.
+DesiredState compute(const Model& model, const ComputeConfig& config);
+
+}  // namespace kpx::proxy

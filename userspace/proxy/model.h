@@ -1,0 +1,56 @@
+// What kpx knows of the cluster: the Services and EndpointSlices as the API
+// last served them (valid ones only), and this node. compute() reads it.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "k8s/objects.h"
+
+namespace kpx::proxy {
+
+// An object kpx refused, for the log. Nothing of it is in the model.
+struct Rejection {
+  std::string kind;  // "Service" | "EndpointSlice"
+  std::string name;  // "namespace/name"
+  std::string reason;
+};
+// "Service default/web rejected: spec.clusterIP: 'x' is not an IP address"
+std::string to_string(const Rejection& r);
+
+class Model {
+ public:
+  using Services = std::map<std::string, k8s::Service>;      // by "ns/name"
+  using Slices = std::map<std::string, k8s::EndpointSlice>;  // by "ns/name"
+
+  // Adds or replaces the object with the same namespace/name (ADDED and
+  // MODIFIED events, list items). An invalid object is rejected: the
+  // previous version is removed too, since it no longer is what the API
+  // holds, and the Rejection says why.
+  std::optional<Rejection> upsert_service(k8s::Service s);
+  std::optional<Rejection> upsert_endpoint_slice(k8s::EndpointSlice s);
+  // DELETED events. Unknown names are ignored.
+  void remove_service(std::string_view ns, std::string_view name);
+  void remove_endpoint_slice(std::string_view ns, std::string_view name);
+
+  void set_node(k8s::Node n) { node_ = std::move(n); }
+  const std::optional<k8s::Node>& node() const { return node_; }
+
+  const Services& services() const { return services_; }
+  // The slices whose kubernetes.io/service-name label names this Service
+  // ("ns/name"), whether or not the Service itself is known yet.
+  const Slices& slices_of(const std::string& service_key) const;
+  size_t endpoint_slice_count() const { return slice_owner_.size(); }
+
+ private:
+  Services services_;
+  std::map<std::string, Slices> slices_by_service_;
+  // Slice key -> owning Service key: a slice's label may change between
+  // versions, and DELETED is looked up by the slice's own name.
+  std::map<std::string, std::string> slice_owner_;
+  std::optional<k8s::Node> node_;
+};
+
+}  // namespace kpx::proxy
