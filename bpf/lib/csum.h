@@ -1,20 +1,43 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Checksum updates after a rewrite.
+ * Checksum updates after a rewrite (RFC 1624 incremental updates).
  *
- * The IPv4 header checksum is updated in place (RFC 1624): it never depends
- * on the skb's checksum state. TCP/UDP checksums go through
- * bpf_l4_csum_replace, because only the kernel knows the skb's ip_summed:
- * with CHECKSUM_PARTIAL (offloaded, the usual case on a veth) the field
- * holds the pseudo-header sum and must only follow address changes, not
- * port changes; the helper does the right thing for each state. UDP uses
- * BPF_F_MARK_MANGLED_0 so that a zero ("no checksum") stays zero and a
- * computed zero is sent as 0xffff.
+ * The IPv4 header checksum never depends on the skb's checksum state. The
+ * TCP/UDP checksum does: with CHECKSUM_PARTIAL (offloaded, the usual case on
+ * a veth) the field holds the folded pseudo-header sum, not inverted, and
+ * must follow address changes only, not port changes; with CHECKSUM_NONE or
+ * UNNECESSARY it is the full checksum and follows both. kpx reads the state
+ * from the kernel's sk_buff (bpf_cast_to_kern_ctx, which the verifier turns
+ * into a register move) and updates the field inline: on this machine's
+ * kernel a helper call costs more than the rest of the hot path. With
+ * CHECKSUM_COMPLETE the kernel's skb->csum must follow too, which only the
+ * helper can do, so that state goes through bpf_l4_csum_replace.
+ * UDP checksum 0 means "none" and stays 0; a computed 0 is sent as 0xffff.
  */
 #ifndef KPX_BPF_CSUM_H
 #define KPX_BPF_CSUM_H
 
+#include <bpf/bpf_core_read.h>
+
 #include "common.h"
+#include "parse.h"
+
+/* The kernel's skb, for ip_summed only (CO-RE: the offset comes from the
+ * running kernel's BTF). */
+struct sk_buff {
+	__u8 ip_summed : 2;
+} __attribute__((preserve_access_index));
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+enum { KPX_CSUM_NONE = 0, KPX_CSUM_UNNECESSARY = 1, KPX_CSUM_COMPLETE = 2, KPX_CSUM_PARTIAL = 3 };
+
+static __always_inline __u8 skb_ip_summed(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
+
+	return BPF_CORE_READ_BITFIELD(kskb, ip_summed);
+}
 
 static __always_inline __u32 csum_fold32(__u32 s)
 {
@@ -23,14 +46,21 @@ static __always_inline __u32 csum_fold32(__u32 s)
 	return s;
 }
 
+/* One's-complement difference of a 32-bit / 16-bit field changing from -> to. */
+static __always_inline __u32 csum_diff32(__be32 from, __be32 to)
+{
+	return (~from & 0xffff) + (~from >> 16) + (to & 0xffff) + (to >> 16);
+}
+
+static __always_inline __u32 csum_diff16(__be16 from, __be16 to)
+{
+	return (__u16)~from + (__u32)to;
+}
+
 /* Update the IPv4 header checksum for a 32-bit field changing from -> to. */
 static __always_inline void ip_csum_replace4(__sum16 *check, __be32 from, __be32 to)
 {
-	__u32 s = (__u16)~*check;
-
-	s += (~from & 0xffff) + (~from >> 16);
-	s += (to & 0xffff) + (to >> 16);
-	*check = (__sum16)~csum_fold32(s);
+	*check = (__sum16)~csum_fold32((__u16)~*check + csum_diff32(from, to));
 }
 
 static __always_inline __u32 l4_csum_off(const struct pkt4 *p)
@@ -39,12 +69,44 @@ static __always_inline __u32 l4_csum_off(const struct pkt4 *p)
 						    : offsetof(struct udphdr, check));
 }
 
+/*
+ * Apply an L4 checksum change: `pseudo` is the summed difference of the
+ * pseudo-header fields (addresses), `ports` that of the ports. Must run
+ * before any helper that invalidates p's packet pointers. Returns -1 when
+ * the caller must use the helpers instead (CHECKSUM_COMPLETE).
+ */
+static __always_inline int l4_csum_update(struct __sk_buff *skb, const struct pkt4 *p, __u32 pseudo,
+					  __u32 ports)
+{
+	void *data_end = (void *)(long)skb->data_end;
+	__u8 state = skb_ip_summed(skb);
+	__sum16 *check;
+	__u32 s;
+
+	if (state == KPX_CSUM_COMPLETE)
+		return -1;
+	check = (__sum16 *)(p->l4 + (p->proto == IPPROTO_TCP ? offsetof(struct tcphdr, check)
+							     : offsetof(struct udphdr, check)));
+	if ((void *)(check + 1) > data_end)
+		return -1;
+	if (p->proto == IPPROTO_UDP && *check == 0)
+		return 0; /* no checksum */
+	if (state == KPX_CSUM_PARTIAL)
+		s = csum_fold32((__u32)*check + pseudo);
+	else
+		s = (__u16)~csum_fold32((__u16)~*check + pseudo + ports);
+	if (p->proto == IPPROTO_UDP && s == 0)
+		s = 0xffff;
+	*check = (__sum16)s;
+	return 0;
+}
+
 static __always_inline __u64 l4_csum_flags(const struct pkt4 *p)
 {
 	return p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
 }
 
-/* The L4 checksum follows an address change (pseudo-header). */
+/* Helper path (CHECKSUM_COMPLETE): the L4 checksum follows an address change. */
 static __always_inline int l4_csum_addr(struct __sk_buff *skb, const struct pkt4 *p,
 					__be32 from, __be32 to)
 {
@@ -52,7 +114,7 @@ static __always_inline int l4_csum_addr(struct __sk_buff *skb, const struct pkt4
 				   BPF_F_PSEUDO_HDR | sizeof(__u32) | l4_csum_flags(p));
 }
 
-/* The L4 checksum follows a port change. */
+/* Helper path (CHECKSUM_COMPLETE): the L4 checksum follows a port change. */
 static __always_inline int l4_csum_port(struct __sk_buff *skb, const struct pkt4 *p,
 					__be16 from, __be16 to)
 {

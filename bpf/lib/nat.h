@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Address and port rewrites. Header fields are written directly (the
- * verifier unclones the skb first); the IPv4 checksum is updated in place
- * and the L4 checksum through the kernel helper (see csum.h). Helper calls
- * come last: they invalidate the packet pointers.
+ * verifier unclones the skb first); checksums are updated in place, or
+ * through the kernel helper for CHECKSUM_COMPLETE skbs (see csum.h). Helper
+ * calls come last: they invalidate the packet pointers.
  */
 #ifndef KPX_BPF_NAT_H
 #define KPX_BPF_NAT_H
@@ -28,6 +28,10 @@ static __always_inline int nat_rewrite_dst(struct __sk_buff *skb, struct pkt4 *p
 	}
 	*(__be16 *)(p->l4 + 2) = port;
 
+	if (l4_csum_update(skb, p,
+			   csum_diff32(old_daddr, addr) + (snat_addr ? csum_diff32(old_saddr, snat_addr) : 0),
+			   csum_diff16(old_dport, port)) == 0)
+		return 0;
 	if (l4_csum_addr(skb, p, old_daddr, addr))
 		return -1;
 	if (snat_addr && l4_csum_addr(skb, p, old_saddr, snat_addr))
@@ -51,6 +55,10 @@ static __always_inline int nat_rewrite_src(struct __sk_buff *skb, struct pkt4 *p
 	}
 	*(__be16 *)p->l4 = port;
 
+	if (l4_csum_update(skb, p,
+			   csum_diff32(old_saddr, addr) + (dnat_addr ? csum_diff32(old_daddr, dnat_addr) : 0),
+			   csum_diff16(old_sport, port)) == 0)
+		return 0;
 	if (l4_csum_addr(skb, p, old_saddr, addr))
 		return -1;
 	if (dnat_addr && l4_csum_addr(skb, p, old_daddr, dnat_addr))

@@ -113,6 +113,7 @@ std::vector<ProbeResult> parse_probe_output(const std::string& out) {
     std::string n, status, word;
     l >> n >> status;
     ProbeResult r;
+    r.line = line;
     r.ok = status == "ok";
     while (l >> word) {
       auto eq = word.find('=');

@@ -19,6 +19,7 @@ struct ProbeResult {
   std::string from;    // reply source as the client saw it (ip:port)
   std::string pod;     // which pod answered
   std::string client;  // the client address the pod saw (ip:port)
+  std::string line;    // the probe's output line, for failure messages
   std::string client_ip() const { return client.substr(0, client.rfind(':')); }
 };
 

@@ -28,6 +28,13 @@ int ok_count(const std::vector<ProbeResult>& rs) {
   return n;
 }
 
+std::string failures(const std::vector<ProbeResult>& rs) {
+  std::string s;
+  for (const auto& r : rs)
+    if (!r.ok) s += r.line + "\n";
+  return s;
+}
+
 uint64_t counter(const Cluster& c, int node, const std::string& name) {
   std::string out;
   if (c.kpx(node, "stats -o json", &out) != 0) return 0;
@@ -142,7 +149,7 @@ TEST_F(ClusterIpTest, BackendChangesNeverFailARequest) {
     usleep(10000);
   }
   client.join();
-  EXPECT_EQ(ok_count(rs), 150);
+  EXPECT_EQ(ok_count(rs), 150) << failures(rs);
   EXPECT_EQ(rs.size(), 150u);
 }
 
