@@ -3,7 +3,8 @@
  * kpx pod-side datapath: attached with tc clsact on the host end of each
  * pod's veth.
  *   kpx_from_pod (ingress: frames the pod sends)
- *     conntrack hit      -> translate to the flow's backend (hot path)
+ *     conntrack hit      -> translate to the flow's backend (hot path: the
+ *                           per-CPU conntrack cache, else the LRU entry)
  *     hairpin reply      -> restore VIP source and client destination, bounce
  *     Service, new flow  -> pick a backend, create conntrack, translate
  *     anything else      -> pass unchanged
@@ -128,12 +129,21 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	return forward_translate(skb, p, be->addr, be->port, snat_addr);
 }
 
+static __always_inline __u32 ct_epoch(void)
+{
+	const struct kpx_config *cfg = config();
+
+	return cfg ? cfg->ct_epoch : 0;
+}
+
 SEC("tc")
 int kpx_from_pod(struct __sk_buff *skb)
 {
+	struct kpx_ct_cache_entry_v4 *cached;
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
+	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -141,10 +151,23 @@ int kpx_from_pod(struct __sk_buff *skb)
 		return pass_unparsed(r);
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD);
+	epoch = ct_epoch();
+	if (ct_cache_usable(&p)) {
+		cached = ct_cache_get(&key, epoch);
+		if (likely(cached)) {
+			if (unlikely(p.is_fragment))
+				return drop(KPX_CTR_DROP_FRAGMENT);
+			count(KPX_CTR_DNAT_ESTABLISHED);
+			return forward_translate(skb, &p, cached->nat_addr, cached->nat_port,
+						 cached->snat_addr);
+		}
+	}
 	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	if (likely(ct && ct_forward_usable(ct, &p))) {
+	if (ct && ct_forward_usable(ct, &p)) {
 		if (unlikely(p.is_fragment))
 			return drop(KPX_CTR_DROP_FRAGMENT);
+		if (ct_cache_usable(&p))
+			ct_cache_put(&key, ct, epoch);
 		count(KPX_CTR_DNAT_ESTABLISHED);
 		return forward_translate(skb, &p, ct->nat_addr, ct->nat_port, ct->snat_addr);
 	}
@@ -154,9 +177,11 @@ int kpx_from_pod(struct __sk_buff *skb)
 SEC("tc")
 int kpx_to_pod(struct __sk_buff *skb)
 {
+	struct kpx_ct_cache_entry_v4 *cached;
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
+	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -164,6 +189,18 @@ int kpx_to_pod(struct __sk_buff *skb)
 		return pass_unparsed(r);
 
 	ct_key_from_pkt(&key, &p, KPX_CT_REPLY);
+	epoch = ct_epoch();
+	if (ct_cache_usable(&p)) {
+		cached = ct_cache_get(&key, epoch);
+		if (likely(cached)) {
+			if (unlikely(p.is_fragment))
+				return drop(KPX_CTR_DROP_FRAGMENT);
+			count(KPX_CTR_REVNAT);
+			if (nat_rewrite_src(skb, &p, cached->nat_addr, cached->nat_port, 0))
+				return drop(KPX_CTR_DROP_REWRITE);
+			return TC_ACT_OK;
+		}
+	}
 	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
 	if (!ct) {
 		count(KPX_CTR_PASS);
@@ -172,6 +209,8 @@ int kpx_to_pod(struct __sk_buff *skb)
 	if (unlikely(p.is_fragment))
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	ct_reply_seen(ct, &p);
+	if (ct_cache_usable(&p))
+		ct_cache_put(&key, ct, epoch);
 	count(KPX_CTR_REVNAT);
 	if (nat_rewrite_src(skb, &p, ct->nat_addr, ct->nat_port, 0))
 		return drop(KPX_CTR_DROP_REWRITE);

@@ -103,6 +103,99 @@ static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ct, const stru
 		ct->flags |= add;
 }
 
+/* ---- per-CPU conntrack cache (see struct kpx_ct_cache_entry_v4) ---------- */
+
+/* The kernel's HZ (libbpf reads it from the kernel config; 0 when that is
+ * not available, which turns the cache off) and the number of possible
+ * CPUs (set by the loader). */
+extern unsigned int CONFIG_HZ __kconfig __weak;
+const volatile __u32 kpx_nr_cpus = 1;
+
+static __always_inline __u32 ct_cache_slot(const struct kpx_ct_key_v4 *k)
+{
+	__u32 h = k->saddr * 0x9e3779b1u;
+
+	h ^= k->daddr * 0x85ebca6bu;
+	h ^= (((__u32)k->sport << 16) | k->dport) * 0xc2b2ae35u;
+	h ^= ((__u32)k->proto << 1) | k->dir;
+	h ^= h >> 16;
+	h *= 0x7feb352du;
+	h ^= h >> 15;
+	return h & (KPX_CT_CACHE_SLOTS - 1);
+}
+
+/* Packets that change TCP state always go through the conntrack entry. */
+static __always_inline int ct_cache_usable(const struct pkt4 *p)
+{
+	return CONFIG_HZ && !(p->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
+}
+
+static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const struct kpx_ct_key_v4 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* This CPU's cached translation of key, or NULL: the slot must hold key,
+ * be of the current epoch and have been synced within the last second. */
+static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct kpx_ct_key_v4 *k,
+								   __u32 epoch)
+{
+	__u32 slot = ct_cache_slot(k);
+	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
+
+	if (!e || !ct_key_equal(&e->key, k) || e->epoch != epoch)
+		return 0;
+	if (bpf_jiffies64() - e->synced_jiffies >= CONFIG_HZ)
+		return 0;
+	return e;
+}
+
+static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
+					 const struct kpx_ct_value_v4 *ct, __u32 epoch)
+{
+	__u32 slot = ct_cache_slot(k);
+	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
+
+	if (!e)
+		return;
+	e->key = *k;
+	e->nat_addr = ct->nat_addr;
+	e->snat_addr = ct->snat_addr;
+	e->nat_port = ct->nat_port;
+	e->flags = ct->flags;
+	e->svc_id = ct->svc_id;
+	e->epoch = epoch;
+	e->synced_jiffies = bpf_jiffies64();
+}
+
+struct ct_forget_ctx {
+	const struct kpx_ct_key_v4 *key;
+	__u32 slot;
+};
+
+static long ct_cache_forget_on_cpu(__u32 cpu, void *arg)
+{
+	struct ct_forget_ctx *c = arg;
+	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_percpu_elem(&kpx_ct_cache_v4, &c->slot, cpu);
+
+	/* One byte store: a reader on that CPU sees the slot whole or void. */
+	if (e && ct_key_equal(&e->key, c->key))
+		e->key.dir = 0xff;
+	return 0;
+}
+
+/* A flow's translation changed (a new flow took the tuple): void the tuple's
+ * cache slot on every CPU, so none keeps translating it the old way. */
+static __always_inline void ct_cache_forget(const struct kpx_ct_key_v4 *k)
+{
+	struct ct_forget_ctx c = {.key = k, .slot = ct_cache_slot(k)};
+
+	if (CONFIG_HZ)
+		bpf_loop(kpx_nr_cpus, ct_cache_forget_on_cpu, &c, 0);
+}
+
 /*
  * Create both entries of a new flow: FORWARD keyed by the client's packet,
  * REPLY keyed by the backend's answer (to the client, or to the hairpin
@@ -125,6 +218,7 @@ static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_back
 	val.created_ns = now;
 	if (bpf_map_update_elem(&kpx_ct_v4, &key, &val, BPF_ANY))
 		return -1;
+	ct_cache_forget(&key);
 
 	key.saddr = be->addr;
 	key.daddr = snat_addr ? snat_addr : p->ip->saddr;
@@ -137,6 +231,7 @@ static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_back
 	val.flags = snat_addr ? KPX_CT_F_HAIRPIN : 0;
 	if (bpf_map_update_elem(&kpx_ct_v4, &key, &val, BPF_ANY))
 		return -1;
+	ct_cache_forget(&key);
 	return 0;
 }
 

@@ -62,6 +62,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kpx_config SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KPX_CT_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct kpx_ct_cache_entry_v4);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kpx_ct_cache_v4 SEC(".maps");
+
 static __always_inline void count(enum kpx_counter reason)
 {
 	__u32 key = reason;

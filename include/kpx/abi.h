@@ -25,6 +25,7 @@
 #define KPX_MAP_CONNTRACK_V4 "kpx_ct_v4"
 #define KPX_MAP_COUNTERS "kpx_counters"
 #define KPX_MAP_CONFIG "kpx_config"
+#define KPX_MAP_CT_CACHE_V4 "kpx_ct_cache_v4"
 
 /* Map sizes. */
 #define KPX_MAX_SERVICES 65536         /* service ports (VIP, port, proto) */
@@ -32,6 +33,7 @@
 #define KPX_MAX_BACKENDS 262144
 #define KPX_MAX_CONNTRACK 262144       /* entries, both directions */
 #define KPX_MAX_BACKENDS_PER_SERVICE 65535
+#define KPX_CT_CACHE_SLOTS 4096        /* per CPU, power of two */
 
 /* Service scope: which traffic a services entry answers (later issues add
  * external scopes for NodePort/LoadBalancer; ClusterIP is internal). */
@@ -139,6 +141,27 @@ struct kpx_ct_value_v4 {
 	__u64 created_ns;
 };
 
+/*
+ * conntrack cache: a per-CPU, direct-mapped exact-match cache in front of
+ * the conntrack LRU (like Open vSwitch's EMC). Its lookup is an inlined
+ * array access, so a cached flow's packet makes no function call at all;
+ * it is a cache only: every slot is filled from a conntrack entry, void
+ * after ct_epoch changes, refreshed through the LRU entry once per second
+ * (keeping its last-seen time and expiry right), and TCP segments with
+ * SYN, FIN or RST always go through the LRU entry.
+ */
+struct kpx_ct_cache_entry_v4 {
+	struct kpx_ct_key_v4 key;
+	__be32 nat_addr;
+	__be32 snat_addr;
+	__be16 nat_port;
+	__u16 flags;
+	__u32 epoch;
+	__u64 synced_jiffies; /* when the slot was last filled from the LRU entry */
+	__u32 svc_id;
+	__u32 pad[5];
+};
+
 /* Per-reason counters: PERCPU_ARRAY indexed by enum kpx_counter. The
  * names (kpx_counter_names in userspace) are part of the CLI/metrics ABI. */
 enum kpx_counter {
@@ -165,8 +188,10 @@ struct kpx_config {
 	__u32 tcp_established_timeout_s;
 	__u32 tcp_closing_timeout_s; /* after FIN or RST */
 	__u32 udp_timeout_s;         /* no reply seen */
-	__u32 udp_stream_timeout_s;  /* reply seen */
-	__u32 reserved[10];
+	__u32 udp_stream_timeout_s;  /* reserved: per-direction UDP timeouts only for now */
+	__u32 ct_epoch;              /* bumped by userspace after deleting conntrack entries:
+				      * every per-CPU conntrack cache slot of an older epoch is void */
+	__u32 reserved[9];
 };
 
 /* Defaults, matching kube-proxy's conntrack settings and the kernel's
@@ -192,5 +217,7 @@ KPX_STATIC_ASSERT(sizeof(struct kpx_revnat_value_v4) == 8, "kpx_revnat_value_v4 
 KPX_STATIC_ASSERT(sizeof(struct kpx_ct_key_v4) == 16, "kpx_ct_key_v4 ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_ct_value_v4) == 32, "kpx_ct_value_v4 ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 64, "kpx_config ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_ct_cache_entry_v4) == 64, "kpx_ct_cache_entry_v4 ABI");
+KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
 
 #endif /* KPX_ABI_H */

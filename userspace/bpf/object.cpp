@@ -14,6 +14,12 @@ Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
   struct kpx_lxc* skel = kpx_lxc__open_opts(&opts);
   if (!skel) return errno_error("open kpx_lxc BPF object", errno);
+  int ncpu = libbpf_num_possible_cpus();
+  if (ncpu <= 0) {
+    kpx_lxc__destroy(skel);
+    return errno_error("count possible CPUs", ncpu);
+  }
+  skel->rodata->kpx_nr_cpus = static_cast<uint32_t>(ncpu);
   if (!load_programs) {
     bpf_program__set_autoload(skel->progs.kpx_from_pod, false);
     bpf_program__set_autoload(skel->progs.kpx_to_pod, false);

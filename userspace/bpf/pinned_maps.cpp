@@ -17,7 +17,7 @@ namespace {
 
 const char* const kAllMaps[] = {KPX_MAP_SERVICES_V4, KPX_MAP_SERVICE_BACKENDS, KPX_MAP_BACKENDS_V4,
                                 KPX_MAP_REVNAT_V4,   KPX_MAP_CONNTRACK_V4,     KPX_MAP_COUNTERS,
-                                KPX_MAP_CONFIG};
+                                KPX_MAP_CONFIG,      KPX_MAP_CT_CACHE_V4};
 
 bool on_bpffs(const std::string& path) {
   struct statfs st {};
@@ -84,6 +84,12 @@ Result<PinnedMaps> PinnedMaps::open_or_create(const std::string& pin_dir) {
 }
 
 kpx_config PinnedMaps::read_config() const { return config.lookup(0).value_or(kpx_config{}); }
+
+Status PinnedMaps::bump_ct_epoch() {
+  kpx_config c = read_config();
+  ++c.ct_epoch;
+  return config.update(0, c);
+}
 
 Status remove_pin_dir(const std::string& pin_dir) {
   KPX_TRY(check_pin_dir(pin_dir));

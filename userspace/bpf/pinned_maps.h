@@ -25,6 +25,9 @@ struct PinnedMaps {
   static Result<PinnedMaps> open_or_create(const std::string& pin_dir);
 
   kpx_config read_config() const;
+  // Void every per-CPU conntrack cache slot: call after deleting conntrack
+  // entries, so no cached copy keeps translating a deleted flow.
+  Status bump_ct_epoch();
 };
 
 // The default instance directory.

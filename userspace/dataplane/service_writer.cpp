@@ -137,14 +137,16 @@ Result<bool> ServiceWriter::remove(const net::ServiceAddr& svc) {
 
 void ServiceWriter::flush_udp_flows(uint32_t svc_id, const std::vector<net::BackendAddr>& gone) {
   std::set<net::BackendAddr> g(gone.begin(), gone.end());
+  bool flushed = false;
   for (const auto& k : maps_.conntrack.keys()) {
     if (k.proto != IPPROTO_UDP) continue;
     auto v = maps_.conntrack.lookup(k);
     if (!v || v->svc_id != svc_id) continue;
     net::BackendAddr be = k.dir == KPX_CT_FORWARD ? net::BackendAddr{v->nat_addr, ntohs(v->nat_port)}
                                                   : net::BackendAddr{k.saddr, ntohs(k.sport)};
-    if (g.count(be)) maps_.conntrack.erase(k);
+    if (g.count(be) && maps_.conntrack.erase(k)) flushed = true;
   }
+  if (flushed) (void)maps_.bump_ct_epoch();
 }
 
 void ServiceWriter::collect_unused_backends() {

@@ -1,0 +1,68 @@
+// The metav1.Status answers of the API server: every non-2xx response carries
+// one, and ERROR watch events wrap one. ApiResult<T> carries either a value or
+// such a Status between the server's own modules (no exceptions).
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <variant>
+
+namespace kpx::apiserver {
+
+// Objects keep the order their fields were written in, as the real server's
+// serializer does (kind, apiVersion, metadata, spec, status).
+using Json = nlohmann::ordered_json;
+
+struct ApiStatus {
+  int code = 500;
+  std::string reason;   // metav1.StatusReason: NotFound, AlreadyExists, Conflict, Expired, ...
+  std::string message;
+  Json details;         // null or {"name":..,"group":..,"kind":..,"retryAfterSeconds":..}
+  int retry_after_s = 0;  // > 0: also sent as the Retry-After header
+};
+
+// {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",...}
+Json status_json(const ApiStatus& s);
+
+// Plain Status errors by reason. `resource` is the qualified resource name as
+// the real server prints it ("services", "endpointslices.discovery.k8s.io").
+ApiStatus not_found_status(const std::string& resource, const std::string& group, const std::string& name);
+ApiStatus already_exists_status(const std::string& resource, const std::string& group, const std::string& name);
+ApiStatus conflict_status(const std::string& resource, const std::string& group, const std::string& name,
+                          const std::string& why);
+ApiStatus bad_request_status(std::string message);
+ApiStatus invalid_status(const std::string& kind, const std::string& name, std::string field_error);
+ApiStatus expired_status(std::string message);  // 410, reason Expired
+ApiStatus gone_status(std::string message);     // 410, reason Gone
+ApiStatus method_not_allowed_status();
+ApiStatus path_not_found_status();
+ApiStatus unsupported_media_type_status(const std::string& content_type);
+ApiStatus not_acceptable_status();
+ApiStatus too_large_status();
+ApiStatus internal_error_status(std::string message);
+// An answer for an arbitrary code, as fault injection makes them (429 and
+// 503 get Retry-After when retry_after_s > 0).
+ApiStatus status_for_code(int code, int retry_after_s);
+
+template <typename T>
+class [[nodiscard]] ApiResult {
+ public:
+  ApiResult(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
+  ApiResult(ApiStatus s) : v_(std::move(s)) {}       // NOLINT
+  bool ok() const { return v_.index() == 0; }
+  explicit operator bool() const { return ok(); }
+  T& value() & { return std::get<0>(v_); }
+  const T& value() const& { return std::get<0>(v_); }
+  T&& value() && { return std::get<0>(std::move(v_)); }
+  T& operator*() & { return value(); }
+  const T& operator*() const& { return value(); }
+  T* operator->() { return &value(); }
+  const T* operator->() const { return &value(); }
+  const ApiStatus& status() const { return std::get<1>(v_); }
+
+ private:
+  std::variant<T, ApiStatus> v_;
+};
+
+}  // namespace kpx::apiserver
