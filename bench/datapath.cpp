@@ -331,7 +331,7 @@ Status add_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
     v.created_ns = now;
     v.nat_addr = be;
     v.nat_port = htons(kBackendPort);
-    v.flags = KPX_CT_F_SYN | KPX_CT_F_ESTABLISHED | KPX_CT_F_SEEN_REPLY;
+    v.flags = KPX_CT_F_SYN | KPX_CT_F_ESTABLISHED;
     keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
     vals.push_back(v);
     v.nat_addr = vip_be(j);

@@ -73,13 +73,17 @@ static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u
 static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *ct, const struct pkt4 *p)
 {
 	__u16 add = ct_flags_of(p);
-	__u64 now, idle;
+	__u64 now, last, idle;
 
 	if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
 	    (ct->flags & (KPX_CT_F_ESTABLISHED | KPX_CT_F_FIN | KPX_CT_F_RST)))
 		return 0;
 	now = bpf_ktime_get_coarse_ns();
-	idle = now - ct->last_seen_ns;
+	/* Another CPU may have stamped the entry after this one read the clock:
+	 * a stamp ahead of now means "seen just now", not a huge (unsigned,
+	 * wrapped) idle time that would expire a live flow. */
+	last = ct->last_seen_ns;
+	idle = now > last ? now - last : 0;
 	if (unlikely(idle > KPX_NSEC_PER_SEC)) {
 		if (idle > ct_timeout_ns(ct, p->proto))
 			return 0;

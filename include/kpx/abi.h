@@ -121,7 +121,6 @@ enum kpx_ct_flags {
 	KPX_CT_F_FIN = 1 << 2,
 	KPX_CT_F_RST = 1 << 3,
 	KPX_CT_F_HAIRPIN = 1 << 4,     /* source was NATed to the hairpin address */
-	KPX_CT_F_SEEN_REPLY = 1 << 5,  /* FORWARD entry: the reply direction was seen */
 };
 
 /*
@@ -172,7 +171,6 @@ enum kpx_counter {
 	KPX_CTR_REVNAT,             /* reply translated back to the VIP */
 	KPX_CTR_HAIRPIN,            /* new hairpin flow (source NATed) */
 	KPX_CTR_DROP_NO_BACKEND,    /* Service with no backends */
-	KPX_CTR_DROP_MALFORMED,     /* truncated or invalid header on Service traffic */
 	KPX_CTR_DROP_FRAGMENT,      /* IPv4 fragment of Service traffic */
 	KPX_CTR_DROP_NO_HAIRPIN_ADDR, /* hairpin needed, no hairpin address configured */
 	KPX_CTR_DROP_CT_FULL,       /* conntrack insert failed */
@@ -188,7 +186,7 @@ struct kpx_config {
 	__u32 tcp_established_timeout_s;
 	__u32 tcp_closing_timeout_s; /* after FIN or RST */
 	__u32 udp_timeout_s;         /* no reply seen */
-	__u32 udp_stream_timeout_s;  /* reserved: per-direction UDP timeouts only for now */
+	__u32 reserved_udp_stream_timeout_s; /* unused: UDP has one timeout for now */
 	__u32 ct_epoch;              /* bumped by userspace after deleting conntrack entries:
 				      * every per-CPU conntrack cache slot of an older epoch is void */
 	__u32 reserved[9];

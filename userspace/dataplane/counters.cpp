@@ -14,7 +14,6 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_REVNAT: return "revnat";
     case KPX_CTR_HAIRPIN: return "hairpin";
     case KPX_CTR_DROP_NO_BACKEND: return "drop_no_backend";
-    case KPX_CTR_DROP_MALFORMED: return "drop_malformed";
     case KPX_CTR_DROP_FRAGMENT: return "drop_fragment";
     case KPX_CTR_DROP_NO_HAIRPIN_ADDR: return "drop_no_hairpin_addr";
     case KPX_CTR_DROP_CT_FULL: return "drop_ct_full";

@@ -1,0 +1,310 @@
+// ServiceWriter against real pinned maps: the generation flip, backend ids
+// and their collection, remove(), list(), and the UDP conntrack flush, with
+// conntrack entries made by the real datapath (BPF_PROG_TEST_RUN).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "datapath_fixture.h"
+
+namespace kpx::bpftest {
+namespace {
+
+using net::BackendAddr;
+using net::Proto;
+using net::ServiceAddr;
+
+constexpr const char* kVip = "10.96.0.10";
+constexpr const char* kClient = "10.244.3.5";
+constexpr const char* kA = "10.244.1.2";
+constexpr const char* kB = "10.244.2.3";
+constexpr const char* kC = "10.244.2.4";
+
+class ServiceWriterTest : public DatapathTest {
+ protected:
+  static ServiceAddr svc(const char* vip, uint16_t port, Proto p) { return {ipv4(vip), port, p}; }
+  static BackendAddr be(const char* a, uint16_t port) { return {ipv4(a), port}; }
+
+  std::set<std::tuple<uint32_t, uint32_t, uint32_t>> slots_of(uint32_t svc_id) const {
+    std::set<std::tuple<uint32_t, uint32_t, uint32_t>> out;
+    for (const auto& k : maps->service_backends.keys())
+      if (k.svc_id == svc_id) out.insert({k.svc_id, k.generation, k.slot});
+    return out;
+  }
+  // backend address -> id, over the whole backends map.
+  std::map<BackendAddr, uint32_t> backend_ids() const {
+    std::map<BackendAddr, uint32_t> out;
+    maps->backends.for_each([&](const uint32_t& id, const kpx_backend_value_v4& v) {
+      out[{v.addr, ntohs(v.port)}] = id;
+    });
+    return out;
+  }
+  // The backends the live slots of svc point at, in slot order.
+  std::vector<BackendAddr> live_backends(const ServiceAddr& s) const {
+    std::vector<BackendAddr> out;
+    auto v = maps->services.lookup(dataplane::service_key(s));
+    if (!v) return out;
+    for (uint32_t i = 0; i < v->backend_count; ++i) {
+      auto id = maps->service_backends.lookup({v->svc_id, v->generation, i});
+      EXPECT_TRUE(id.has_value()) << "slot " << i << " of generation " << v->generation << " missing";
+      if (!id) continue;
+      auto b = maps->backends.lookup(*id);
+      EXPECT_TRUE(b.has_value()) << "backend id " << *id << " missing";
+      if (b) out.push_back({b->addr, ntohs(b->port)});
+    }
+    return out;
+  }
+
+  // A packet from kClient:sport to vip:vport through the datapath (a SYN
+  // for TCP unless told otherwise); returns the backend address it was sent
+  // to (0 if not translated).
+  uint32_t new_flow(uint8_t proto, uint16_t sport, uint16_t vport, uint8_t tcp_flags = 0x02,
+                    const char* vip = kVip) {
+    auto r = from_pod(packet::build_frame(spec(proto, kClient, sport, vip, vport, tcp_flags)));
+    EXPECT_EQ(r.err, 0);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    auto p = packet::parse_frame(r.out);
+    if (!p || p->daddr_be == ipv4(kVip)) return 0;
+    return p->daddr_be;
+  }
+  // The flows' conntrack entries (FORWARD and REPLY) that involve backend `addr`.
+  size_t ct_entries_with_backend(uint8_t proto, uint32_t addr) const {
+    size_t n = 0;
+    maps->conntrack.for_each([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+      if (k.proto != proto) return;
+      if ((k.dir == KPX_CT_FORWARD && v.nat_addr == addr) || (k.dir == KPX_CT_REPLY && k.saddr == addr)) ++n;
+    });
+    return n;
+  }
+};
+
+TEST_F(ServiceWriterTest, SetTwiceFlipsTheGeneration) {
+  const ServiceAddr s = svc(kVip, 80, Proto::kTcp);
+  ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080)}).ok());
+  auto v1 = maps->services.lookup(dataplane::service_key(s));
+  ASSERT_TRUE(v1.has_value());
+  EXPECT_NE(v1->svc_id, 0u);
+  EXPECT_EQ(v1->generation, 1u);
+  EXPECT_EQ(v1->backend_count, 2u);
+  const uint32_t id = v1->svc_id;
+  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 1, 0}, {id, 1, 1}}));
+  auto ids1 = backend_ids();
+  ASSERT_EQ(ids1.size(), 2u);
+  ASSERT_TRUE(ids1.count(be(kA, 8080)) && ids1.count(be(kB, 8080)));
+  auto rv = maps->revnat.lookup(id);
+  ASSERT_TRUE(rv.has_value());
+  EXPECT_EQ(rv->addr, ipv4(kVip));
+  EXPECT_EQ(rv->port, htons(80));
+
+  ASSERT_TRUE(writer->set(s, {be(kB, 8080), be(kC, 8080)}).ok());
+  auto v2 = maps->services.lookup(dataplane::service_key(s));
+  ASSERT_TRUE(v2.has_value());
+  EXPECT_EQ(v2->svc_id, id) << "svc_id must survive a backend change";
+  EXPECT_EQ(v2->generation, 2u);
+  EXPECT_EQ(v2->backend_count, 2u);
+  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 2, 0}, {id, 2, 1}}))
+      << "generation 1's slots must be gone";
+  auto ids2 = backend_ids();
+  EXPECT_EQ(ids2.size(), 2u);
+  EXPECT_FALSE(ids2.count(be(kA, 8080))) << "a backend no Service uses must be removed";
+  ASSERT_TRUE(ids2.count(be(kB, 8080)) && ids2.count(be(kC, 8080)));
+  EXPECT_EQ(ids2[be(kB, 8080)], ids1[be(kB, 8080)]) << "a kept backend keeps its id";
+  EXPECT_EQ(live_backends(s), (std::vector<BackendAddr>{be(kB, 8080), be(kC, 8080)}));
+  ASSERT_TRUE(maps->revnat.lookup(id).has_value());
+  EXPECT_EQ(maps->revnat.keys().size(), 1u);
+
+  // New flows go to the new set only.
+  std::set<uint32_t> seen;
+  for (uint16_t p = 0; p < 60; ++p) seen.insert(new_flow(IPPROTO_TCP, static_cast<uint16_t>(20000 + p), 80));
+  EXPECT_EQ(seen, (std::set<uint32_t>{ipv4(kB), ipv4(kC)}));
+
+  // A third set, with a changed port of a kept address and a duplicate.
+  ASSERT_TRUE(writer->set(s, {be(kC, 9090), be(kC, 9090), be(kC, 8080)}).ok());
+  auto v3 = maps->services.lookup(dataplane::service_key(s));
+  ASSERT_TRUE(v3.has_value());
+  EXPECT_EQ(v3->svc_id, id);
+  EXPECT_EQ(v3->generation, 3u);
+  EXPECT_EQ(v3->backend_count, 2u);
+  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 3, 0}, {id, 3, 1}}));
+  auto ids3 = backend_ids();
+  EXPECT_EQ(ids3.size(), 2u);
+  EXPECT_EQ(ids3[be(kC, 8080)], ids2[be(kC, 8080)]);
+  EXPECT_EQ(live_backends(s), (std::vector<BackendAddr>{be(kC, 8080), be(kC, 9090)}));
+
+  // An empty set keeps the Service, with no slots.
+  ASSERT_TRUE(writer->set(s, {}).ok());
+  auto v4 = maps->services.lookup(dataplane::service_key(s));
+  ASSERT_TRUE(v4.has_value());
+  EXPECT_EQ(v4->svc_id, id);
+  EXPECT_EQ(v4->generation, 4u);
+  EXPECT_EQ(v4->backend_count, 0u);
+  EXPECT_TRUE(slots_of(id).empty());
+  EXPECT_TRUE(maps->backends.keys().empty());
+}
+
+TEST_F(ServiceWriterTest, ServicesShareBackendsAndGetTheirOwnIds) {
+  const ServiceAddr s1 = svc(kVip, 80, Proto::kTcp), s2 = svc(kVip, 53, Proto::kUdp),
+                    s3 = svc("10.96.0.11", 80, Proto::kTcp);
+  ASSERT_TRUE(writer->set(s1, {be(kA, 8080), be(kB, 8080)}).ok());
+  ASSERT_TRUE(writer->set(s2, {be(kA, 5353)}).ok());
+  ASSERT_TRUE(writer->set(s3, {be(kB, 8080)}).ok());
+  const uint32_t id1 = maps->services.lookup(dataplane::service_key(s1))->svc_id;
+  const uint32_t id2 = maps->services.lookup(dataplane::service_key(s2))->svc_id;
+  const uint32_t id3 = maps->services.lookup(dataplane::service_key(s3))->svc_id;
+  EXPECT_EQ((std::set<uint32_t>{id1, id2, id3}).size(), 3u);
+  // kB:8080 is one backend entry shared by s1 and s3.
+  EXPECT_EQ(backend_ids().size(), 3u);
+  const uint32_t shared = backend_ids()[be(kB, 8080)];
+  EXPECT_EQ(*maps->service_backends.lookup({id3, 1, 0}), shared);
+
+  // s1 drops kB: the entry stays for s3.
+  ASSERT_TRUE(writer->set(s1, {be(kA, 8080)}).ok());
+  ASSERT_TRUE(backend_ids().count(be(kB, 8080)));
+  EXPECT_EQ(live_backends(s3), (std::vector<BackendAddr>{be(kB, 8080)}));
+  // s3 goes: now kB is unused and removed; s1 and s2 are untouched.
+  ASSERT_TRUE(writer->remove(s3).ok());
+  EXPECT_FALSE(backend_ids().count(be(kB, 8080)));
+  EXPECT_EQ(live_backends(s1), (std::vector<BackendAddr>{be(kA, 8080)}));
+  EXPECT_EQ(live_backends(s2), (std::vector<BackendAddr>{be(kA, 5353)}));
+  EXPECT_EQ(maps->services.lookup(dataplane::service_key(s1))->svc_id, id1);
+  EXPECT_EQ(maps->services.lookup(dataplane::service_key(s2))->svc_id, id2);
+}
+
+TEST_F(ServiceWriterTest, RemoveDeletesServiceSlotsRevnatAndUnusedBackends) {
+  const ServiceAddr s = svc(kVip, 80, Proto::kTcp);
+  ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080)}).ok());
+  const uint32_t id = maps->services.lookup(dataplane::service_key(s))->svc_id;
+  ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080), be(kC, 8080)}).ok());  // generation 2
+
+  auto r = writer->remove(s);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(*r);
+  EXPECT_FALSE(maps->services.lookup(dataplane::service_key(s)).has_value());
+  EXPECT_TRUE(maps->services.keys().empty());
+  EXPECT_TRUE(slots_of(id).empty());
+  EXPECT_TRUE(maps->service_backends.keys().empty());
+  EXPECT_FALSE(maps->revnat.lookup(id).has_value());
+  EXPECT_TRUE(maps->backends.keys().empty());
+  EXPECT_TRUE(writer->list().empty());
+
+  auto again = writer->remove(s);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again) << "removing a missing Service reports false";
+
+  // The datapath no longer knows the VIP.
+  const Frame f = tcp(kClient, 20000, kVip, 80, 0x02);
+  auto rr = from_pod(f);
+  ASSERT_EQ(rr.err, 0);
+  EXPECT_EQ(rr.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(rr.out, f);
+}
+
+TEST_F(ServiceWriterTest, ListReturnsWhatWasSet) {
+  EXPECT_TRUE(writer->list().empty());
+  const ServiceAddr s1 = svc(kVip, 80, Proto::kTcp), s2 = svc(kVip, 53, Proto::kUdp),
+                    s3 = svc("10.96.0.11", 443, Proto::kTcp);
+  ASSERT_TRUE(writer->set(s1, {be(kB, 8080), be(kA, 8080), be(kB, 8080)}).ok());
+  ASSERT_TRUE(writer->set(s2, {be(kA, 5353)}).ok());
+  ASSERT_TRUE(writer->set(s3, {}).ok());
+  ASSERT_TRUE(writer->set(s2, {be(kC, 5353), be(kA, 5353)}).ok());
+
+  const auto l = writer->list();
+  ASSERT_EQ(l.size(), 3u);
+  std::map<ServiceAddr, dataplane::ServiceEntry> by_svc;
+  for (const auto& e : l) by_svc[e.svc] = e;
+  ASSERT_EQ(by_svc.size(), 3u);
+  ASSERT_TRUE(by_svc.count(s1) && by_svc.count(s2) && by_svc.count(s3));
+  EXPECT_EQ(by_svc[s1].backends, (std::vector<BackendAddr>{be(kA, 8080), be(kB, 8080)}));
+  EXPECT_EQ(by_svc[s1].generation, 1u);
+  EXPECT_EQ(by_svc[s2].backends, (std::vector<BackendAddr>{be(kA, 5353), be(kC, 5353)}));
+  EXPECT_EQ(by_svc[s2].generation, 2u);
+  EXPECT_TRUE(by_svc[s3].backends.empty());
+  for (const auto& e : l) {
+    auto v = maps->services.lookup(dataplane::service_key(e.svc));
+    ASSERT_TRUE(v.has_value());
+    EXPECT_EQ(e.svc_id, v->svc_id);
+    EXPECT_EQ(e.generation, v->generation);
+  }
+  EXPECT_EQ((std::set<uint32_t>{by_svc[s1].svc_id, by_svc[s2].svc_id, by_svc[s3].svc_id}).size(), 3u);
+  EXPECT_TRUE(std::is_sorted(l.begin(), l.end(), [](const auto& a, const auto& b) { return a.svc < b.svc; }));
+}
+
+// kube-proxy semantics: when a backend leaves a Service, UDP flows pinned to
+// it are flushed (the next datagram picks a live backend), TCP flows keep it.
+TEST_F(ServiceWriterTest, UdpFlowsToALeavingBackendAreFlushedTcpFlowsKept) {
+  const ServiceAddr su = svc(kVip, 53, Proto::kUdp), st = svc(kVip, 80, Proto::kTcp);
+  ASSERT_TRUE(writer->set(su, {be(kA, 5353), be(kB, 5353)}).ok());
+  ASSERT_TRUE(writer->set(st, {be(kA, 8080), be(kB, 8080)}).ok());
+
+  // Flows until both protocols have flows on both backends.
+  std::map<uint32_t, uint16_t> udp_flow, tcp_flow;  // backend -> a client port using it
+  for (uint16_t p = 30000; p < 30200 && (udp_flow.size() < 2 || tcp_flow.size() < 2); ++p) {
+    udp_flow.emplace(new_flow(IPPROTO_UDP, p, 53), p);
+    tcp_flow.emplace(new_flow(IPPROTO_TCP, p, 80), p);
+  }
+  ASSERT_EQ(udp_flow.size(), 2u);
+  ASSERT_EQ(tcp_flow.size(), 2u);
+  ASSERT_GT(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)), 0u);
+  ASSERT_GT(ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)), 0u);
+  const size_t udp_on_b = ct_entries_with_backend(IPPROTO_UDP, ipv4(kB));
+  const size_t tcp_on_a = ct_entries_with_backend(IPPROTO_TCP, ipv4(kA));
+  ASSERT_GT(udp_on_b, 0u);
+  // The flows on kA carry on (established path, which may also cache the
+  // translation per CPU).
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(new_flow(IPPROTO_UDP, udp_flow[ipv4(kA)], 53, 0x10), ipv4(kA));
+    EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_flow[ipv4(kA)], 80, 0x10), ipv4(kA));
+  }
+
+  // kA leaves both Services.
+  ASSERT_TRUE(writer->set(su, {be(kB, 5353)}).ok());
+  ASSERT_TRUE(writer->set(st, {be(kB, 8080)}).ok());
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)), 0u) << "UDP flows to the leaving backend flushed";
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), udp_on_b) << "UDP flows to kept backends stay";
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)), tcp_on_a) << "TCP flows keep their backend";
+
+  // The flushed UDP flow's next datagrams go to kB (no copy of the old
+  // translation survives anywhere); the TCP flow stays on kA.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(new_flow(IPPROTO_UDP, udp_flow[ipv4(kA)], 53), ipv4(kB));
+    EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_flow[ipv4(kA)], 80, 0x10), ipv4(kA));
+  }
+
+  // remove(): the UDP Service's flows all go, the TCP Service's stay.
+  const size_t tcp_all = ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_TCP, ipv4(kB));
+  ASSERT_TRUE(writer->remove(su).ok());
+  ASSERT_TRUE(writer->remove(st).ok());
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), 0u);
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_TCP, ipv4(kB)),
+            tcp_all);
+}
+
+// The flush only touches the Service that changed: another UDP Service with
+// the same backend keeps its flows.
+TEST_F(ServiceWriterTest, UdpFlushIsPerService) {
+  const ServiceAddr s1 = svc(kVip, 53, Proto::kUdp), s2 = svc("10.96.0.11", 53, Proto::kUdp);
+  ASSERT_TRUE(writer->set(s1, {be(kA, 5353)}).ok());
+  ASSERT_TRUE(writer->set(s2, {be(kA, 5353)}).ok());
+  for (int i = 0; i < 3; ++i) {  // new, then established (and cached)
+    ASSERT_EQ(new_flow(IPPROTO_UDP, 31000, 53), ipv4(kA));
+    ASSERT_EQ(new_flow(IPPROTO_UDP, 31001, 53, 0, "10.96.0.11"), ipv4(kA));
+  }
+  ASSERT_EQ(ct_size(), 4u);
+  ASSERT_TRUE(writer->set(s1, {be(kB, 5353)}).ok());
+  EXPECT_EQ(ct_size(), 2u);
+  EXPECT_TRUE(ct(kClient, 31001, "10.96.0.11", 53, IPPROTO_UDP, KPX_CT_FORWARD).has_value());
+  EXPECT_TRUE(ct(kA, 5353, kClient, 31001, IPPROTO_UDP, KPX_CT_REPLY).has_value());
+  EXPECT_FALSE(ct(kClient, 31000, kVip, 53, IPPROTO_UDP, KPX_CT_FORWARD).has_value());
+  EXPECT_FALSE(ct(kA, 5353, kClient, 31000, IPPROTO_UDP, KPX_CT_REPLY).has_value());
+  // The flushed flow moves to kB, the other Service's flow stays on kA.
+  EXPECT_EQ(new_flow(IPPROTO_UDP, 31000, 53), ipv4(kB));
+  EXPECT_EQ(new_flow(IPPROTO_UDP, 31001, 53, 0, "10.96.0.11"), ipv4(kA));
+}
+
+}  // namespace
+}  // namespace kpx::bpftest
