@@ -19,6 +19,14 @@ Json name_details(const std::string& resource, const std::string& group, const s
 
 }  // namespace
 
+std::string string_at(const Json& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+std::string to_text(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 Json status_json(const ApiStatus& s) {
   Json j = Json::object();
   j["kind"] = "Status";
@@ -47,7 +55,8 @@ ApiStatus already_exists_status(const std::string& resource, const std::string& 
 
 ApiStatus conflict_status(const std::string& resource, const std::string& group, const std::string& name,
                           const std::string& why) {
-  ApiStatus s = make(409, "Conflict", "Operation cannot be fulfilled on " + resource + " \"" + name + "\": " + why);
+  ApiStatus s =
+      make(409, "Conflict", "Operation cannot be fulfilled on " + resource + " \"" + name + "\": " + why);
   s.details = name_details(resource, group, name);
   return s;
 }
@@ -99,17 +108,39 @@ ApiStatus internal_error_status(std::string message) {
 ApiStatus status_for_code(int code, int retry_after_s) {
   ApiStatus s;
   switch (code) {
-    case 400: s = make(code, "BadRequest", "injected bad request"); break;
-    case 401: s = make(code, "Unauthorized", "Unauthorized"); break;
-    case 403: s = make(code, "Forbidden", "forbidden: injected fault"); break;
-    case 404: s = path_not_found_status(); break;
-    case 409: s = make(code, "Conflict", "injected conflict"); break;
-    case 410: s = expired_status("too old resource version: injected fault"); break;
-    case 429: s = make(code, "TooManyRequests", "Too many requests, please try again later."); break;
-    case 500: s = internal_error_status("injected fault"); break;
-    case 503: s = make(code, "ServiceUnavailable", "the server is currently unable to handle the request"); break;
-    case 504: s = make(code, "Timeout", "the server was unable to return a response in the time allotted"); break;
-    default: s = make(code, "", "injected fault (HTTP " + std::to_string(code) + ")"); break;
+    case 400:
+      s = make(code, "BadRequest", "injected bad request");
+      break;
+    case 401:
+      s = make(code, "Unauthorized", "Unauthorized");
+      break;
+    case 403:
+      s = make(code, "Forbidden", "forbidden: injected fault");
+      break;
+    case 404:
+      s = path_not_found_status();
+      break;
+    case 409:
+      s = make(code, "Conflict", "injected conflict");
+      break;
+    case 410:
+      s = expired_status("too old resource version: injected fault");
+      break;
+    case 429:
+      s = make(code, "TooManyRequests", "Too many requests, please try again later.");
+      break;
+    case 500:
+      s = internal_error_status("injected fault");
+      break;
+    case 503:
+      s = make(code, "ServiceUnavailable", "the server is currently unable to handle the request");
+      break;
+    case 504:
+      s = make(code, "Timeout", "the server was unable to return a response in the time allotted");
+      break;
+    default:
+      s = make(code, "", "injected fault (HTTP " + std::to_string(code) + ")");
+      break;
   }
   if ((code == 429 || code == 503) && retry_after_s > 0) {
     s.retry_after_s = retry_after_s;

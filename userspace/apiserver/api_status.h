@@ -16,11 +16,16 @@ using Json = nlohmann::ordered_json;
 
 struct ApiStatus {
   int code = 500;
-  std::string reason;   // metav1.StatusReason: NotFound, AlreadyExists, Conflict, Expired, ...
+  std::string reason;  // metav1.StatusReason: NotFound, AlreadyExists, Conflict, Expired, ...
   std::string message;
-  Json details;         // null or {"name":..,"group":..,"kind":..,"retryAfterSeconds":..}
+  Json details;           // null or {"name":..,"group":..,"kind":..,"retryAfterSeconds":..}
   int retry_after_s = 0;  // > 0: also sent as the Retry-After header
 };
+
+// obj[key] when it is a string, else "" (Json::value() throws on a wrong type).
+std::string string_at(const Json& obj, const char* key);
+// Compact JSON text; invalid UTF-8 (from a URL, say) is replaced, not thrown on.
+std::string to_text(const Json& j);
 
 // {"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",...}
 Json status_json(const ApiStatus& s);
@@ -28,7 +33,8 @@ Json status_json(const ApiStatus& s);
 // Plain Status errors by reason. `resource` is the qualified resource name as
 // the real server prints it ("services", "endpointslices.discovery.k8s.io").
 ApiStatus not_found_status(const std::string& resource, const std::string& group, const std::string& name);
-ApiStatus already_exists_status(const std::string& resource, const std::string& group, const std::string& name);
+ApiStatus already_exists_status(const std::string& resource, const std::string& group,
+                                const std::string& name);
 ApiStatus conflict_status(const std::string& resource, const std::string& group, const std::string& name,
                           const std::string& why);
 ApiStatus bad_request_status(std::string message);
@@ -48,8 +54,8 @@ ApiStatus status_for_code(int code, int retry_after_s);
 template <typename T>
 class [[nodiscard]] ApiResult {
  public:
-  ApiResult(T value) : v_(std::move(value)) {}       // NOLINT: implicit by design
-  ApiResult(ApiStatus s) : v_(std::move(s)) {}       // NOLINT
+  ApiResult(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  ApiResult(ApiStatus s) : v_(std::move(s)) {}  // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() & { return std::get<0>(v_); }

@@ -15,7 +15,8 @@ int64_t now_ms() {
 
 ApiStatus expired() {
   return expired_status(
-      "The provided continue parameter is too old to display a consistent list result. You can start a new list "
+      "The provided continue parameter is too old to display a consistent list result. You can start a new "
+      "list "
       "without the continue parameter.");
 }
 
@@ -46,9 +47,12 @@ bool base64url_decode(const std::string& in, std::string* out) {
     const char* p = c ? std::strchr(kAlphabet, c) : nullptr;
     if (!p) {
       // Accept the standard alphabet too.
-      if (c == '+') p = kAlphabet + 62;
-      else if (c == '/') p = kAlphabet + 63;
-      else return false;
+      if (c == '+')
+        p = kAlphabet + 62;
+      else if (c == '/')
+        p = kAlphabet + 63;
+      else
+        return false;
     }
     acc = (acc << 6) | static_cast<uint32_t>(p - kAlphabet);
     bits += 6;
@@ -62,7 +66,8 @@ bool base64url_decode(const std::string& in, std::string* out) {
 
 std::string ContinueTokens::issue(const ResourceType& t, uint64_t rv, const ObjectKey& last) const {
   std::string start = (t.namespaced ? last.ns + "/" : "") + last.name + std::string(1, '\0');
-  Json j = {{"v", "meta.k8s.io/v1"}, {"rv", rv}, {"start", start}, {"epoch", epoch_.load()}, {"issued", now_ms()}};
+  Json j = {
+      {"v", "meta.k8s.io/v1"}, {"rv", rv}, {"start", start}, {"epoch", epoch_.load()}, {"issued", now_ms()}};
   return base64url_encode(j.dump());
 }
 
@@ -70,9 +75,10 @@ ApiResult<ContinuePoint> ContinueTokens::redeem(const ResourceType& t, const std
   std::string raw;
   Json j;
   if (base64url_decode(token, &raw)) j = Json::parse(raw, nullptr, false);
-  if (!j.is_object() || j.value("v", "") != "meta.k8s.io/v1" || !j["rv"].is_number_unsigned() ||
+  if (!j.is_object() || string_at(j, "v") != "meta.k8s.io/v1" || !j["rv"].is_number_unsigned() ||
       !j["start"].is_string() || !j["epoch"].is_number_unsigned() || !j["issued"].is_number())
-    return bad_request_status("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+    return bad_request_status(
+        "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
   if (j["epoch"].get<uint64_t>() != epoch_.load()) return expired();
   if (now_ms() - j["issued"].get<int64_t>() > ttl_ms_.load()) return expired();
   std::string start = j["start"].get<std::string>();

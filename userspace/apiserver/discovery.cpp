@@ -11,15 +11,20 @@ std::string trim_slashes(std::string p) {
   return p;
 }
 
-std::string group_version(const GroupVersion& gv) { return gv.group.empty() ? gv.version : gv.group + "/" + gv.version; }
+std::string group_version(const GroupVersion& gv) {
+  return gv.group.empty() ? gv.version : gv.group + "/" + gv.version;
+}
 
 Json api_resource_list(const GroupVersion& gv) {
   Json resources = Json::array();
   const Json verbs = {"create", "delete", "get", "list", "patch", "update", "watch"};
   for (const auto& t : resource_types()) {
     if (t.group != gv.group || t.version != gv.version) continue;
-    Json r = {{"name", t.name},         {"singularName", t.singular}, {"namespaced", t.namespaced},
-              {"kind", t.kind},         {"verbs", verbs}};
+    Json r = {{"name", t.name},
+              {"singularName", t.singular},
+              {"namespaced", t.namespaced},
+              {"kind", t.kind},
+              {"verbs", verbs}};
     if (!t.short_names.empty()) r["shortNames"] = t.short_names;
     if (!t.categories.empty()) r["categories"] = t.categories;
     resources.push_back(r);
@@ -30,7 +35,9 @@ Json api_resource_list(const GroupVersion& gv) {
                            {"kind", t.kind},
                            {"verbs", {"get", "patch", "update"}}});
   }
-  return {{"kind", "APIResourceList"}, {"apiVersion", "v1"}, {"groupVersion", group_version(gv)},
+  return {{"kind", "APIResourceList"},
+          {"apiVersion", "v1"},
+          {"groupVersion", group_version(gv)},
           {"resources", resources}};
 }
 
@@ -57,9 +64,10 @@ std::optional<Json> discovery_document(const std::string& raw_path, const std::s
                 {"platform", "linux/amd64"}};
   }
   if (path == "/api") {
-    return Json{{"kind", "APIVersions"},
-                {"versions", {"v1"}},
-                {"serverAddressByClientCIDRs", {{{"clientCIDR", "0.0.0.0/0"}, {"serverAddress", server_address}}}}};
+    return Json{
+        {"kind", "APIVersions"},
+        {"versions", {"v1"}},
+        {"serverAddressByClientCIDRs", {{{"clientCIDR", "0.0.0.0/0"}, {"serverAddress", server_address}}}}};
   }
   if (path == "/apis") {
     Json groups = Json::array();

@@ -31,7 +31,4 @@ class ObjectHandlers {
 // A list's selectors from labelSelector= and fieldSelector=.
 ApiResult<Selector> parse_selector(const ResourceType& t, const http::Request& req);
 
-// An object as served: the stored object with kind and apiVersion first.
-Json serve_object(const ResourceType& t, const Json& stored);
-
 }  // namespace kpx::apiserver

@@ -52,7 +52,7 @@ std::string http_date() {
 }
 
 std::string head(int code, const std::string& content_type,
-                  const std::vector<std::pair<std::string, std::string>>& extra) {
+                 const std::vector<std::pair<std::string, std::string>>& extra) {
   std::string h = "HTTP/1.1 " + std::to_string(code) + " " + std::string(reason_phrase(code)) + "\r\n";
   h += "Cache-Control: no-cache, private\r\n";
   h += "Content-Type: " + content_type + "\r\n";
@@ -76,27 +76,48 @@ std::string Request::query_value(const std::string& key) const {
 
 std::string_view reason_phrase(int code) {
   switch (code) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 406: return "Not Acceptable";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 413: return "Request Entity Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 406:
+      return "Not Acceptable";
+    case 409:
+      return "Conflict";
+    case 410:
+      return "Gone";
+    case 413:
+      return "Request Entity Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Entity";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "Unknown";
   }
 }
 
@@ -169,7 +190,8 @@ Connection::ReadStatus Connection::read_request(Request& r) {
   r.path = percent_decode(std::string_view(r.target).substr(0, qpos), false);
   if (qpos != std::string::npos) r.query = parse_query(std::string_view(r.target).substr(qpos + 1));
 
-  std::string_view rest = line_end == std::string_view::npos ? std::string_view() : headtext.substr(line_end + 2);
+  std::string_view rest =
+      line_end == std::string_view::npos ? std::string_view() : headtext.substr(line_end + 2);
   while (!rest.empty()) {
     size_t e = rest.find("\r\n");
     std::string_view line = rest.substr(0, e);
@@ -230,7 +252,7 @@ bool Connection::send_raw(std::string_view data) {
 bool Connection::send(const Response& r, bool keep_alive) {
   std::string h = head(r.code, r.content_type, r.headers);
   h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
-  if (!keep_alive) h += "Connection: close\r\n";
+  if (!keep_alive || !client_keep_alive_) h += "Connection: close\r\n";
   h += "\r\n";
   // One write for small answers: a client sees the head and the body together.
   if (r.body.size() < 64 * 1024) return send_raw(h + r.body);
@@ -261,12 +283,6 @@ bool Connection::peer_closed() const {
   return (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) != 0;
 }
 
-void Connection::abort() {
-  linger lg{1, 0};
-  setsockopt(fd_, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-  shutdown(fd_, SHUT_RDWR);
-}
-
 // ---- Server ----------------------------------------------------------------
 
 Result<std::unique_ptr<Server>> Server::listen(const sockaddr_storage& addr, socklen_t len, Handler handler) {
@@ -295,9 +311,11 @@ Result<std::unique_ptr<Server>> Server::listen(const sockaddr_storage& addr, soc
     close(fd);
     return e;
   }
-  std::unique_ptr<Server> s(new Server(fd, wake, port, std::move(handler)));
-  s->acceptor_ = std::thread([p = s.get()] { p->accept_loop(); });
-  return s;
+  return std::unique_ptr<Server>(new Server(fd, wake, port, std::move(handler)));
+}
+
+void Server::start() {
+  if (!acceptor_.joinable() && !stopping_) acceptor_ = std::thread([this] { accept_loop(); });
 }
 
 Server::Server(int listen_fd, int wake_fd, uint16_t port, Handler handler)
@@ -345,17 +363,19 @@ void Server::serve(Client* c) {
     if (st != Connection::ReadStatus::kOk) {
       Response r;
       r.code = st == Connection::ReadStatus::kTooLarge ? 413 : 400;
-      r.body = R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":")" +
-               std::string(st == Connection::ReadStatus::kTooLarge ? "Request entity too large: limit is 3145728"
-                                                                      : "malformed HTTP request") +
-               R"(","reason":")" +
-               (st == Connection::ReadStatus::kTooLarge ? "RequestEntityTooLarge" : "BadRequest") +
-               R"(","code":)" + std::to_string(r.code) + "}";
+      r.body =
+          R"({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":")" +
+          std::string(st == Connection::ReadStatus::kTooLarge ? "Request entity too large: limit is 3145728"
+                                                              : "malformed HTTP request") +
+          R"(","reason":")" +
+          (st == Connection::ReadStatus::kTooLarge ? "RequestEntityTooLarge" : "BadRequest") +
+          R"(","code":)" + std::to_string(r.code) + "}";
       conn.send(r, false);
       break;
     }
     std::string connection = lower(req.header("connection"));
     bool keep = req.version == "HTTP/1.1" ? connection != "close" : connection == "keep-alive";
+    conn.set_client_keep_alive(keep);
     if (!handler_(req, conn) || !keep || stopping_) break;
   }
   std::lock_guard lk(clients_mu_);

@@ -24,11 +24,11 @@ namespace kpx::apiserver::http {
 
 struct Request {
   std::string method;
-  std::string target;   // as sent: path and query
-  std::string path;     // percent-decoded
-  std::string version;  // "HTTP/1.1"
+  std::string target;                                        // as sent: path and query
+  std::string path;                                          // percent-decoded
+  std::string version;                                       // "HTTP/1.1"
   std::vector<std::pair<std::string, std::string>> headers;  // names in lower case
-  std::map<std::string, std::string> query;  // decoded; of a repeated key the last wins
+  std::map<std::string, std::string> query;                  // decoded; of a repeated key the last wins
   std::string body;
 
   // The first header of that (lower-case) name, or "".
@@ -58,7 +58,10 @@ class Connection {
   // Reads the next request (request line, headers, body).
   ReadStatus read_request(Request& out);
   // A whole response with Content-Length. False when the peer is gone.
+  // keep_alive false (or a client that asked to close) adds "Connection: close".
   bool send(const Response& r, bool keep_alive);
+  // Whether the client wants the connection kept after this request.
+  void set_client_keep_alive(bool keep) { client_keep_alive_ = keep; }
   // A chunked response: the head once, then chunks, then the end.
   bool send_stream_head(int code, const std::string& content_type);
   bool send_chunk(std::string_view data);
@@ -67,12 +70,11 @@ class Connection {
   bool send_raw(std::string_view data);
   // The peer closed its side or the socket failed. Consumes nothing.
   bool peer_closed() const;
-  // Close now, with a reset rather than an orderly end.
-  void abort();
 
  private:
   bool fill();  // one recv() into buf_; false on EOF or error
   int fd_;
+  bool client_keep_alive_ = true;
   std::string buf_;  // bytes received past the current request
 };
 
@@ -82,7 +84,9 @@ class Server {
   // close the connection afterwards.
   using Handler = std::function<bool(const Request&, Connection&)>;
 
+  // Bound and listening; connections are accepted once start() is called.
   static Result<std::unique_ptr<Server>> listen(const sockaddr_storage& addr, socklen_t len, Handler handler);
+  void start();
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

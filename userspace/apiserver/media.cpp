@@ -65,7 +65,7 @@ std::string media_type(const std::string& content_type) {
 http::Response json_response(int code, const Json& body) {
   http::Response r;
   r.code = code;
-  r.body = body.dump();
+  r.body = to_text(body);
   return r;
 }
 

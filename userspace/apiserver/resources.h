@@ -11,11 +11,11 @@
 namespace kpx::apiserver {
 
 struct ResourceType {
-  std::string name;       // plural: "services"
-  std::string singular;   // "service"
-  std::string kind;       // "Service"
-  std::string group;      // "" (core) or "discovery.k8s.io"
-  std::string version;    // "v1"
+  std::string name;      // plural: "services"
+  std::string singular;  // "service"
+  std::string kind;      // "Service"
+  std::string group;     // "" (core) or "discovery.k8s.io"
+  std::string version;   // "v1"
   bool namespaced = true;
   bool has_status = false;  // a /status subresource
   std::vector<std::string> short_names;
@@ -40,16 +40,16 @@ std::vector<GroupVersion> group_versions();
 
 struct ResourcePath {
   const ResourceType* type = nullptr;
-  std::string ns;           // "" for cluster-scoped types or all namespaces
-  std::string name;         // "" for the collection
-  std::string subresource;  // "" or "status"
+  std::string ns;             // "" for cluster-scoped types or all namespaces
+  std::string name;           // "" for the collection
+  std::string subresource;    // "" or "status"
   bool watch_prefix = false;  // /api/v1/watch/...: a watch whatever the query says
 };
 
 enum class PathMatch {
-  kResource,   // a resource path, filled in
-  kUnknown,    // under /api or /apis but no such resource or subresource: 404
-  kOther,      // not a resource path at all (discovery, health, ...)
+  kResource,  // a resource path, filled in
+  kUnknown,   // under /api or /apis but no such resource or subresource: 404
+  kOther,     // not a resource path at all (discovery, health, ...)
 };
 PathMatch parse_resource_path(std::string_view path, ResourcePath* out);
 

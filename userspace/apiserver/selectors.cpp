@@ -150,15 +150,29 @@ bool LabelSelector::matches(const Json& labels) const {
         value = &holder;
       }
     }
-    auto in_values = [&] { return value && std::find(r.values.begin(), r.values.end(), *value) != r.values.end(); };
+    auto in_values = [&] {
+      return value && std::find(r.values.begin(), r.values.end(), *value) != r.values.end();
+    };
     bool ok = false;
     switch (r.op) {
-      case Op::kExists: ok = value != nullptr; break;
-      case Op::kNotExists: ok = value == nullptr; break;
-      case Op::kEquals: ok = value && *value == r.values[0]; break;
-      case Op::kNotEquals: ok = !value || *value != r.values[0]; break;
-      case Op::kIn: ok = in_values(); break;
-      case Op::kNotIn: ok = !in_values(); break;
+      case Op::kExists:
+        ok = value != nullptr;
+        break;
+      case Op::kNotExists:
+        ok = value == nullptr;
+        break;
+      case Op::kEquals:
+        ok = value && *value == r.values[0];
+        break;
+      case Op::kNotEquals:
+        ok = !value || *value != r.values[0];
+        break;
+      case Op::kIn:
+        ok = in_values();
+        break;
+      case Op::kNotIn:
+        ok = !in_values();
+        break;
     }
     if (!ok) return false;
   }

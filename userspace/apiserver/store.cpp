@@ -32,9 +32,7 @@ Json& metadata_of(Json& obj) {
 
 std::string meta_string(const Json& obj, const char* field) {
   auto m = obj.find("metadata");
-  if (m == obj.end() || !m->is_object()) return "";
-  auto it = m->find(field);
-  return it != m->end() && it->is_string() ? it->get<std::string>() : "";
+  return m == obj.end() ? "" : string_at(*m, field);
 }
 
 ObjectPtr with_rv(const Json& obj, uint64_t rv) {
@@ -56,9 +54,12 @@ std::string rfc3339_now() {
 
 const char* event_type_name(EventType t) {
   switch (t) {
-    case EventType::kAdded: return "ADDED";
-    case EventType::kModified: return "MODIFIED";
-    case EventType::kDeleted: return "DELETED";
+    case EventType::kAdded:
+      return "ADDED";
+    case EventType::kModified:
+      return "MODIFIED";
+    case EventType::kDeleted:
+      return "DELETED";
   }
   return "";
 }
@@ -117,11 +118,14 @@ ApiResult<ObjectPtr> Store::update(const ResourceType& t, const ObjectKey& key, 
   ApiResult<Json> next = mutate(cur);
   if (!next) return next.status();
   Json& obj = *next;
-  const Json& cur_meta = cur["metadata"];
+  static const Json kNoMeta = Json::object();
+  auto found = cur.find("metadata");
+  const Json& cur_meta = found != cur.end() && found->is_object() ? *found : kNoMeta;
   Json& meta = metadata_of(obj);
   for (const char* f : {"uid", "creationTimestamp", "resourceVersion", "name", "namespace"}) {
-    if (cur_meta.contains(f)) {
-      meta[f] = cur_meta[f];
+    auto it = cur_meta.find(f);
+    if (it != cur_meta.end()) {
+      meta[f] = *it;
     } else {
       meta.erase(f);
     }
@@ -136,7 +140,8 @@ ApiResult<ObjectPtr> Store::update(const ResourceType& t, const ObjectKey& key, 
   return ObjectPtr(stored);
 }
 
-ApiResult<ObjectPtr> Store::remove(const ResourceType& t, const ObjectKey& key, const DeletePreconditions& pre) {
+ApiResult<ObjectPtr> Store::remove(const ResourceType& t, const ObjectKey& key,
+                                   const DeletePreconditions& pre) {
   std::lock_guard lk(mu_);
   return remove_locked(t, key, pre);
 }
@@ -155,7 +160,8 @@ ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey
     return conflict_status(t.qualified(), t.group, key.name,
                            "the ResourceVersion in the precondition (" + pre.resource_version +
                                ") does not match the ResourceVersion in record (" +
-                               meta_string(cur, "resourceVersion") + "). The object might have been modified");
+                               meta_string(cur, "resourceVersion") +
+                               "). The object might have been modified");
   if (&t == &namespaces_type()) {
     // What the namespace controller would do, done at once: empty it first.
     for (auto& [type, objs] : objects_) {
@@ -175,8 +181,9 @@ ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey
   return last;
 }
 
-ApiResult<ListPage> Store::list(const ResourceType& t, const std::string& ns, const Selector& sel, size_t limit,
-                                std::optional<uint64_t> at_rv, const std::optional<ObjectKey>& after) const {
+ApiResult<ListPage> Store::list(const ResourceType& t, const std::string& ns, const Selector& sel,
+                                size_t limit, std::optional<uint64_t> at_rv,
+                                const std::optional<ObjectKey>& after) const {
   std::lock_guard lk(mu_);
   uint64_t rv = at_rv.value_or(current_rv_);
   if (rv < compacted_rv_)
@@ -225,7 +232,8 @@ ApiResult<ListPage> Store::list(const ResourceType& t, const std::string& ns, co
         page.items.push_back(obj);
         continue;
       }
-      page.last = ObjectKey{meta_string(*page.items.back(), "namespace"), meta_string(*page.items.back(), "name")};
+      page.last =
+          ObjectKey{meta_string(*page.items.back(), "namespace"), meta_string(*page.items.back(), "name")};
       if (!t.namespaced) page.last->ns.clear();
       if (!sel.empty()) break;  // the real server only counts what is left without selectors
       counting = true;
@@ -274,7 +282,8 @@ Store::WatchCursor Store::watch_cursor(uint64_t rv) const {
   return WatchCursor{rv, drop_gen_, expire_gen_};
 }
 
-Wake Store::wait(const ResourceType& t, WatchCursor& cursor, std::chrono::steady_clock::time_point until) const {
+Wake Store::wait(const ResourceType& t, WatchCursor& cursor,
+                 std::chrono::steady_clock::time_point until) const {
   std::unique_lock lk(mu_);
   for (;;) {
     if (stopped_) return Wake{WakeReason::kStopped, {}};

@@ -98,8 +98,8 @@ class Store {
 
   // ---- watches ----
   struct WatchCursor {
-    uint64_t rv;          // events after this revision are wanted
-    uint64_t drop_gen;    // values of the generations when the watch began
+    uint64_t rv;        // events after this revision are wanted
+    uint64_t drop_gen;  // values of the generations when the watch began
     uint64_t expire_gen;
   };
   WatchCursor watch_cursor(uint64_t rv) const;
@@ -122,7 +122,8 @@ class Store {
   Objects& objects_of(const ResourceType& t) { return objects_[&t]; }
   const Objects* find_objects(const ResourceType& t) const;
   void record(Event e);  // under mu_
-  ApiResult<ObjectPtr> remove_locked(const ResourceType& t, const ObjectKey& key, const DeletePreconditions& pre);
+  ApiResult<ObjectPtr> remove_locked(const ResourceType& t, const ObjectKey& key,
+                                     const DeletePreconditions& pre);
 
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;

@@ -6,7 +6,9 @@ namespace kpx::apiserver {
 
 namespace {
 
-bool is_lower_alnum(char c) { return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)); }
+bool is_lower_alnum(char c) {
+  return std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c));
+}
 
 bool dns_label(const std::string& s, bool must_start_alpha) {
   if (s.empty() || s.size() > 63) return false;
@@ -54,13 +56,14 @@ void default_service(Json& svc) {
   }
   if (spec["clusterIP"].is_string() && !spec["clusterIP"].get<std::string>().empty())
     set_default(spec, "clusterIPs", Json::array({spec["clusterIP"]}));
-  else if (spec["clusterIPs"].is_array() && !spec["clusterIPs"].empty())
+  else if (spec["clusterIPs"].is_array() && !spec["clusterIPs"].empty() && spec["clusterIPs"][0].is_string())
     spec["clusterIP"] = spec["clusterIPs"][0];
   if (spec["clusterIP"].is_string() && spec["clusterIP"] != "None" &&
       !spec["clusterIP"].get<std::string>().empty()) {
     Json families = Json::array();
     for (const Json& ip : spec["clusterIPs"])
-      if (ip.is_string()) families.push_back(ip.get<std::string>().find(':') == std::string::npos ? "IPv4" : "IPv6");
+      if (ip.is_string())
+        families.push_back(ip.get<std::string>().find(':') == std::string::npos ? "IPv4" : "IPv6");
     set_default(spec, "ipFamilies", families);
     set_default(spec, "ipFamilyPolicy", families.size() > 1 ? "RequireDualStack" : "SingleStack");
   }
@@ -78,7 +81,7 @@ void default_namespace(Json& ns) {
   // Since 1.21 every namespace carries its name as a label.
   Json& meta = ns["metadata"];
   if (!meta["labels"].is_object()) meta["labels"] = Json::object();
-  meta["labels"]["kubernetes.io/metadata.name"] = meta.value("name", "");
+  meta["labels"]["kubernetes.io/metadata.name"] = string_at(meta, "name");
   if (!ns["spec"].is_object()) ns["spec"] = Json::object();
   set_default(ns["spec"], "finalizers", Json::array({"kubernetes"}));
 }
@@ -123,20 +126,22 @@ std::optional<ApiStatus> validate_name(const ResourceType& t, const std::string&
   if (name.empty())
     return invalid_status(t.kind, name, "metadata.name: Required value: name or generateName is required");
   if (t.name == "services" && !dns_label(name, true))
-    return invalid_status(t.kind, name,
-                          "metadata.name: Invalid value: \"" + name +
-                              "\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
-                              "start with an alphabetic character, and end with an alphanumeric character");
+    return invalid_status(
+        t.kind, name,
+        "metadata.name: Invalid value: \"" + name +
+            "\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', "
+            "start with an alphabetic character, and end with an alphanumeric character");
   if (t.name == "namespaces" && !dns_label(name, false))
     return invalid_status(t.kind, name,
                           "metadata.name: Invalid value: \"" + name +
                               "\": a lowercase RFC 1123 label must consist of lower case alphanumeric "
                               "characters or '-', and must start and end with an alphanumeric character");
   if (!dns_subdomain(name))
-    return invalid_status(t.kind, name,
-                          "metadata.name: Invalid value: \"" + name +
-                              "\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
-                              "characters, '-' or '.', and must start and end with an alphanumeric character");
+    return invalid_status(
+        t.kind, name,
+        "metadata.name: Invalid value: \"" + name +
+            "\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric "
+            "characters, '-' or '.', and must start and end with an alphanumeric character");
   return std::nullopt;
 }
 

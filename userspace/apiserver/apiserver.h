@@ -1,0 +1,71 @@
+// `kpx apiserver`: an in-memory Kubernetes API server for tests and the lab.
+// Serves Services, EndpointSlices, Nodes, Namespaces and Pods with a real
+// server's list, watch, paging and error behaviour, plus fault injection
+// (faults.h). See userspace/apiserver/README.md.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "status/status.h"
+
+namespace kpx::apiserver {
+
+class Store;
+class Faults;
+class ContinueTokens;
+
+struct Options {
+  // host:port; port 0 picks a free one. Only loopback addresses unless allow_any.
+  std::string listen = "127.0.0.1:0";
+  bool allow_any = false;
+  size_t compaction_window = 1000;  // events kept for watches and continued lists
+  std::chrono::milliseconds bookmark_interval{60000};
+  std::chrono::seconds max_watch_timeout{1800};  // and the default timeoutSeconds
+  std::chrono::milliseconds continue_ttl{std::chrono::minutes(5)};
+  bool split_watch_chunks = true;  // chunk boundaries not aligned with events
+  uint64_t chunk_seed = 1;         // makes the splitting reproducible
+};
+
+struct ListenAddress {
+  std::string host;  // numeric: "127.0.0.1", "::1"
+  uint16_t port = 0;
+  bool ipv6 = false;
+};
+
+// "127.0.0.1:6443", "[::1]:0", "localhost:0". Refuses addresses that are not
+// loopback (including the empty host and 0.0.0.0) unless allow_any.
+Result<ListenAddress> parse_listen_address(const std::string& text, bool allow_any);
+
+class ApiServer {
+ public:
+  // Listening and serving when this returns.
+  static Result<std::unique_ptr<ApiServer>> start(const Options& o);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  uint16_t port() const;
+  std::string address() const;  // "127.0.0.1:PORT" or "[::1]:PORT"
+  std::string url() const;      // "http://" + address()
+
+  Store& store();
+  Faults& faults();
+  ContinueTokens& continue_tokens();
+
+  // Ends every watch and connection. Idempotent; the destructor calls it.
+  void stop();
+
+ private:
+  struct Impl;
+  explicit ApiServer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Serves until SIGTERM or SIGINT. Prints "listening on ADDRESS" once ready.
+Status run(const Options& o, std::ostream& out);
+
+}  // namespace kpx::apiserver
