@@ -10,6 +10,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/agent.h"
+#include "apiserver/apiserver.h"
 #include "bpf/log.h"
 #include "bpf/object.h"
 #include "bpf/pinned_maps.h"
@@ -323,6 +325,83 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   probe_cmd->add_option("-c,--count", probe_count, "requests")->check(CLI::Range(1, 100000));
   probe_cmd->add_option("--timeout-ms", probe_timeout_ms, "per request")->check(CLI::Range(1, 60000));
   probe_cmd->callback([&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms); });
+
+  apiserver::Options api;
+  long api_bookmark_ms = 60000, api_watch_timeout_s = 1800, api_continue_ttl_s = 300;
+  auto* api_cmd = app.add_subcommand("apiserver", "in-memory Kubernetes API server for tests and the lab");
+  api_cmd->add_option("--listen", api.listen, "HOST:PORT (port 0: any free one)")->capture_default_str();
+  api_cmd->add_flag("--allow-any", api.allow_any, "allow a listen address that is not loopback");
+  api_cmd->add_option("--compaction-window", api.compaction_window, "events kept for watches and continued lists")
+      ->capture_default_str()->check(CLI::Range(1, 100000000));
+  api_cmd->add_option("--bookmark-interval-ms", api_bookmark_ms, "watch BOOKMARK period")
+      ->capture_default_str()->check(CLI::Range(1, 86400000));
+  api_cmd->add_option("--max-watch-timeout-s", api_watch_timeout_s, "longest (and default) watch")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
+  api_cmd->add_option("--continue-ttl-s", api_continue_ttl_s, "continue tokens expire after this")
+      ->capture_default_str()->check(CLI::Range(1, 86400));
+  bool api_aligned = false;
+  api_cmd->add_flag("--aligned-chunks", api_aligned, "one watch event per chunk (default: split and merged)");
+  api_cmd->callback([&] {
+    api.bookmark_interval = std::chrono::milliseconds(api_bookmark_ms);
+    api.max_watch_timeout = std::chrono::seconds(api_watch_timeout_s);
+    api.continue_ttl = std::chrono::seconds(api_continue_ttl_s);
+    api.split_watch_chunks = !api_aligned;
+    if (auto st = apiserver::run(api, out); !st) rc = report(io, st.error());
+  });
+
+  agent::Options ag;
+  std::string ag_config, ag_min_sync = "100ms";
+  auto* agent_cmd = app.add_subcommand("agent", "the kube-proxy replacement daemon");
+  agent_cmd->add_option("--config", ag_config, "KubeProxyConfiguration file (flags given explicitly override it)");
+  auto* o_kubeconfig = agent_cmd->add_option("--kubeconfig", ag.kubeconfig, "kubeconfig (else $KUBECONFIG, ~/.kube/config, in-cluster)");
+  agent_cmd->add_option("--master", ag.master, "API server address (overrides the kubeconfig's)");
+  auto* o_hostname = agent_cmd->add_option("--hostname-override", ag.hostname_override, "this node's name");
+  auto* o_cidr = agent_cmd->add_option("--cluster-cidr", ag.cluster_cidr, "the cluster's pod CIDR");
+  auto* o_healthz = agent_cmd->add_option("--healthz-bind-address", ag.healthz_bind_address, "IP:PORT of /healthz")
+                        ->capture_default_str();
+  auto* o_metrics = agent_cmd->add_option("--metrics-bind-address", ag.metrics_bind_address, "IP:PORT of /metrics")
+                        ->capture_default_str();
+  auto* o_min_sync = agent_cmd->add_option("--min-sync-period", ag_min_sync, "least time between two syncs (Go duration)")
+                         ->capture_default_str();
+  agent_cmd->add_option("--pin-dir", ag.pin_dir, "bpffs directory of the datapath's maps (default: the global --pin-dir)");
+  agent_cmd->add_option("--pod-interfaces", ag.pod_interfaces,
+                        "glob of the pod veths' host ends to attach to, followed as they come (none: attach nowhere)");
+  agent_cmd->add_option("--hairpin-snat-ip", ag.hairpin_snat_ip, "node address for hairpin source NAT");
+  agent_cmd->add_flag("--cleanup", ag.cleanup, "remove the datapath (maps, attachments) and exit");
+  agent_cmd->add_option("-v", ag.verbosity, "log verbosity")->check(CLI::Range(0, 10));
+  agent_cmd->callback([&] {
+    agent::Options o = ag;
+    if (!ag_config.empty()) {
+      // The file first, then the flags given on the command line.
+      agent::Options from_file;
+      if (auto st = agent::load_config_file(ag_config, from_file); !st) {
+        rc = report(io, st.error());
+        return;
+      }
+      auto keep = [](CLI::Option* opt, std::string& flag, const std::string& file) {
+        if (opt->count() == 0) flag = file;
+      };
+      keep(o_kubeconfig, o.kubeconfig, from_file.kubeconfig);
+      keep(o_hostname, o.hostname_override, from_file.hostname_override);
+      keep(o_cidr, o.cluster_cidr, from_file.cluster_cidr);
+      keep(o_healthz, o.healthz_bind_address, from_file.healthz_bind_address);
+      keep(o_metrics, o.metrics_bind_address, from_file.metrics_bind_address);
+      if (o_min_sync->count() == 0) o.min_sync_period = from_file.min_sync_period;
+      o.tcp_established_timeout = from_file.tcp_established_timeout;
+      o.tcp_close_wait_timeout = from_file.tcp_close_wait_timeout;
+      o.udp_timeout = from_file.udp_timeout;
+    }
+    if (o_min_sync->count() > 0 || ag_config.empty()) {
+      auto d = agent::parse_duration(ag_min_sync);
+      if (!d) {
+        rc = report(io, invalid_argument("--min-sync-period: " + d.error().message));
+        return;
+      }
+      o.min_sync_period = *d;
+    }
+    if (o.pin_dir.empty()) o.pin_dir = pin_dir;
+    if (auto st = agent::run_agent(o); !st) rc = report(io, st.error());
+  });
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,322 @@
+// `kpx agent` against `kpx apiserver`: the pinned maps follow the API,
+// converge after each injected fault, are never emptied on an error, and
+// are left exactly as they are across an agent restart.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cpprest/http_client.h>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "bpf/pinned_maps.h"
+#include "dataplane/service_writer.h"
+#include "k8s/client.h"
+#include "support/scoped.h"
+
+namespace kpx::e2e {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+uint16_t free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
+  auto end = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return pred();
+}
+
+json service(const std::string& name, const std::string& ip, int port = 80) {
+  return {{"apiVersion", "v1"},
+          {"kind", "Service"},
+          {"metadata", {{"name", name}, {"namespace", "default"}}},
+          {"spec",
+           {{"type", "ClusterIP"},
+            {"clusterIP", ip},
+            {"clusterIPs", {ip}},
+            {"ports", {{{"name", "http"}, {"port", port}, {"protocol", "TCP"}, {"targetPort", 8080}}}}}}};
+}
+
+json slice(const std::string& name, const std::string& svc, const std::vector<std::string>& addrs) {
+  json eps = json::array();
+  for (const auto& a : addrs) eps.push_back({{"addresses", {a}}, {"conditions", {{"ready", true}}}});
+  return {{"apiVersion", "discovery.k8s.io/v1"},
+          {"kind", "EndpointSlice"},
+          {"metadata", {{"name", name}, {"namespace", "default"}, {"labels", {{"kubernetes.io/service-name", svc}}}}},
+          {"addressType", "IPv4"},
+          {"endpoints", eps},
+          {"ports", {{{"name", "http"}, {"port", 8080}, {"protocol", "TCP"}}}}};
+}
+
+// What the maps hold: "VIP:PORT/PROTO" -> "gen|backend,backend".
+std::map<std::string, std::string> snapshot(const std::string& pin_dir) {
+  std::map<std::string, std::string> out;
+  auto maps = bpf::PinnedMaps::open(pin_dir);
+  if (!maps) return out;
+  dataplane::ServiceWriter w(*maps);
+  for (const auto& e : w.list()) {
+    std::string v = std::to_string(e.generation) + "|";
+    for (const auto& b : e.backends) v += net::format(b) + ",";
+    out[net::format(e.svc)] = v;
+  }
+  return out;
+}
+
+std::string backends_of(const std::map<std::string, std::string>& snap, const std::string& svc) {
+  auto it = snap.find(svc);
+  if (it == snap.end()) return "<none>";
+  return it->second.substr(it->second.find('|') + 1);
+}
+
+int http_get(uint16_t port, const std::string& path, std::string* body = nullptr) {
+  try {
+    web::http::client::http_client c("http://127.0.0.1:" + std::to_string(port));
+    auto r = c.request(web::http::methods::GET, path).get();
+    if (body) *body = r.extract_utf8string(true).get();
+    return r.status_code();
+  } catch (...) {
+    return 0;
+  }
+}
+
+class AgentTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(geteuid(), 0u) << "agent tests need root (BPF maps)";
+    api_port = free_port();
+    api = "http://127.0.0.1:" + std::to_string(api_port);
+    procs.spawn({KPX_BINARY, "apiserver", "--listen", "127.0.0.1:" + std::to_string(api_port),
+                 "--bookmark-interval-ms", "500"});
+    k8s::ClientConfig cfg;
+    cfg.server = api;
+    auto c = k8s::Client::create(cfg);
+    ASSERT_TRUE(c.ok());
+    client = std::move(*c);
+    ASSERT_TRUE(wait_for([&] { return client->version().ok(); }, 5s)) << "kpx apiserver did not come up";
+    (void)client->send("POST", "/api/v1/namespaces", {{"metadata", {{"name", "default"}}}});
+  }
+
+  int start_agent() {
+    healthz_port = free_port();
+    metrics_port = free_port();
+    return agents.spawn({KPX_BINARY, "agent", "--master", api, "--pin-dir", pins.path(), "--hostname-override",
+                         "node-1", "--healthz-bind-address", "127.0.0.1:" + std::to_string(healthz_port),
+                         "--metrics-bind-address", "127.0.0.1:" + std::to_string(metrics_port),
+                         "--min-sync-period", "10ms"});
+  }
+  void stop_agent(int pid) {
+    kill(pid, SIGTERM);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "agent exit status " << status;
+  }
+
+  void create(const std::string& path, const json& obj) {
+    auto r = client->send("POST", path, obj);
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+  }
+  void put(const std::string& path, json obj) {
+    auto cur = client->get(path);
+    ASSERT_TRUE(cur.ok()) << cur.error().to_string();
+    obj["metadata"]["resourceVersion"] = (*cur)["metadata"]["resourceVersion"];
+    auto r = client->send("PUT", path, obj);
+    ASSERT_TRUE(r.ok()) << r.error().to_string();
+  }
+  void fault(const std::string& what) {
+    auto r = client->send("POST", "/kpx/faults/" + what, nullptr);
+    ASSERT_TRUE(r.ok()) << what << ": " << r.error().to_string();
+  }
+
+  static constexpr const char* kSvcPath = "/api/v1/namespaces/default/services";
+  static constexpr const char* kSlicePath = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+
+  testing::ScopedPinDir pins;
+  testing::ScopedProcesses procs;
+  uint16_t api_port = 0, healthz_port = 0, metrics_port = 0;
+  std::string api;
+  std::unique_ptr<k8s::Client> client;
+  testing::ScopedProcesses agents;  // destroyed before procs: agents stop before the API server
+};
+
+TEST_F(AgentTest, ProgramsAndRemovesServicesWithinASecond) {
+  start_agent();
+  create(kSvcPath, service("web", "10.96.0.50"));
+  create(kSlicePath, slice("web-1", "web", {"10.244.1.5", "10.244.2.6"}));
+  EXPECT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP") ==
+                                    "10.244.1.5:8080,10.244.2.6:8080,"; }, 1s))
+      << backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP");
+  // An endpoint goes away.
+  put(std::string(kSlicePath) + "/web-1", slice("web-1", "web", {"10.244.2.6"}));
+  EXPECT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP") == "10.244.2.6:8080,"; }, 1s));
+  ASSERT_TRUE(client->send("DELETE", std::string(kSvcPath) + "/web", nullptr).ok());
+  EXPECT_TRUE(wait_for([&] { return snapshot(pins.path()).empty(); }, 1s));
+}
+
+TEST_F(AgentTest, KubectlCreatesAndDeletesAgainstTheApiServer) {
+  start_agent();
+  char dir[] = "/tmp/kpx-kubectl-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  std::string d = dir;
+  std::ofstream(d + "/svc.json") << service("db", "10.96.0.60", 5432).dump();
+  std::ofstream(d + "/slice.json") << slice("db-1", "db", {"10.244.3.7"}).dump();
+  std::string kubectl = "kubectl --server " + api + " ";
+  EXPECT_EQ(testing::sh(kubectl + "create --validate=false -f " + d + "/svc.json -f " + d + "/slice.json >/dev/null"), 0);
+  EXPECT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.60:5432/TCP") == "10.244.3.7:8080,"; }, 1s));
+  EXPECT_EQ(testing::sh(kubectl + "delete -f " + d + "/svc.json -f " + d + "/slice.json >/dev/null"), 0);
+  EXPECT_TRUE(wait_for([&] { return snapshot(pins.path()).empty(); }, 1s));
+  testing::sh("rm -rf " + d);
+}
+
+TEST_F(AgentTest, ConvergesAfterEveryFaultAndNeverEmptiesTheMaps) {
+  constexpr int kServices = 20;
+  for (int i = 0; i < kServices; ++i) {
+    create(kSvcPath, service("s" + std::to_string(i), "10.96.1." + std::to_string(i + 1)));
+    create(kSlicePath, slice("s" + std::to_string(i) + "-1", "s" + std::to_string(i), {"10.244.1." + std::to_string(i + 1)}));
+  }
+  start_agent();
+  ASSERT_TRUE(wait_for([&] { return snapshot(pins.path()).size() == kServices; }, 2s));
+
+  // Watch the maps the whole time: the Service count must never drop.
+  std::atomic<bool> stop{false};
+  std::atomic<size_t> min_seen{kServices};
+  std::thread watcher([&] {
+    while (!stop) {
+      size_t n = snapshot(pins.path()).size();
+      if (n < min_seen) min_seen = n;
+      std::this_thread::sleep_for(2ms);
+    }
+  });
+
+  int round = 0;
+  auto change_and_converge = [&](const std::string& after) {
+    ++round;
+    std::string addr = "10.244.9." + std::to_string(round);
+    put(std::string(kSlicePath) + "/s0-1", slice("s0-1", "s0", {addr}));
+    EXPECT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.1.1:80/TCP") == addr + ":8080,"; }, 5s))
+        << "no convergence after " << after;
+  };
+  fault("drop-watches");
+  change_and_converge("a dropped watch");
+  fault("compact?expireWatches=true");
+  change_and_converge("compaction (ERROR 410 on the watch, relist)");
+  // Faults aimed at the agent's cluster-wide list and watch paths only.
+  const std::string slices_path = "&pathPrefix=/apis/discovery.k8s.io/v1/endpointslices";
+  fault("drop-watches");
+  fault("respond?code=500&count=3" + slices_path);
+  change_and_converge("500s on re-watch");
+  fault("drop-watches");
+  fault("respond?code=429&count=2&retryAfter=1" + slices_path);
+  change_and_converge("429 with Retry-After");
+  fault("drop-watches");
+  fault("compact");
+  fault("respond?code=410&count=1" + slices_path);
+  change_and_converge("410 up front on re-watch");
+  stop = true;
+  watcher.join();
+  EXPECT_EQ(min_seen.load(), static_cast<size_t>(kServices)) << "the maps lost Services during a fault";
+  EXPECT_EQ(snapshot(pins.path()).size(), static_cast<size_t>(kServices));
+}
+
+TEST_F(AgentTest, RestartLeavesEveryEntryAsItWas) {
+  create(kSvcPath, service("web", "10.96.0.50"));
+  create(kSlicePath, slice("web-1", "web", {"10.244.1.5", "10.244.2.6"}));
+  int pid = start_agent();
+  ASSERT_TRUE(wait_for([&] { return snapshot(pins.path()).size() == 1; }, 1s));
+  put(std::string(kSlicePath) + "/web-1", slice("web-1", "web", {"10.244.1.5", "10.244.2.7"}));
+  ASSERT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP") ==
+                                    "10.244.1.5:8080,10.244.2.7:8080,"; }, 1s));
+  const auto before = snapshot(pins.path());
+  stop_agent(pid);
+  EXPECT_EQ(snapshot(pins.path()), before) << "the datapath must stay in place after SIGTERM";
+
+  start_agent();
+  ASSERT_TRUE(wait_for([&] { return http_get(healthz_port, "/healthz") == 200; }, 3s));
+  // Same entries, same generations: nothing was rewritten.
+  EXPECT_EQ(snapshot(pins.path()), before);
+  // And it still follows the API.
+  put(std::string(kSlicePath) + "/web-1", slice("web-1", "web", {"10.244.1.5"}));
+  EXPECT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP") == "10.244.1.5:8080,"; }, 1s));
+}
+
+TEST_F(AgentTest, HealthzFollowsSyncsAndMetricsUseKubeProxyNames) {
+  fault("respond?code=500&count=100000");  // the API answers nothing useful
+  start_agent();
+  ASSERT_TRUE(wait_for([&] { return http_get(healthz_port, "/healthz") == 503; }, 3s)) << "not synced yet: 503";
+  ASSERT_TRUE(client->send("DELETE", "/kpx/faults", nullptr).ok());
+  std::string body;
+  ASSERT_TRUE(wait_for([&] { return http_get(healthz_port, "/healthz", &body) == 200; }, 5s));
+  auto j = json::parse(body);
+  EXPECT_FALSE(j["lastUpdated"].get<std::string>().empty());
+  EXPECT_FALSE(j["currentTime"].get<std::string>().empty());
+  std::string metrics;
+  ASSERT_EQ(http_get(metrics_port, "/metrics", &metrics), 200);
+  for (const char* name : {"kubeproxy_sync_proxy_rules_duration_seconds_count",
+                           "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+                           "kubeproxy_network_programming_duration_seconds_bucket",
+                           "kpx_datapath_packets_total{reason=\"dnat_new\"}"})
+    EXPECT_NE(metrics.find(name), std::string::npos) << name;
+}
+
+TEST_F(AgentTest, CleanupRemovesTheDatapath) {
+  create(kSvcPath, service("web", "10.96.0.50"));
+  create(kSlicePath, slice("web-1", "web", {"10.244.1.5"}));
+  int pid = start_agent();
+  ASSERT_TRUE(wait_for([&] { return snapshot(pins.path()).size() == 1; }, 1s));
+  stop_agent(pid);
+  EXPECT_EQ(testing::sh(std::string(KPX_BINARY) + " agent --cleanup --pin-dir " + pins.path()), 0);
+  EXPECT_FALSE(bpf::PinnedMaps::open(pins.path()).ok());
+  EXPECT_NE(access(pins.path().c_str(), F_OK), 0);
+}
+
+TEST(AgentInterfaces, AttachesOnlyToMatchingInterfacesAsTheyCome) {
+  ASSERT_EQ(geteuid(), 0u);
+  testing::ScopedNetns netns;
+  testing::ScopedPinDir pins;
+  std::string ns = netns.add("ag-");
+  ASSERT_FALSE(ns.empty());
+  ASSERT_EQ(testing::sh("ip -n " + ns + " link add kpxv1 type veth peer name kpxp1"), 0);
+  ASSERT_EQ(testing::sh("ip -n " + ns + " link add other1 type veth peer name otherp1"), 0);
+  testing::ScopedProcesses agent;
+  // No API server in the namespace: attaching does not wait for one.
+  // nsenter, not `ip netns exec`: that remounts /sys, hiding bpffs.
+  agent.spawn({"nsenter", "--net=/var/run/netns/" + ns, KPX_BINARY, "agent", "--master", "http://127.0.0.1:1", "--pin-dir",
+               pins.path(), "--pod-interfaces", "kpxv*", "--healthz-bind-address", "127.0.0.1:0",
+               "--metrics-bind-address", "127.0.0.1:0"});
+  auto attached = [&](const std::string& dev) {
+    return testing::sh_out("ip netns exec " + ns + " tc filter show dev " + dev + " ingress 2>/dev/null")
+               .find("kpx_from_pod") != std::string::npos &&
+           testing::sh_out("ip netns exec " + ns + " tc filter show dev " + dev + " egress 2>/dev/null")
+               .find("kpx_to_pod") != std::string::npos;
+  };
+  EXPECT_TRUE(wait_for([&] { return attached("kpxv1"); }, 3s));
+  ASSERT_EQ(testing::sh("ip -n " + ns + " link add kpxv2 type veth peer name kpxp2"), 0);
+  EXPECT_TRUE(wait_for([&] { return attached("kpxv2"); }, 1s)) << "a new pod interface was not followed";
+  EXPECT_FALSE(attached("other1"));
+  EXPECT_FALSE(attached("kpxp1"));
+}
+
+}  // namespace
+}  // namespace kpx::e2e

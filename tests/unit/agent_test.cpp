@@ -1,0 +1,163 @@
+// The agent's pure parts: flags and config file, health answers, metrics
+// text, and the manifests' promises (RBAC, capabilities, config).
+#include <gtest/gtest.h>
+#include <yaml-cpp/yaml.h>
+
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "agent/http_endpoints.h"
+#include "agent/metrics.h"
+#include "agent/options.h"
+
+namespace kpx::agent {
+namespace {
+
+TEST(Duration, GoFormats) {
+  EXPECT_EQ(parse_duration("24h0m0s")->count(), 86400000);
+  EXPECT_EQ(parse_duration("1h")->count(), 3600000);
+  EXPECT_EQ(parse_duration("1.5s")->count(), 1500);
+  EXPECT_EQ(parse_duration("250ms")->count(), 250);
+  EXPECT_EQ(parse_duration("0")->count(), 0);
+  EXPECT_FALSE(parse_duration("").ok());
+  EXPECT_FALSE(parse_duration("10").ok());
+  EXPECT_FALSE(parse_duration("5d").ok());
+  EXPECT_FALSE(parse_duration("h").ok());
+}
+
+TEST(BindAddress, Parses) {
+  auto b = parse_bind_address("0.0.0.0:10256");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->host, "0.0.0.0");
+  EXPECT_EQ(b->port, 10256);
+  EXPECT_EQ(parse_bind_address("127.0.0.1:0")->port, 0);
+  EXPECT_EQ(parse_bind_address(":8080")->host, "");
+  EXPECT_FALSE(parse_bind_address("127.0.0.1").ok());
+  EXPECT_FALSE(parse_bind_address("localhost:1").ok());
+  EXPECT_FALSE(parse_bind_address("1.2.3.4:70000").ok());
+}
+
+std::string temp_file(const std::string& text) {
+  char path[] = "/tmp/kpx-agent-test-XXXXXX";
+  int fd = mkstemp(path);
+  close(fd);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(ConfigFile, KubeProxyConfigurationFieldsApply) {
+  std::string p = temp_file(R"(apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+clientConnection:
+  kubeconfig: /etc/kpx/kubeconfig
+  qps: 5
+hostnameOverride: node-7
+clusterCIDR: 10.244.0.0/16
+healthzBindAddress: 127.0.0.1:20256
+metricsBindAddress: 127.0.0.1:20249
+minSyncPeriod: 250ms
+mode: iptables
+conntrack:
+  tcpEstablishedTimeout: 2h0m0s
+  tcpCloseWaitTimeout: 30s
+  udpTimeout: 45s
+)");
+  Options o;
+  ASSERT_TRUE(load_config_file(p, o).ok());
+  std::remove(p.c_str());
+  EXPECT_EQ(o.kubeconfig, "/etc/kpx/kubeconfig");
+  EXPECT_EQ(o.hostname_override, "node-7");
+  EXPECT_EQ(o.cluster_cidr, "10.244.0.0/16");
+  EXPECT_EQ(o.healthz_bind_address, "127.0.0.1:20256");
+  EXPECT_EQ(o.metrics_bind_address, "127.0.0.1:20249");
+  EXPECT_EQ(o.min_sync_period.count(), 250);
+  EXPECT_EQ(o.tcp_established_timeout.count(), 7200);
+  EXPECT_EQ(o.tcp_close_wait_timeout.count(), 30);
+  EXPECT_EQ(o.udp_timeout.count(), 45);
+}
+
+TEST(ConfigFile, ErrorsNameTheFileAndField) {
+  Options o;
+  std::string wrong_kind = temp_file("kind: KubeletConfiguration\n");
+  auto st = load_config_file(wrong_kind, o);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("expected KubeProxyConfiguration"), std::string::npos);
+  std::string bad_duration = temp_file("kind: KubeProxyConfiguration\nminSyncPeriod: soon\n");
+  st = load_config_file(bad_duration, o);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.error().message.find("minSyncPeriod"), std::string::npos) << st.error().message;
+  EXPECT_FALSE(load_config_file("/nonexistent/kpx.conf", o).ok());
+  std::remove(wrong_kind.c_str());
+  std::remove(bad_duration.c_str());
+}
+
+TEST(Healthz, AnswersAsKubeProxy) {
+  SyncLoop::Health h;
+  h.healthy = true;
+  h.current_time = SyncLoop::Clock::time_point(std::chrono::seconds(1700000000) + std::chrono::nanoseconds(5));
+  h.last_updated = h.current_time - std::chrono::seconds(2);
+  auto r = healthz_response(h);
+  EXPECT_EQ(r.code, 200);
+  auto body = nlohmann::json::parse(r.body);
+  EXPECT_EQ(body["currentTime"], "2023-11-14T22:13:20.000000005Z");
+  EXPECT_EQ(body["lastUpdated"], "2023-11-14T22:13:18.000000005Z");
+  h.healthy = false;
+  EXPECT_EQ(healthz_response(h).code, 503);
+}
+
+TEST(Metrics, KubeProxyNamesAndDatapathCounters) {
+  Metrics m;
+  m.sync_duration.observe(0.003);
+  m.sync_duration.observe(0.5);
+  m.service_changes += 3;
+  std::string text = m.render({{"dnat_new", 7}, {"pass", 9}});
+  EXPECT_NE(text.find("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram"), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_count 2\n"), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_network_programming_duration_seconds_count 0\n"), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_last_timestamp_seconds "), std::string::npos);
+  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_service_changes_total 3\n"), std::string::npos);
+  EXPECT_NE(text.find("kpx_datapath_packets_total{reason=\"dnat_new\"} 7\n"), std::string::npos);
+}
+
+// manifests/kpx.yaml: least privilege, and its config loads.
+TEST(Manifests, RbacIsListWatchOnlyAndConfigLoads) {
+  std::vector<YAML::Node> docs = YAML::LoadAllFromFile(KPX_SOURCE_DIR "/manifests/kpx.yaml");
+  bool saw_role = false, saw_ds = false, saw_cm = false;
+  for (const auto& d : docs) {
+    std::string kind = d["kind"].as<std::string>();
+    if (kind == "ClusterRole") {
+      saw_role = true;
+      std::set<std::string> resources;
+      for (const auto& rule : d["rules"]) {
+        for (const auto& v : rule["verbs"]) EXPECT_TRUE(v.as<std::string>() == "list" || v.as<std::string>() == "watch");
+        for (const auto& r : rule["resources"]) resources.insert(r.as<std::string>());
+      }
+      EXPECT_EQ(resources, (std::set<std::string>{"services", "nodes", "endpointslices"}));
+    }
+    if (kind == "DaemonSet") {
+      saw_ds = true;
+      auto spec = d["spec"]["template"]["spec"];
+      EXPECT_TRUE(spec["hostNetwork"].as<bool>());
+      auto c = spec["containers"][0];
+      EXPECT_FALSE(c["securityContext"]["privileged"] && c["securityContext"]["privileged"].as<bool>());
+      std::set<std::string> caps;
+      for (const auto& cap : c["securityContext"]["capabilities"]["add"]) caps.insert(cap.as<std::string>());
+      EXPECT_EQ(caps, (std::set<std::string>{"BPF", "PERFMON", "NET_ADMIN"}));
+    }
+    if (kind == "ConfigMap") {
+      saw_cm = true;
+      std::string p = temp_file(d["data"]["config.conf"].as<std::string>());
+      Options o;
+      EXPECT_TRUE(load_config_file(p, o).ok());
+      EXPECT_EQ(o.healthz_bind_address, "0.0.0.0:10256");
+      std::remove(p.c_str());
+    }
+  }
+  EXPECT_TRUE(saw_role && saw_ds && saw_cm);
+}
+
+}  // namespace
+}  // namespace kpx::agent

@@ -1,0 +1,49 @@
+// `kpx agent` settings: kube-proxy's flags where they mean the same, a
+// KubeProxyConfiguration file (--config) for the fields that apply, and
+// kpx's own --pin-dir and --pod-interfaces.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "status/status.h"
+
+namespace kpx::agent {
+
+struct Options {
+  std::string kubeconfig;          // --kubeconfig / clientConnection.kubeconfig
+  std::string master;              // --master: the API server's address, overriding the kubeconfig's
+  std::string hostname_override;   // --hostname-override / hostnameOverride
+  std::string cluster_cidr;        // --cluster-cidr / clusterCIDR
+  std::string healthz_bind_address = "0.0.0.0:10256";   // --healthz-bind-address
+  std::string metrics_bind_address = "127.0.0.1:10249"; // --metrics-bind-address
+  std::chrono::milliseconds min_sync_period{100};       // --min-sync-period / minSyncPeriod
+  std::chrono::seconds tcp_established_timeout{0};      // conntrack.tcpEstablishedTimeout (0: datapath default)
+  std::chrono::seconds tcp_close_wait_timeout{0};       // conntrack.tcpCloseWaitTimeout
+  std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout
+  std::string pin_dir;             // --pin-dir
+  std::string pod_interfaces;      // --pod-interfaces GLOB (empty: attach to nothing)
+  std::string hairpin_snat_ip;     // --hairpin-snat-ip
+  bool cleanup = false;            // --cleanup
+  int verbosity = 0;               // -v
+};
+
+// Apply a KubeProxyConfiguration file's fields onto `o` (the flags given
+// explicitly are applied after it by the caller). Unknown fields are
+// ignored, as kube-proxy's lenient decoding does; wrong types are errors.
+Status load_config_file(const std::string& path, Options& o);
+
+// Go duration strings as Kubernetes writes them: "24h0m0s", "1s", "250ms".
+Result<std::chrono::milliseconds> parse_duration(const std::string& s);
+
+// "IP:PORT" for a listener; empty host means all addresses.
+struct BindAddress {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<BindAddress> parse_bind_address(const std::string& s);
+
+// The node name: --hostname-override, else the host name (lower case).
+std::string node_name(const Options& o);
+
+}  // namespace kpx::agent

@@ -1,0 +1,116 @@
+#include "agent/sync_loop.h"
+
+#include <iostream>
+
+namespace kpx::agent {
+
+SyncLoop::SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
+                   std::chrono::milliseconds health_timeout)
+    : dp_(dp), metrics_(metrics), min_sync_period_(min_sync_period), health_timeout_(health_timeout) {}
+
+void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& change,
+                      std::optional<Clock::time_point> trigger) {
+  const auto now = Clock::now();
+  {
+    std::lock_guard lk(mu_);
+    change(model_);
+    if (!dirty_) first_pending_ = now;
+    dirty_ = true;
+    if (trigger && (!oldest_trigger_ || *trigger < *oldest_trigger_)) oldest_trigger_ = trigger;
+  }
+  if (source == Source::kServices) metrics_.service_changes++;
+  if (source == Source::kEndpointSlices) metrics_.endpoint_changes++;
+  metrics_.last_queued_timestamp = unix_seconds(now);
+  cv_.notify_all();
+}
+
+void SyncLoop::mark_listed(Source source) {
+  if (source == Source::kNode) return;
+  {
+    std::lock_guard lk(mu_);
+    listed_[static_cast<int>(source)] = true;
+    dirty_ = true;
+    if (first_pending_ == Clock::time_point{}) first_pending_ = Clock::now();
+  }
+  cv_.notify_all();
+}
+
+Status SyncLoop::sync_once() {
+  std::lock_guard sync_lk(sync_mu_);
+  dataplane::ServiceTable desired;
+  std::optional<Clock::time_point> trigger;
+  Clock::time_point queued;
+  const auto start = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lk(mu_);
+    if (!listed_[0] || !listed_[1]) return {};
+    proxy::DesiredState st = proxy::compute(model_, proxy::ComputeConfig{});
+    for (auto& [addr, sb] : st.services) desired.emplace(addr, std::move(sb.backends));
+    trigger = oldest_trigger_;
+    queued = first_pending_;
+    oldest_trigger_.reset();
+    dirty_ = false;
+  }
+  auto stats = dp_.apply(desired);
+  const auto end = std::chrono::steady_clock::now();
+  metrics_.sync_duration.observe(std::chrono::duration<double>(end - start).count());
+  if (!stats) {
+    metrics_.sync_errors++;
+    std::lock_guard lk(mu_);
+    dirty_ = true;  // retried by run()
+    return stats.error();
+  }
+  const auto now = Clock::now();
+  metrics_.network_programming.observe(
+      std::chrono::duration<double>(now - (trigger ? std::min(*trigger, queued) : queued)).count());
+  metrics_.last_sync_timestamp = unix_seconds(now);
+  metrics_.services_programmed = dp_.services().size();
+  std::lock_guard lk(mu_);
+  last_updated_ = now;
+  ever_synced_ = true;
+  ++syncs_;
+  if (!dirty_) first_pending_ = {};
+  return {};
+}
+
+void SyncLoop::run(std::stop_token stop) {
+  auto last_sync = std::chrono::steady_clock::time_point{};
+  while (!stop.stop_requested()) {
+    {
+      std::unique_lock lk(mu_);
+      cv_.wait(lk, stop, [&] { return dirty_ && listed_[0] && listed_[1]; });
+      if (stop.stop_requested()) return;
+    }
+    // Batch: at most one sync per min_sync_period.
+    auto wait_until = last_sync + min_sync_period_;
+    if (std::chrono::steady_clock::now() < wait_until) {
+      std::unique_lock lk(mu_);
+      cv_.wait_until(lk, stop, wait_until, [] { return false; });
+      if (stop.stop_requested()) return;
+    }
+    last_sync = std::chrono::steady_clock::now();
+    if (auto st = sync_once(); !st) {
+      std::cerr << "kpx agent: sync failed, keeping the previous state: " << st.error().message << "\n";
+      std::unique_lock lk(mu_);
+      cv_.wait_for(lk, stop, std::chrono::seconds(1), [] { return false; });
+    }
+  }
+}
+
+SyncLoop::Health SyncLoop::health() const {
+  std::lock_guard lk(mu_);
+  Health h;
+  h.current_time = Clock::now();
+  h.last_updated = last_updated_;
+  const bool pending_too_long = dirty_ && first_pending_ != Clock::time_point{} &&
+                                h.current_time - first_pending_ > health_timeout_;
+  h.healthy = ever_synced_ && !pending_too_long;
+  return h;
+}
+
+uint64_t SyncLoop::syncs() const {
+  std::lock_guard lk(mu_);
+  return syncs_;
+}
+
+}  // namespace kpx::agent

@@ -1,0 +1,71 @@
+// The agent's sync loop: reflector callbacks change the model; the loop
+// batches changes, computes the desired state (pure) and applies it to the
+// maps (diff), never before every watched resource has been listed once, so
+// a restart or a slow API never empties the datapath.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <stop_token>
+
+#include "agent/metrics.h"
+#include "dataplane/dataplane.h"
+#include "proxy/compute.h"
+#include "proxy/model.h"
+
+namespace kpx::agent {
+
+// kNode changes the model but is not needed before the first sync.
+enum class Source { kServices = 0, kEndpointSlices = 1, kNode = 2 };
+
+class SyncLoop {
+ public:
+  using Clock = std::chrono::system_clock;
+
+  SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
+           std::chrono::milliseconds health_timeout);
+
+  // Change the model (from a reflector's thread). `trigger` is when the
+  // change happened in the cluster, if known.
+  void update(Source source, const std::function<void(proxy::Model&)>& change,
+              std::optional<Clock::time_point> trigger = std::nullopt);
+  // A source finished its first complete list.
+  void mark_listed(Source source);
+
+  // Sync until stop is requested.
+  void run(std::stop_token stop);
+  // One sync now, if every source was listed (tests, and run()).
+  Status sync_once();
+
+  struct Health {
+    bool healthy = false;
+    Clock::time_point last_updated{}, current_time{};
+  };
+  // kube-proxy's rule: healthy once synced, while no queued change has waited
+  // longer than the health timeout.
+  Health health() const;
+  // Syncs that wrote the maps successfully.
+  uint64_t syncs() const;
+
+ private:
+  dataplane::Dataplane& dp_;
+  Metrics& metrics_;
+  const std::chrono::milliseconds min_sync_period_, health_timeout_;
+
+  mutable std::mutex mu_;
+  std::condition_variable_any cv_;
+  proxy::Model model_;
+  bool listed_[2] = {false, false};
+  bool dirty_ = false;
+  Clock::time_point first_pending_{};       // when the oldest unsynced change was queued
+  std::optional<Clock::time_point> oldest_trigger_;
+  Clock::time_point last_updated_{};
+  bool ever_synced_ = false;
+  uint64_t syncs_ = 0;
+  std::mutex sync_mu_;  // one sync at a time
+};
+
+}  // namespace kpx::agent
