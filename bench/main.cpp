@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "datapath.h"
+#include "sync.h"
 #include "kpx/abi.h"
 
 int main(int argc, char** argv) {
@@ -37,6 +38,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1u, 10000u))
       ->capture_default_str();
 
+  kpx::bench::SyncOptions so;
+  auto* sync = app.add_subcommand("sync", "control plane: compute+apply, change latency, end to end through kpx apiserver and kpx agent");
+  sync->add_flag("--json", so.json, "print the results as one JSON object");
+  sync->add_option("--services", so.services, "comma-separated Service counts")->delimiter(',')
+      ->check(CLI::Range(1u, 60000u))->capture_default_str();
+  sync->add_option("--changes", so.changes, "single-slice changes per size (in process)")->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -44,5 +52,6 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (datapath->parsed()) return kpx::bench::run_datapath(dp, std::cout, std::cerr);
+  if (sync->parsed()) return kpx::bench::run_sync(so, std::cout, std::cerr);
   return 2;
 }

@@ -1,6 +1,7 @@
 #include "agent/sync_loop.h"
 
 #include <iostream>
+#include <set>
 
 namespace kpx::agent {
 
@@ -37,29 +38,77 @@ void SyncLoop::mark_listed(Source source) {
 
 Status SyncLoop::sync_once() {
   std::lock_guard sync_lk(sync_mu_);
-  dataplane::ServiceTable desired;
   std::optional<Clock::time_point> trigger;
   Clock::time_point queued;
   const auto start = std::chrono::steady_clock::now();
+  bool full;
+  proxy::DesiredState desired;
+  std::set<std::string> changed;
   {
     std::lock_guard lk(mu_);
     if (!listed_[0] || !listed_[1]) return {};
-    proxy::DesiredState st = proxy::compute(model_, proxy::ComputeConfig{});
-    for (auto& [addr, sb] : st.services) desired.emplace(addr, std::move(sb.backends));
+    changed = model_.take_changed_services();
+    full = need_full_ || changed.size() > kMaxIncremental;
+    if (!full) {
+      desired = proxy::compute_services(model_, changed, proxy::ComputeConfig{});
+      // An address another (unchanged) Service holds: let compute() decide.
+      for (const auto& [addr, sb] : desired.services) {
+        auto o = owner_.find(addr);
+        if (o != owner_.end() && !changed.count(o->second)) full = true;
+      }
+      for (const auto& skip : desired.skipped) full |= skip.address_clash;
+    }
+    if (full) desired = proxy::compute(model_, proxy::ComputeConfig{});
     trigger = oldest_trigger_;
     queued = first_pending_;
     oldest_trigger_.reset();
     dirty_ = false;
   }
-  auto stats = dp_.apply(desired);
+
+  Result<dataplane::ApplyStats> stats = dataplane::ApplyStats{};
+  if (full) {
+    dataplane::ServiceTable table;
+    for (auto& [addr, sb] : desired.services) table.emplace(addr, std::move(sb.backends));
+    stats = dp_.apply(table);
+  } else {
+    dataplane::ServiceDelta delta;
+    for (const auto& key : changed) {
+      auto old = addrs_of_.find(key);
+      if (old == addrs_of_.end()) continue;
+      for (const auto& addr : old->second) delta.emplace(addr, std::nullopt);
+    }
+    for (auto& [addr, sb] : desired.services) delta[addr] = std::move(sb.backends);
+    stats = dp_.apply_delta(delta);
+  }
   const auto end = std::chrono::steady_clock::now();
   metrics_.sync_duration.observe(std::chrono::duration<double>(end - start).count());
   if (!stats) {
     metrics_.sync_errors++;
+    need_full_ = true;
     std::lock_guard lk(mu_);
     dirty_ = true;  // retried by run()
     return stats.error();
   }
+
+  // Who holds which address now.
+  if (full) {
+    addrs_of_.clear();
+    owner_.clear();
+    need_full_ = false;
+    for (const auto& skip : desired.skipped) need_full_ |= skip.address_clash;
+  } else {
+    for (const auto& key : changed) {
+      auto old = addrs_of_.find(key);
+      if (old == addrs_of_.end()) continue;
+      for (const auto& addr : old->second) owner_.erase(addr);
+      addrs_of_.erase(old);
+    }
+  }
+  for (const auto& [addr, sb] : desired.services) {
+    owner_[addr] = sb.service;
+    addrs_of_[sb.service].push_back(addr);
+  }
+
   const auto now = Clock::now();
   metrics_.network_programming.observe(
       std::chrono::duration<double>(now - (trigger ? std::min(*trigger, queued) : queued)).count());

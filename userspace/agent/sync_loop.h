@@ -7,6 +7,8 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
+#include <vector>
 #include <mutex>
 #include <optional>
 #include <stop_token>
@@ -24,6 +26,9 @@ enum class Source { kServices = 0, kEndpointSlices = 1, kNode = 2 };
 class SyncLoop {
  public:
   using Clock = std::chrono::system_clock;
+
+  // More changed Services than this in one sync: compute everything.
+  static constexpr size_t kMaxIncremental = 512;
 
   SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
            std::chrono::milliseconds health_timeout);
@@ -66,6 +71,12 @@ class SyncLoop {
   bool ever_synced_ = false;
   uint64_t syncs_ = 0;
   std::mutex sync_mu_;  // one sync at a time
+
+  // What the maps hold, by Service, for incremental syncs: a change to a
+  // few Services recomputes and rewrites only theirs. Guarded by sync_mu_.
+  std::map<std::string, std::vector<net::ServiceAddr>> addrs_of_;
+  std::map<net::ServiceAddr, std::string> owner_;
+  bool need_full_ = true;  // first sync, after a failure, while Services clash on an address
 };
 
 }  // namespace kpx::agent

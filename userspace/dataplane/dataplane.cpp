@@ -158,7 +158,7 @@ void Dataplane::collect_backends() {
 }
 
 Status Dataplane::write_service(const net::ServiceAddr& svc, const std::vector<net::BackendAddr>& backends,
-                                std::vector<std::pair<uint32_t, net::BackendAddr>>* lost) {
+                                Lost* lost) {
   auto existing = services_.find(svc);
   const bool is_new = existing == services_.end();
   ServiceState next;
@@ -210,8 +210,7 @@ Status Dataplane::write_service(const net::ServiceAddr& svc, const std::vector<n
   return {};
 }
 
-void Dataplane::erase_service(const net::ServiceAddr& svc,
-                              std::vector<std::pair<uint32_t, net::BackendAddr>>* lost) {
+void Dataplane::erase_service(const net::ServiceAddr& svc, Lost* lost) {
   auto it = services_.find(svc);
   if (it == services_.end()) return;
   const ServiceState& st = it->second;
@@ -226,7 +225,7 @@ void Dataplane::erase_service(const net::ServiceAddr& svc,
   services_.erase(it);
 }
 
-size_t Dataplane::flush_udp_flows(const std::vector<std::pair<uint32_t, net::BackendAddr>>& lost) {
+size_t Dataplane::flush_udp_flows(const Lost& lost) {
   if (lost.empty()) return 0;
   std::set<std::pair<uint32_t, net::BackendAddr>> gone(lost.begin(), lost.end());
   size_t flushed = 0;
@@ -242,28 +241,37 @@ size_t Dataplane::flush_udp_flows(const std::vector<std::pair<uint32_t, net::Bac
   return flushed;
 }
 
+void Dataplane::set_one(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends, ApplyStats& stats,
+                        Lost& lost, Status& first_error) {
+  normalize(backends);
+  auto it = services_.find(svc);
+  if (it != services_.end() && it->second.backends == backends) {
+    ++stats.unchanged;
+    return;
+  }
+  const bool is_new = it == services_.end();
+  if (auto st = write_service(svc, backends, &lost); !st) {
+    if (first_error.ok()) first_error = st;
+    return;  // the Service keeps what it had; the others go on
+  }
+  ++(is_new ? stats.added : stats.updated);
+}
+
+Result<ApplyStats> Dataplane::finish(ApplyStats stats, const Lost& lost, const Status& first_error) {
+  collect_backends();
+  stats.udp_flows_flushed = flush_udp_flows(lost);
+  if (!first_error.ok()) return first_error.error();
+  return stats;
+}
+
 Result<ApplyStats> Dataplane::apply(const ServiceTable& desired) {
   for (const auto& [svc, backends] : desired)
     if (backends.size() > KPX_MAX_BACKENDS_PER_SERVICE)
       return invalid_argument("too many backends for " + net::format(svc));
   ApplyStats stats;
-  std::vector<std::pair<uint32_t, net::BackendAddr>> lost;
+  Lost lost;
   Status first_error;
-  for (const auto& [svc, want] : desired) {
-    std::vector<net::BackendAddr> backends = want;
-    normalize(backends);
-    auto it = services_.find(svc);
-    if (it != services_.end() && it->second.backends == backends) {
-      ++stats.unchanged;
-      continue;
-    }
-    bool is_new = it == services_.end();
-    if (auto st = write_service(svc, backends, &lost); !st) {
-      if (first_error.ok()) first_error = st;
-      continue;  // the Service keeps what it had; the others go on
-    }
-    ++(is_new ? stats.added : stats.updated);
-  }
+  for (const auto& [svc, want] : desired) set_one(svc, want, stats, lost, first_error);
   std::vector<net::ServiceAddr> stale;
   for (const auto& [svc, st] : services_)
     if (!desired.count(svc)) stale.push_back(svc);
@@ -271,31 +279,37 @@ Result<ApplyStats> Dataplane::apply(const ServiceTable& desired) {
     erase_service(svc, &lost);
     ++stats.removed;
   }
-  collect_backends();
-  stats.udp_flows_flushed = flush_udp_flows(lost);
-  if (!first_error.ok()) return first_error.error();
-  return stats;
+  return finish(stats, lost, first_error);
+}
+
+Result<ApplyStats> Dataplane::apply_delta(const ServiceDelta& delta) {
+  for (const auto& [svc, backends] : delta)
+    if (backends && backends->size() > KPX_MAX_BACKENDS_PER_SERVICE)
+      return invalid_argument("too many backends for " + net::format(svc));
+  ApplyStats stats;
+  Lost lost;
+  Status first_error;
+  for (const auto& [svc, want] : delta) {
+    if (want) {
+      set_one(svc, *want, stats, lost, first_error);
+    } else if (services_.count(svc)) {
+      erase_service(svc, &lost);
+      ++stats.removed;
+    }
+  }
+  return finish(stats, lost, first_error);
 }
 
 Status Dataplane::upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends) {
-  normalize(backends);
-  if (backends.size() > KPX_MAX_BACKENDS_PER_SERVICE)
-    return invalid_argument("too many backends for " + net::format(svc));
-  auto it = services_.find(svc);
-  if (it != services_.end() && it->second.backends == backends) return {};
-  std::vector<std::pair<uint32_t, net::BackendAddr>> lost;
-  Status st = write_service(svc, backends, &lost);
-  collect_backends();
-  flush_udp_flows(lost);
-  return st;
+  auto r = apply_delta({{svc, std::move(backends)}});
+  if (!r) return r.error();
+  return {};
 }
 
 Result<bool> Dataplane::remove(const net::ServiceAddr& svc) {
   if (!services_.count(svc)) return false;
-  std::vector<std::pair<uint32_t, net::BackendAddr>> lost;
-  erase_service(svc, &lost);
-  collect_backends();
-  flush_udp_flows(lost);
+  auto r = apply_delta({{svc, std::nullopt}});
+  if (!r) return r.error();
   return true;
 }
 

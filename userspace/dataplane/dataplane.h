@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <unordered_map>
 #include <vector>
 
@@ -17,6 +18,8 @@ namespace kpx::dataplane {
 // Service address -> its backends (sorted, deduplicated; empty: traffic to
 // the Service is dropped and counted).
 using ServiceTable = std::map<net::ServiceAddr, std::vector<net::BackendAddr>>;
+// Some addresses only: set to these backends, or removed (nullopt).
+using ServiceDelta = std::map<net::ServiceAddr, std::optional<std::vector<net::BackendAddr>>>;
 
 struct ApplyStats {
   size_t added = 0, updated = 0, removed = 0, unchanged = 0;
@@ -46,6 +49,8 @@ class Dataplane {
   // same); TCP flows keep their backend. Invalid input (too many backends)
   // is refused before anything is written.
   Result<ApplyStats> apply(const ServiceTable& desired);
+  // The same for the addresses in `delta` only; the others are untouched.
+  Result<ApplyStats> apply_delta(const ServiceDelta& delta);
 
   // One Service at a time (the CLI): the same write order.
   Status upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends);
@@ -55,13 +60,19 @@ class Dataplane {
 
  private:
   explicit Dataplane(bpf::PinnedMaps& maps) : maps_(&maps) {}
-  Status write_service(const net::ServiceAddr& svc, const std::vector<net::BackendAddr>& backends,
-                       std::vector<std::pair<uint32_t, net::BackendAddr>>* lost);
-  void erase_service(const net::ServiceAddr& svc, std::vector<std::pair<uint32_t, net::BackendAddr>>* lost);
+  using Lost = std::vector<std::pair<uint32_t, net::BackendAddr>>;
+  // Set one address (unless it already holds exactly `backends`), counting
+  // into stats; the first error is kept and the others go on.
+  void set_one(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends, ApplyStats& stats, Lost& lost,
+               Status& first_error);
+  // Unused backends go, lost UDP flows are flushed; the first error if any.
+  Result<ApplyStats> finish(ApplyStats stats, const Lost& lost, const Status& first_error);
+  Status write_service(const net::ServiceAddr& svc, const std::vector<net::BackendAddr>& backends, Lost* lost);
+  void erase_service(const net::ServiceAddr& svc, Lost* lost);
   Result<uint32_t> acquire_backend(const net::BackendAddr& b);
   void release_backend(const net::BackendAddr& b);
   void collect_backends();
-  size_t flush_udp_flows(const std::vector<std::pair<uint32_t, net::BackendAddr>>& lost);
+  size_t flush_udp_flows(const Lost& lost);
   uint32_t allocate_service_id();
 
   struct BackendRef {

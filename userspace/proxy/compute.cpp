@@ -80,36 +80,53 @@ std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const k8
 
 }  // namespace
 
+namespace {
+
+// One Service's addresses into out (skips with their reasons).
+void compute_service(const Model& model, const std::string& key, const k8s::Service& svc, DesiredState& out) {
+  if (auto why = not_proxied_reason(svc)) {
+    out.skipped.push_back({key, *why});
+    return;
+  }
+  auto vip = ipv4_cluster_ip(svc);
+  if (!vip) {
+    out.skipped.push_back({key, "no IPv4 clusterIP ('" + svc.cluster_ip + "'): IPv6 is not supported yet"});
+    return;
+  }
+  const Model::Slices& slices = model.slices_of(key);
+  for (const k8s::ServicePort& sp : svc.ports) {
+    auto proto = proto_of(sp.protocol);
+    if (!proto) {
+      out.skipped.push_back({key, describe(sp) + ": " + sp.protocol + " is not supported yet"});
+      continue;
+    }
+    net::ServiceAddr addr{*vip, static_cast<uint16_t>(sp.port), *proto};
+    auto [it, added] = out.services.try_emplace(addr, ServiceBackends{key, sp.name, {}});
+    if (!added) {
+      // Two Services on one address: only a broken allocator does that.
+      // The first by name keeps it, so the outcome does not depend on order.
+      out.skipped.push_back(
+          {key, describe(sp) + ": " + net::format(addr) + " is already " + it->second.service + "'s", true});
+      continue;
+    }
+    it->second.backends = backends_for(slices, sp);
+  }
+}
+
+}  // namespace
+
 DesiredState compute(const Model& model, const ComputeConfig& /*config*/) {
   DesiredState out;
-  for (const auto& [key, svc] : model.services()) {
-    if (auto why = not_proxied_reason(svc)) {
-      out.skipped.push_back({key, *why});
-      continue;
-    }
-    auto vip = ipv4_cluster_ip(svc);
-    if (!vip) {
-      out.skipped.push_back({key, "no IPv4 clusterIP ('" + svc.cluster_ip + "'): IPv6 is not supported yet"});
-      continue;
-    }
-    const Model::Slices& slices = model.slices_of(key);
-    for (const k8s::ServicePort& sp : svc.ports) {
-      auto proto = proto_of(sp.protocol);
-      if (!proto) {
-        out.skipped.push_back({key, describe(sp) + ": " + sp.protocol + " is not supported yet"});
-        continue;
-      }
-      net::ServiceAddr addr{*vip, static_cast<uint16_t>(sp.port), *proto};
-      auto [it, added] = out.services.try_emplace(addr, ServiceBackends{key, sp.name, {}});
-      if (!added) {
-        // Two Services on one address: only a broken allocator does that.
-        // The first by name keeps it, so the outcome does not depend on order.
-        out.skipped.push_back(
-            {key, describe(sp) + ": " + net::format(addr) + " is already " + it->second.service + "'s"});
-        continue;
-      }
-      it->second.backends = backends_for(slices, sp);
-    }
+  for (const auto& [key, svc] : model.services()) compute_service(model, key, svc, out);
+  return out;
+}
+
+DesiredState compute_services(const Model& model, const std::set<std::string>& keys,
+                              const ComputeConfig& /*config*/) {
+  DesiredState out;
+  for (const std::string& key : keys) {
+    auto it = model.services().find(key);
+    if (it != model.services().end()) compute_service(model, key, it->second, out);
   }
   return out;
 }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct ServiceBackends {
 struct Skip {
   std::string service;  // "namespace/name"
   std::string reason;
+  bool address_clash = false;  // another Service holds the address
   bool operator==(const Skip&) const = default;
 };
 
@@ -41,5 +43,11 @@ struct DesiredState {
 // Deterministic: the same model gives the same state, whatever order the
 // objects arrived in.
 DesiredState compute(const Model& model, const ComputeConfig& config);
+
+// The same for some Services only ("namespace/name"; a key the model does
+// not hold gives nothing): what compute() gives for them, except that a
+// clash with a Service outside `keys` on one address cannot be seen here
+// (the caller checks ownership of addresses).
+DesiredState compute_services(const Model& model, const std::set<std::string>& keys, const ComputeConfig& config);
 
 }  // namespace kpx::proxy

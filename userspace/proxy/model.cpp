@@ -24,6 +24,7 @@ std::optional<Rejection> rejection(const char* kind, const k8s::ObjectMeta& m,
 
 std::optional<Rejection> Model::upsert_service(k8s::Service s) {
   std::string key = key_of(s.metadata.namespace_, s.metadata.name);
+  changed_.insert(key);
   if (auto r = rejection("Service", s.metadata, service_problems(s))) {
     services_.erase(key);
     return r;
@@ -39,16 +40,21 @@ std::optional<Rejection> Model::upsert_endpoint_slice(k8s::EndpointSlice s) {
   if (r) return r;
   std::string key = key_of(s.metadata.namespace_, s.metadata.name);
   std::string owner = s.service_key();
+  changed_.insert(owner);
   slice_owner_[key] = owner;
   slices_by_service_[owner].insert_or_assign(std::move(key), std::move(s));
   return std::nullopt;
 }
 
-void Model::remove_service(std::string_view ns, std::string_view name) { services_.erase(key_of(ns, name)); }
+void Model::remove_service(std::string_view ns, std::string_view name) {
+  std::string key = key_of(ns, name);
+  if (services_.erase(key)) changed_.insert(std::move(key));
+}
 
 void Model::remove_endpoint_slice(std::string_view ns, std::string_view name) {
   auto owner = slice_owner_.find(key_of(ns, name));
   if (owner == slice_owner_.end()) return;
+  changed_.insert(owner->second);
   auto group = slices_by_service_.find(owner->second);
   group->second.erase(owner->first);
   if (group->second.empty()) slices_by_service_.erase(group);

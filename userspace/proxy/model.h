@@ -4,8 +4,10 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
+#include <utility>
 
 #include "k8s/objects.h"
 
@@ -44,6 +46,10 @@ class Model {
   const Slices& slices_of(const std::string& service_key) const;
   size_t endpoint_slice_count() const { return slice_owner_.size(); }
 
+  // The Services ("namespace/name") whose object or slices changed since the
+  // last call, whether they still exist or not; clears the set.
+  std::set<std::string> take_changed_services() { return std::exchange(changed_, {}); }
+
  private:
   Services services_;
   std::map<std::string, Slices> slices_by_service_;
@@ -51,6 +57,7 @@ class Model {
   // versions, and DELETED is looked up by the slice's own name.
   std::map<std::string, std::string> slice_owner_;
   std::optional<k8s::Node> node_;
+  std::set<std::string> changed_;
 };
 
 }  // namespace kpx::proxy
