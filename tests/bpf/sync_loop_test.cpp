@@ -86,45 +86,61 @@ TEST_F(SyncLoopTest, IncrementalSyncsMatchAFullComputeThroughRandomChanges) {
   loop->mark_listed(Source::kEndpointSlices);
   std::mt19937 rng(42);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<unsigned>(n)); };
-  for (int step = 0; step < 400; ++step) {
-    int i = pick(30);
-    std::string name = "s" + std::to_string(i);
-    std::string ip = "10.96.0." + std::to_string(i + 1);
-    switch (pick(6)) {
-      case 0: {
-        auto svc = service(name, ip, 80 + pick(2));  // drawn once: the lambda runs on both models
-        change(Source::kServices, [&](proxy::Model& m) { m.upsert_service(svc); });
-        break;
+  // Phases: no clashes (incremental syncs), then Services clashing on an
+  // address now and then (full syncs decide), then clashes resolved.
+  auto run_steps = [&](int steps, bool clashes) {
+    for (int step = 0; step < steps; ++step) {
+      int i = pick(30);
+      std::string name = "s" + std::to_string(i);
+      std::string ip = "10.96.0." + std::to_string(i + 1);
+      // Values are drawn once, outside the lambdas: they run on both models.
+      switch (pick(clashes ? 6 : 5)) {
+        case 0: {
+          auto svc = service(name, ip, 80 + pick(2), pick(4) == 0 ? "UDP" : "TCP");
+          change(Source::kServices, [&](proxy::Model& m) { m.upsert_service(svc); });
+          break;
+        }
+        case 1:
+          change(Source::kServices, [&](proxy::Model& m) { m.remove_service("default", name); });
+          break;
+        case 2:
+        case 3: {
+          std::vector<std::string> addrs;
+          for (int k = pick(4); k > 0; --k) addrs.push_back("10.244.0." + std::to_string(pick(50) + 1));
+          // Sometimes the slice moves to another Service (its label changes).
+          std::string owner = pick(5) == 0 ? "s" + std::to_string(pick(30)) : name;
+          auto s = slice(name + "-x", owner, addrs, pick(4) == 0 ? "UDP" : "TCP");
+          change(Source::kEndpointSlices, [&](proxy::Model& m) { m.upsert_endpoint_slice(s); });
+          break;
+        }
+        case 4:
+          change(Source::kEndpointSlices, [&](proxy::Model& m) { m.remove_endpoint_slice("default", name + "-x"); });
+          break;
+        case 5: {
+          auto svc = service(name, "10.96.0." + std::to_string(pick(3) + 1), 80);
+          change(Source::kServices, [&](proxy::Model& m) { m.upsert_service(svc); });
+          break;
+        }
       }
-      case 1:
-        change(Source::kServices, [&](proxy::Model& m) { m.remove_service("default", name); });
-        break;
-      case 2:
-      case 3: {
-        std::vector<std::string> addrs;
-        for (int k = pick(4); k > 0; --k) addrs.push_back("10.244.0." + std::to_string(pick(50) + 1));
-        // Sometimes the slice moves to another Service (its label changes).
-        std::string owner = pick(5) == 0 ? "s" + std::to_string(pick(30)) : name;
-        auto s = slice(name + "-x", owner, addrs);
-        change(Source::kEndpointSlices, [&](proxy::Model& m) { m.upsert_endpoint_slice(s); });
-        break;
-      }
-      case 4:
-        change(Source::kEndpointSlices, [&](proxy::Model& m) { m.remove_endpoint_slice("default", name + "-x"); });
-        break;
-      case 5: {
-        // Two Services on one address now and then: compute()'s rule decides.
-        auto svc = service(name, "10.96.0." + std::to_string(pick(3) + 1), 80);
-        change(Source::kServices, [&](proxy::Model& m) { m.upsert_service(svc); });
-        break;
-      }
+      if (pick(3) == 0) continue;  // batch a few changes into one sync sometimes
+      ASSERT_TRUE(loop->sync_once().ok());
+      ASSERT_EQ(held(), expected()) << "after step " << step << (clashes ? " (with clashes)" : "");
     }
-    if (pick(3) == 0) continue;  // batch a few changes into one sync sometimes
-    ASSERT_TRUE(loop->sync_once().ok());
-    ASSERT_EQ(held(), expected()) << "after step " << step;
+  };
+  run_steps(300, false);
+  EXPECT_LE(loop->full_syncs(), 1u) << "without clashes only the first sync computes everything";
+  EXPECT_GE(loop->syncs(), 150u);
+  run_steps(100, true);
+  // Resolve: every Service back on its own address.
+  for (int i = 0; i < 30; ++i) {
+    auto svc = service("s" + std::to_string(i), "10.96.0." + std::to_string(i + 1), 80);
+    change(Source::kServices, [&](proxy::Model& m) { m.upsert_service(svc); });
   }
   ASSERT_TRUE(loop->sync_once().ok());
   EXPECT_EQ(held(), expected());
+  const uint64_t full_before = loop->full_syncs();
+  run_steps(100, false);
+  EXPECT_LE(loop->full_syncs(), full_before + 1) << "back to incremental syncs once clashes are gone";
 }
 
 TEST_F(SyncLoopTest, ASliceChangeRewritesOnlyItsService) {

@@ -118,6 +118,7 @@ Status SyncLoop::sync_once() {
   last_updated_ = now;
   ever_synced_ = true;
   ++syncs_;
+  full_syncs_ += full;
   if (!dirty_) first_pending_ = {};
   return {};
 }
@@ -160,6 +161,11 @@ SyncLoop::Health SyncLoop::health() const {
 uint64_t SyncLoop::syncs() const {
   std::lock_guard lk(mu_);
   return syncs_;
+}
+
+uint64_t SyncLoop::full_syncs() const {
+  std::lock_guard lk(mu_);
+  return full_syncs_;
 }
 
 }  // namespace kpx::agent

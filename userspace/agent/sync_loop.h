@@ -52,8 +52,10 @@ class SyncLoop {
   // kube-proxy's rule: healthy once synced, while no queued change has waited
   // longer than the health timeout.
   Health health() const;
-  // Syncs that wrote the maps successfully.
+  // Syncs that wrote the maps successfully, and how many of them computed
+  // every Service (the others were incremental).
   uint64_t syncs() const;
+  uint64_t full_syncs() const;
 
  private:
   dataplane::Dataplane& dp_;
@@ -69,7 +71,7 @@ class SyncLoop {
   std::optional<Clock::time_point> oldest_trigger_;
   Clock::time_point last_updated_{};
   bool ever_synced_ = false;
-  uint64_t syncs_ = 0;
+  uint64_t syncs_ = 0, full_syncs_ = 0;
   std::mutex sync_mu_;  // one sync at a time
 
   // What the maps hold, by Service, for incremental syncs: a change to a
