@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   sync->add_option("--services", so.services, "comma-separated Service counts")->delimiter(',')
       ->check(CLI::Range(1u, 60000u))->capture_default_str();
   sync->add_option("--changes", so.changes, "single-slice changes per size (in process)")->capture_default_str();
+  sync->add_option("--e2e-changes", so.e2e_changes, "single-slice changes per size (end to end)")->capture_default_str();
+  sync->add_flag("!--no-e2e", so.e2e, "skip the end-to-end part (API server and agent processes)");
 
   try {
     app.parse(argc, argv);

@@ -7,8 +7,13 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <fcntl.h>
+
 #include <algorithm>
+#include <atomic>
+#include <optional>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iomanip>
 #include <iostream>
@@ -145,6 +150,160 @@ Result<InProcess> in_process(uint32_t n, uint32_t changes) {
   return r;
 }
 
+uint16_t free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+// A child process, ended by pid (SIGTERM, then SIGKILL) when this goes.
+struct Child {
+  pid_t pid = -1;
+  explicit Child(const std::vector<std::string>& argv, bool quiet) {
+    pid = fork();
+    if (pid == 0) {
+      if (quiet) {
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+      }
+      std::vector<char*> args;
+      for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+      args.push_back(nullptr);
+      execv(args[0], args.data());
+      _exit(127);
+    }
+  }
+  ~Child() {
+    if (pid <= 0) return;
+    kill(pid, SIGTERM);
+    for (int i = 0; i < 100; ++i) {
+      if (waitpid(pid, nullptr, WNOHANG) == pid) return;
+      usleep(20000);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  // VmRSS (now) or VmHWM (peak) of the process, MiB.
+  double memory_mib(const char* field) const {
+    std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+    std::string line;
+    while (std::getline(f, line))
+      if (line.rfind(field, 0) == 0) return std::stod(line.substr(std::strlen(field))) / 1024.0;
+    return 0;
+  }
+};
+
+// Does the maps' entry for VIP i hold a backend with this address?
+bool programmed(const bpf::PinnedMaps& maps, uint32_t i, uint32_t want_be) {
+  auto svc = maps.services.lookup(dataplane::service_key({*net::parse_ipv4(vip(i)), 80, net::Proto::kTcp}));
+  if (!svc) return false;
+  for (uint32_t s = 0; s < svc->backend_count; ++s) {
+    auto id = maps.service_backends.lookup({svc->svc_id, svc->generation, s});
+    if (!id) continue;
+    auto be = maps.backends.lookup(*id);
+    if (be && be->addr == want_be) return true;
+  }
+  return false;
+}
+
+struct EndToEnd {
+  double create_s = 0, program_ms = 0, change_p50_ms = 0, change_p99_ms = 0, rss_mib = 0, peak_rss_mib = 0;
+};
+
+// kpx apiserver -> kpx agent (its default flags) -> maps, all real processes.
+Result<EndToEnd> end_to_end(uint32_t n, uint32_t changes, std::ostream& err) {
+  EndToEnd r;
+  const uint16_t api_port = free_port(), metrics_port = free_port(), healthz_port = free_port();
+  const std::string url = "http://127.0.0.1:" + std::to_string(api_port);
+  Child api({KPX_BINARY, "apiserver", "--listen", "127.0.0.1:" + std::to_string(api_port), "--compaction-window",
+             "1000000"},
+            true);
+  k8s::ClientConfig cfg;
+  cfg.server = url;
+  auto client = k8s::Client::create(cfg);
+  if (!client) return client.error();
+  auto deadline = Clock::now() + std::chrono::seconds(5);
+  while (!(*client)->version().ok())
+    if (Clock::now() > deadline) return system_error("kpx apiserver did not start");
+  (void)(*client)->send("POST", "/api/v1/namespaces", {{"metadata", {{"name", "default"}}}});
+
+  // Create the objects from 4 connections at once.
+  auto t = Clock::now();
+  std::vector<std::thread> writers;
+  std::atomic<bool> failed{false};
+  for (uint32_t w = 0; w < 4; ++w) {
+    writers.emplace_back([&, w] {
+      auto c = k8s::Client::create(cfg);
+      if (!c) return void(failed = true);
+      for (uint32_t i = w; i < n; i += 4) {
+        if (!(*c)->send("POST", "/api/v1/namespaces/default/services", service_json(i)).ok() ||
+            !(*c)->send("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+                        slice_json(i, pod_ip(64, i), pod_ip(128, i)))
+                 .ok())
+          return void(failed = true);
+      }
+    });
+  }
+  for (auto& w : writers) w.join();
+  if (failed) return system_error("creating the objects failed");
+  r.create_s = ms_since(t) / 1000;
+  err << "  created " << n << " Services and EndpointSlices in " << r.create_s << " s\n";
+
+  PinDir pins;
+  t = Clock::now();
+  Child agent({KPX_BINARY, "agent", "--master", url, "--pin-dir", pins.path, "--hostname-override", "bench-node",
+               "--healthz-bind-address", "127.0.0.1:" + std::to_string(healthz_port), "--metrics-bind-address",
+               "127.0.0.1:" + std::to_string(metrics_port)},
+              true);
+  // Done when the last Service's entry is there and every one is counted.
+  deadline = Clock::now() + std::chrono::seconds(120);
+  std::optional<bpf::PinnedMaps> maps;
+  for (;;) {
+    if (Clock::now() > deadline) return system_error("the agent did not program every Service in 120 s");
+    if (!maps) {
+      auto m = bpf::PinnedMaps::open(pins.path);
+      if (m) maps.emplace(std::move(*m));
+    }
+    if (maps && programmed(*maps, n - 1, *net::parse_ipv4(pod_ip(64, n - 1))) && programmed(*maps, 0, *net::parse_ipv4(pod_ip(64, 0))) &&
+        maps->services.keys().size() == n)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  r.program_ms = ms_since(t);
+
+  // One EndpointSlice change at a time, from the API write to the map write.
+  std::vector<double> lat;
+  for (uint32_t c = 0; c < changes; ++c) {
+    uint32_t i = (c * 7919u) % n;
+    const uint32_t want = *net::parse_ipv4(pod_ip(192, c));
+    // Spaced beyond the agent's min sync period, so each change syncs alone.
+    std::this_thread::sleep_for(std::chrono::milliseconds(120));
+    t = Clock::now();
+    auto put = (*client)->send("PUT", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/svc-" +
+                                          std::to_string(i) + "-x",
+                               slice_json(i, pod_ip(64, i), pod_ip(192, c)));
+    if (!put) return system_error("PUT failed: " + put.error().to_string());
+    deadline = Clock::now() + std::chrono::seconds(5);
+    while (!programmed(*maps, i, want))
+      if (Clock::now() > deadline) return system_error("a change was not programmed within 5 s");
+    lat.push_back(ms_since(t));
+  }
+  r.change_p50_ms = percentile(lat, 0.5);
+  r.change_p99_ms = percentile(lat, 0.99);
+  // Steady state (every Service programmed, changes flowing) and the peak,
+  // which the initial list's JSON pages set.
+  r.rss_mib = agent.memory_mib("VmRSS:");
+  r.peak_rss_mib = agent.memory_mib("VmHWM:");
+  return r;
+}
+
 }  // namespace
 
 int run_sync(const SyncOptions& opts, std::ostream& out, std::ostream& err) {
@@ -168,6 +327,29 @@ int run_sync(const SyncOptions& opts, std::ostream& out, std::ostream& err) {
                                              {"change_p50_ms", r->change_p50_ms},
                                              {"change_p99_ms", r->change_p99_ms}};
   }
+  if (opts.e2e) {
+    out << "\nend to end: kpx apiserver -> kpx agent (default flags) -> maps\n";
+    out << std::left << std::setw(10) << "services" << std::setw(16) << "programmed ms" << std::setw(16)
+        << "change p50 ms" << std::setw(16) << "change p99 ms" << "agent RSS MiB\n";
+    for (uint32_t n : opts.services) {
+      err << "end to end: " << n << " Services...\n";
+      auto r = end_to_end(n, opts.e2e_changes, err);
+      if (!r) {
+        err << "kpx-bench sync: " << r.error().message << "\n";
+        return 1;
+      }
+      out << std::setw(10) << n << std::setw(16) << std::fixed << std::setprecision(0) << r->program_ms
+          << std::setw(16) << std::setprecision(2) << r->change_p50_ms << std::setw(16) << r->change_p99_ms
+          << std::setprecision(1) << std::setw(16) << r->rss_mib << r->peak_rss_mib << "\n";
+      result["services"][std::to_string(n)]["e2e"] = {{"programmed_ms", r->program_ms},
+                                                      {"change_p50_ms", r->change_p50_ms},
+                                                      {"change_p99_ms", r->change_p99_ms},
+                                                      {"agent_rss_mib", r->rss_mib},
+                                                      {"agent_peak_rss_mib", r->peak_rss_mib},
+                                                      {"objects_created_s", r->create_s}};
+    }
+  }
+  out << "\ntargets: 10000 Services compute+apply <= 200 ms; one change <= 5 ms p99 at 50000; agent RSS <= 150 MiB at 50000\n";
   if (opts.json) out << result.dump(2) << "\n";
   return 0;
 }

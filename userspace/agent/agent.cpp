@@ -21,118 +21,78 @@ namespace {
 
 constexpr auto kHealthTimeout = std::chrono::seconds(60);
 
-// The set of namespace/name keys a reflector last delivered, so that a
-// relist (on_replace) removes what the API no longer has.
-struct KnownKeys {
-  std::set<std::string> keys;
+// How the agent feeds one kind of object (Service, EndpointSlice) from its
+// reflector into the model.
+template <typename Obj>
+struct Kind {
+  const char* name;
+  Source source;
+  Result<Obj> (*decode)(const nlohmann::json&);
+  std::optional<proxy::Rejection> (proxy::Model::*upsert)(Obj);
+  void (proxy::Model::*remove)(std::string_view, std::string_view);
+  std::vector<std::string> (proxy::Model::*keys)() const;
 };
 
-std::optional<SyncLoop::Clock::time_point> trigger_time(const k8s::EndpointSlice& s) {
-  (void)s;  // the trigger-time annotation is not decoded yet: use arrival time
+template <typename Obj>
+void upsert_logged(const Kind<Obj>& kind, proxy::Model& m, Obj obj, Metrics& metrics) {
+  if (auto r = (m.*kind.upsert)(std::move(obj))) {
+    metrics.rejected_objects++;
+    log::warning(proxy::to_string(*r));
+  }
+}
+
+template <typename Obj>
+std::optional<Obj> decode_logged(const Kind<Obj>& kind, const nlohmann::json& j, Metrics& metrics) {
+  auto o = kind.decode(j);
+  if (o) return std::move(*o);
+  metrics.rejected_objects++;
+  log::warning(std::string(kind.name) + " rejected: " + o.error().message);
   return std::nullopt;
 }
 
-void wire_services(k8s::ReflectorHandlers& h, SyncLoop& sync, Metrics& metrics, KnownKeys& known) {
-  h.on_replace = [&](std::vector<nlohmann::json> items) {
-    sync.update(Source::kServices, [&](proxy::Model& m) {
-      std::set<std::string> now;
-      for (const auto& item : items) {
-        auto svc = k8s::decode_service(item);
-        if (!svc) {
-          metrics.rejected_objects++;
-          log::warning("Service rejected: " + svc.error().message);
-          continue;
-        }
-        now.insert(svc->metadata.key());
-        if (auto r = m.upsert_service(std::move(*svc))) {
-          metrics.rejected_objects++;
-          log::warning(proxy::to_string(*r));
-        }
-      }
-      for (const auto& k : known.keys)
-        if (!now.count(k)) {
-          auto slash = k.find('/');
-          m.remove_service(k.substr(0, slash), k.substr(slash + 1));
-        }
-      known.keys = std::move(now);
-    });
-    sync.mark_listed(Source::kServices);
+// List pages are decoded as they arrive (the JSON of a 50,000-object list
+// is never held at once); the complete list then replaces what the model
+// held of that kind, in one change.
+template <typename Obj>
+void wire(k8s::ReflectorHandlers& h, const Kind<Obj>& kind, SyncLoop& sync, Metrics& metrics) {
+  auto staged = std::make_shared<std::vector<Obj>>();
+  h.on_list_page = [kind, staged, &metrics](std::vector<nlohmann::json> page, bool first) {
+    if (first) staged->clear();
+    for (const auto& item : page)
+      if (auto o = decode_logged(kind, item, metrics)) staged->push_back(std::move(*o));
   };
-  h.on_event = [&](k8s::EventType type, const nlohmann::json& obj) {
-    auto svc = k8s::decode_service(obj);
-    if (!svc) {
-      metrics.rejected_objects++;
-      log::warning("Service rejected: " + svc.error().message);
-      return;
-    }
-    sync.update(Source::kServices, [&](proxy::Model& m) {
-      const std::string key = svc->metadata.key();
-      if (type == k8s::EventType::kDeleted) {
-        m.remove_service(svc->metadata.namespace_, svc->metadata.name);
-        known.keys.erase(key);
-        return;
+  h.on_replace = [kind, staged, &sync, &metrics](std::vector<nlohmann::json>) {
+    sync.update(kind.source, [&](proxy::Model& m) {
+      std::set<std::string> listed;
+      for (const auto& o : *staged) listed.insert(o.metadata.key());
+      for (const auto& key : (m.*kind.keys)()) {
+        if (listed.count(key)) continue;
+        auto slash = key.find('/');
+        (m.*kind.remove)(key.substr(0, slash), key.substr(slash + 1));
       }
-      known.keys.insert(key);
-      if (auto r = m.upsert_service(std::move(*svc))) {
-        metrics.rejected_objects++;
-        log::warning(proxy::to_string(*r));
-      }
+      for (auto& o : *staged) upsert_logged(kind, m, std::move(o), metrics);
+    });
+    *staged = {};
+    sync.mark_listed(kind.source);
+  };
+  h.on_event = [kind, &sync, &metrics](k8s::EventType type, const nlohmann::json& j) {
+    auto o = decode_logged(kind, j, metrics);
+    if (!o) return;
+    sync.update(kind.source, [&](proxy::Model& m) {
+      if (type == k8s::EventType::kDeleted)
+        (m.*kind.remove)(o->metadata.namespace_, o->metadata.name);
+      else
+        upsert_logged(kind, m, std::move(*o), metrics);
     });
   };
 }
 
-void wire_slices(k8s::ReflectorHandlers& h, SyncLoop& sync, Metrics& metrics, KnownKeys& known) {
-  h.on_replace = [&](std::vector<nlohmann::json> items) {
-    sync.update(Source::kEndpointSlices, [&](proxy::Model& m) {
-      std::set<std::string> now;
-      for (const auto& item : items) {
-        auto s = k8s::decode_endpoint_slice(item);
-        if (!s) {
-          metrics.rejected_objects++;
-          log::warning("EndpointSlice rejected: " + s.error().message);
-          continue;
-        }
-        now.insert(s->metadata.key());
-        if (auto r = m.upsert_endpoint_slice(std::move(*s))) {
-          metrics.rejected_objects++;
-          log::warning(proxy::to_string(*r));
-        }
-      }
-      for (const auto& k : known.keys)
-        if (!now.count(k)) {
-          auto slash = k.find('/');
-          m.remove_endpoint_slice(k.substr(0, slash), k.substr(slash + 1));
-        }
-      known.keys = std::move(now);
-    });
-    sync.mark_listed(Source::kEndpointSlices);
-  };
-  h.on_event = [&](k8s::EventType type, const nlohmann::json& obj) {
-    auto s = k8s::decode_endpoint_slice(obj);
-    if (!s) {
-      metrics.rejected_objects++;
-      log::warning("EndpointSlice rejected: " + s.error().message);
-      return;
-    }
-    auto trigger = trigger_time(*s);
-    sync.update(
-        Source::kEndpointSlices,
-        [&](proxy::Model& m) {
-          const std::string key = s->metadata.key();
-          if (type == k8s::EventType::kDeleted) {
-            m.remove_endpoint_slice(s->metadata.namespace_, s->metadata.name);
-            known.keys.erase(key);
-            return;
-          }
-          known.keys.insert(key);
-          if (auto r = m.upsert_endpoint_slice(std::move(*s))) {
-            metrics.rejected_objects++;
-            log::warning(proxy::to_string(*r));
-          }
-        },
-        trigger);
-  };
-}
+const Kind<k8s::Service> kServices{"Service", Source::kServices, k8s::decode_service,
+                                   &proxy::Model::upsert_service, &proxy::Model::remove_service,
+                                   &proxy::Model::service_keys};
+const Kind<k8s::EndpointSlice> kEndpointSlices{
+    "EndpointSlice", Source::kEndpointSlices, k8s::decode_endpoint_slice, &proxy::Model::upsert_endpoint_slice,
+    &proxy::Model::remove_endpoint_slice, &proxy::Model::endpoint_slice_keys};
 
 Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   kpx_config c = maps.read_config();
@@ -218,10 +178,9 @@ Status run_agent(const Options& o) {
   log::info("healthz on port " + std::to_string((*endpoints)->healthz_port()) + ", metrics on port " +
             std::to_string((*endpoints)->metrics_port()));
 
-  KnownKeys known_services, known_slices;
   k8s::ReflectorHandlers svc_handlers, slice_handlers, node_handlers;
-  wire_services(svc_handlers, sync, metrics, known_services);
-  wire_slices(slice_handlers, sync, metrics, known_slices);
+  wire(svc_handlers, kServices, sync, metrics);
+  wire(slice_handlers, kEndpointSlices, sync, metrics);
   const std::string node = node_name(o);
   auto set_node = [&sync](const nlohmann::json& obj) {
     if (auto n = k8s::decode_node(obj))

@@ -1,5 +1,7 @@
 #include "agent/sync_loop.h"
 
+#include <malloc.h>
+
 #include <iostream>
 #include <set>
 
@@ -95,6 +97,9 @@ Status SyncLoop::sync_once() {
     addrs_of_.clear();
     owner_.clear();
     need_full_ = false;
+    // A full sync follows a (re)list, whose JSON pages are freed by now:
+    // give that memory back to the system rather than keep it as heap.
+    malloc_trim(0);
     for (const auto& skip : desired.skipped) need_full_ |= skip.address_clash;
   } else {
     for (const auto& key : changed) {

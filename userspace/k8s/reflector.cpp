@@ -206,8 +206,14 @@ ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, size_t page_
       e.message = "the answer is not a list";
       return e;
     }
-    if (items != j.end() && items->is_array())
+    if (handlers_.on_list_page) {
+      std::vector<json> page_items;
+      if (items != j.end() && items->is_array())
+        for (auto& item : *items) page_items.push_back(std::move(item));
+      handlers_.on_list_page(std::move(page_items), cont.empty());
+    } else if (items != j.end() && items->is_array()) {
       for (auto& item : *items) out.items.push_back(std::move(item));
+    }
     auto meta = j.find("metadata");
     out.resource_version = meta == j.end() ? "" : string_at(*meta, "resourceVersion");
     cont = meta == j.end() ? "" : string_at(*meta, "continue");

@@ -50,6 +50,12 @@ struct ReflectorHandlers {
   std::function<void(std::vector<nlohmann::json> items)> on_replace;
   // ADDED, MODIFIED, DELETED (with the object's last state).
   std::function<void(EventType type, const nlohmann::json& object)> on_event;
+  // Optional, for large lists: when set, each list page's items go here as
+  // the page arrives (first is true for the first page of every list
+  // attempt, so a list that restarts starts over), and on_replace is then
+  // called with no items once the list is complete. The caller can decode
+  // and drop each page instead of holding the whole list as JSON.
+  std::function<void(std::vector<nlohmann::json> page, bool first)> on_list_page;
 };
 
 struct ReflectorOptions {

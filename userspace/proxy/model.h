@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "k8s/objects.h"
 
@@ -45,6 +46,9 @@ class Model {
   // ("ns/name"), whether or not the Service itself is known yet.
   const Slices& slices_of(const std::string& service_key) const;
   size_t endpoint_slice_count() const { return slice_owner_.size(); }
+  // "namespace/name" of every Service / EndpointSlice held.
+  std::vector<std::string> service_keys() const;
+  std::vector<std::string> endpoint_slice_keys() const;
 
   // The Services ("namespace/name") whose object or slices changed since the
   // last call, whether they still exist or not; clears the set.
