@@ -349,7 +349,8 @@ Status remove_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
     keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
     keys.push_back(ct_key(backend_be(j, 0), prefill_client_be(j), kBackendPort, kPrefillSport, KPX_CT_REPLY));
   }
-  return delete_many(m.conntrack.fd(), keys);
+  KPX_TRY(delete_many(m.conntrack.fd(), keys));
+  return m.bump_ct_epoch();
 }
 
 class Counters {
@@ -559,6 +560,7 @@ Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, 
     }
   }
   for (const auto& key : made) m.conntrack.erase(key);
+  (void)m.bump_ct_epoch();  // the ABI's rule: no cached copy of a deleted entry
   if (!failed) return failed.error();
   KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_NEW, *new_before, k_frames, "new_flow"));
   KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_ESTABLISHED, *est_before, 0, "new_flow"));
@@ -784,6 +786,7 @@ Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream&
       res.cases["pass"][n].push_back(*pass);
 
       for (const auto& k : fl->entries) maps->conntrack.erase(k);
+      (void)maps->bump_ct_epoch();
     }
     err << "\n";
   }
