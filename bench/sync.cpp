@@ -330,7 +330,8 @@ int run_sync(const SyncOptions& opts, std::ostream& out, std::ostream& err) {
   if (opts.e2e) {
     out << "\nend to end: kpx apiserver -> kpx agent (default flags) -> maps\n";
     out << std::left << std::setw(10) << "services" << std::setw(16) << "programmed ms" << std::setw(16)
-        << "change p50 ms" << std::setw(16) << "change p99 ms" << "agent RSS MiB\n";
+        << "change p50 ms" << std::setw(16) << "change p99 ms" << std::setw(16) << "agent RSS MiB"
+        << "peak RSS MiB\n";
     for (uint32_t n : opts.services) {
       err << "end to end: " << n << " Services...\n";
       auto r = end_to_end(n, opts.e2e_changes, err);
