@@ -1,3 +1,4 @@
+#include "net/ports.h"
 #include "sync.h"
 
 #include <arpa/inet.h>
@@ -150,17 +151,6 @@ Result<InProcess> in_process(uint32_t n, uint32_t changes) {
   return r;
 }
 
-uint16_t free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 // A child process, ended by pid (SIGTERM, then SIGKILL) when this goes.
 struct Child {
@@ -220,7 +210,7 @@ struct EndToEnd {
 // kpx apiserver -> kpx agent (its default flags) -> maps, all real processes.
 Result<EndToEnd> end_to_end(uint32_t n, uint32_t changes, std::ostream& err) {
   EndToEnd r;
-  const uint16_t api_port = free_port(), metrics_port = free_port(), healthz_port = free_port();
+  const uint16_t api_port = net::free_loopback_port(), metrics_port = net::free_loopback_port(), healthz_port = net::free_loopback_port();
   const std::string url = "http://127.0.0.1:" + std::to_string(api_port);
   Child api({KPX_BINARY, "apiserver", "--listen", "127.0.0.1:" + std::to_string(api_port), "--compaction-window",
              "1000000"},

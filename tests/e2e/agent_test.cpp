@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "net/ports.h"
 #include "bpf/pinned_maps.h"
 #include "dataplane/service_writer.h"
 #include "k8s/client.h"
@@ -28,17 +29,6 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-uint16_t free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 bool wait_for(const std::function<bool()>& pred, std::chrono::milliseconds timeout) {
   auto end = std::chrono::steady_clock::now() + timeout;
@@ -106,7 +96,7 @@ class AgentTest : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_EQ(geteuid(), 0u) << "agent tests need root (BPF maps)";
-    api_port = free_port();
+    api_port = net::free_loopback_port();
     api = "http://127.0.0.1:" + std::to_string(api_port);
     procs.spawn({KPX_BINARY, "apiserver", "--listen", "127.0.0.1:" + std::to_string(api_port),
                  "--bookmark-interval-ms", "500"});
@@ -120,8 +110,8 @@ class AgentTest : public ::testing::Test {
   }
 
   int start_agent() {
-    healthz_port = free_port();
-    metrics_port = free_port();
+    healthz_port = net::free_loopback_port();
+    metrics_port = net::free_loopback_port();
     return agents.spawn({KPX_BINARY, "agent", "--master", api, "--pin-dir", pins.path(), "--hostname-override",
                          "node-1", "--healthz-bind-address", "127.0.0.1:" + std::to_string(healthz_port),
                          "--metrics-bind-address", "127.0.0.1:" + std::to_string(metrics_port),

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <thread>
 
+#include "net/ports.h"
 #include "k8s/bearer_token.h"
 #include "k8s/client.h"
 #include "k8s/config.h"
@@ -356,17 +357,6 @@ TEST(ClientCreate, ConnectionRefusedIsAnErrorWithoutHttpCode) {
 
 // ---- TLS against openssl s_server ----------------------------------------
 
-uint16_t free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
 
 bool connectable(uint16_t port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -406,7 +396,7 @@ class TlsFixture : public ::testing::Test {
   // s_server answering GET /version from www/; with require_client_cert it
   // refuses clients without a certificate of the CA.
   uint16_t start_server(bool require_client_cert) {
-    uint16_t port = free_port();
+    uint16_t port = net::free_loopback_port();
     std::string d = dir_.path().string();
     std::string cmd = "cd " + d +
                       "/www && exec openssl s_server -quiet -WWW -accept 127.0.0.1:" + std::to_string(port) +
