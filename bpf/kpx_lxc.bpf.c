@@ -129,13 +129,6 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	return forward_translate(skb, p, be->addr, be->port, snat_addr);
 }
 
-static __always_inline __u32 ct_epoch(void)
-{
-	const struct kpx_config *cfg = config();
-
-	return cfg ? cfg->ct_epoch : 0;
-}
-
 SEC("tc")
 int kpx_from_pod(struct __sk_buff *skb)
 {
@@ -143,7 +136,6 @@ int kpx_from_pod(struct __sk_buff *skb)
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
-	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -151,12 +143,9 @@ int kpx_from_pod(struct __sk_buff *skb)
 		return pass_unparsed(r);
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD);
-	epoch = ct_epoch();
 	if (ct_cache_usable(&p)) {
-		cached = ct_cache_get(&key, epoch);
+		cached = ct_cache_get(&key);
 		if (likely(cached)) {
-			if (unlikely(p.is_fragment))
-				return drop(KPX_CTR_DROP_FRAGMENT);
 			count(KPX_CTR_DNAT_ESTABLISHED);
 			return forward_translate(skb, &p, cached->nat_addr, cached->nat_port,
 						 cached->snat_addr);
@@ -167,7 +156,7 @@ int kpx_from_pod(struct __sk_buff *skb)
 		if (unlikely(p.is_fragment))
 			return drop(KPX_CTR_DROP_FRAGMENT);
 		if (ct_cache_usable(&p))
-			ct_cache_put(&key, ct, epoch);
+			ct_cache_put(&key, ct);
 		count(KPX_CTR_DNAT_ESTABLISHED);
 		return forward_translate(skb, &p, ct->nat_addr, ct->nat_port, ct->snat_addr);
 	}
@@ -181,7 +170,6 @@ int kpx_to_pod(struct __sk_buff *skb)
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
-	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -189,12 +177,9 @@ int kpx_to_pod(struct __sk_buff *skb)
 		return pass_unparsed(r);
 
 	ct_key_from_pkt(&key, &p, KPX_CT_REPLY);
-	epoch = ct_epoch();
 	if (ct_cache_usable(&p)) {
-		cached = ct_cache_get(&key, epoch);
+		cached = ct_cache_get(&key);
 		if (likely(cached)) {
-			if (unlikely(p.is_fragment))
-				return drop(KPX_CTR_DROP_FRAGMENT);
 			count(KPX_CTR_REVNAT);
 			if (nat_rewrite_src(skb, &p, cached->nat_addr, cached->nat_port, 0))
 				return drop(KPX_CTR_DROP_REWRITE);
@@ -210,7 +195,7 @@ int kpx_to_pod(struct __sk_buff *skb)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	ct_reply_seen(ct, &p);
 	if (ct_cache_usable(&p))
-		ct_cache_put(&key, ct, epoch);
+		ct_cache_put(&key, ct);
 	count(KPX_CTR_REVNAT);
 	if (nat_rewrite_src(skb, &p, ct->nat_addr, ct->nat_port, 0))
 		return drop(KPX_CTR_DROP_REWRITE);

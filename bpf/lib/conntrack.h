@@ -128,10 +128,11 @@ static __always_inline __u32 ct_cache_slot(const struct kpx_ct_key_v4 *k)
 	return h & (KPX_CT_CACHE_SLOTS - 1);
 }
 
-/* Packets that change TCP state always go through the conntrack entry. */
+/* Packets that change TCP state always go through the conntrack entry, and
+ * so do fragments (which it drops). */
 static __always_inline int ct_cache_usable(const struct pkt4 *p)
 {
-	return CONFIG_HZ && !(p->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST));
+	return CONFIG_HZ && !(p->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST)) && !p->is_fragment;
 }
 
 static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const struct kpx_ct_key_v4 *b)
@@ -141,15 +142,22 @@ static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const str
 	return x[0] == y[0] && x[1] == y[1];
 }
 
+/* The current conntrack epoch (see struct kpx_config). */
+static __always_inline __u32 ct_epoch(void)
+{
+	const struct kpx_config *cfg = config();
+
+	return cfg ? cfg->ct_epoch : 0;
+}
+
 /* This CPU's cached translation of key, or NULL: the slot must hold key,
  * be of the current epoch and have been synced within the last second. */
-static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct kpx_ct_key_v4 *k,
-								   __u32 epoch)
+static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct kpx_ct_key_v4 *k)
 {
 	__u32 slot = ct_cache_slot(k);
 	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
 
-	if (!e || !ct_key_equal(&e->key, k) || e->epoch != epoch)
+	if (!e || !ct_key_equal(&e->key, k) || e->epoch != ct_epoch())
 		return 0;
 	if (bpf_jiffies64() - e->synced_jiffies >= CONFIG_HZ)
 		return 0;
@@ -157,7 +165,7 @@ static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct k
 }
 
 static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
-					 const struct kpx_ct_value_v4 *ct, __u32 epoch)
+					 const struct kpx_ct_value_v4 *ct)
 {
 	__u32 slot = ct_cache_slot(k);
 	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
@@ -170,7 +178,7 @@ static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
 	e->nat_port = ct->nat_port;
 	e->flags = ct->flags;
 	e->svc_id = ct->svc_id;
-	e->epoch = epoch;
+	e->epoch = ct_epoch();
 	e->synced_jiffies = bpf_jiffies64();
 }
 
