@@ -69,7 +69,7 @@ static __always_inline struct kpx_ct_value_v4 *hairpin_reply_ct(const struct pkt
 
 	ct_key_from_pkt(&key, p, KPX_CT_REPLY);
 	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	return ct && (ct->flags & KPX_CT_F_HAIRPIN) ? ct : 0;
+	return ct && (ct->flags & KPX_CT_F_HAIRPIN) && ct_reply_live(&key, ct) ? ct : 0;
 }
 
 /* A reply from a pod to the hairpin address: the pod answered itself
@@ -97,6 +97,7 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	struct kpx_backend_value_v4 *be;
 	__be32 snat_addr = 0;
 	__u32 svc_id;
+	int ret;
 
 	if (hairpin_addr && p->ip->daddr == hairpin_addr) {
 		struct kpx_ct_value_v4 *ct = hairpin_reply_ct(p);
@@ -123,7 +124,10 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		snat_addr = hairpin_addr;
 		count(KPX_CTR_HAIRPIN);
 	}
-	if (ct_create(p, be, svc_id, snat_addr))
+	ret = ct_create(p, be, svc_id, snat_addr);
+	if (ret == -2)
+		return drop(KPX_CTR_DROP_CT_CLASH);
+	if (ret)
 		return drop(KPX_CTR_DROP_CT_FULL);
 	count(KPX_CTR_DNAT_NEW);
 	return forward_translate(skb, p, be->addr, be->port, snat_addr);
@@ -136,6 +140,7 @@ int kpx_from_pod(struct __sk_buff *skb)
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
+	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -151,12 +156,13 @@ int kpx_from_pod(struct __sk_buff *skb)
 						 cached->snat_addr);
 		}
 	}
+	epoch = ct_epoch();
 	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
 	if (ct && ct_forward_usable(ct, &p)) {
 		if (unlikely(p.is_fragment))
 			return drop(KPX_CTR_DROP_FRAGMENT);
 		if (ct_cache_usable(&p))
-			ct_cache_put(&key, ct);
+			ct_cache_put(&key, ct, epoch);
 		count(KPX_CTR_DNAT_ESTABLISHED);
 		return forward_translate(skb, &p, ct->nat_addr, ct->nat_port, ct->snat_addr);
 	}
@@ -170,6 +176,7 @@ int kpx_to_pod(struct __sk_buff *skb)
 	struct kpx_ct_key_v4 key;
 	struct kpx_ct_value_v4 *ct;
 	struct pkt4 p;
+	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
@@ -186,8 +193,9 @@ int kpx_to_pod(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		}
 	}
+	epoch = ct_epoch();
 	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	if (!ct) {
+	if (!ct || !ct_reply_live(&key, ct)) {
 		count(KPX_CTR_PASS);
 		return TC_ACT_OK;
 	}
@@ -195,7 +203,7 @@ int kpx_to_pod(struct __sk_buff *skb)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	ct_reply_seen(ct, &p);
 	if (ct_cache_usable(&p))
-		ct_cache_put(&key, ct);
+		ct_cache_put(&key, ct, epoch);
 	count(KPX_CTR_REVNAT);
 	if (nat_rewrite_src(skb, &p, ct->nat_addr, ct->nat_port, 0))
 		return drop(KPX_CTR_DROP_REWRITE);

@@ -164,8 +164,10 @@ static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct k
 	return e;
 }
 
+/* epoch must have been read before the conntrack entry was: an entry that
+ * userspace deleted meanwhile then goes in under the old epoch, void. */
 static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
-					 const struct kpx_ct_value_v4 *ct)
+					 const struct kpx_ct_value_v4 *ct, __u32 epoch)
 {
 	__u32 slot = ct_cache_slot(k);
 	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
@@ -178,7 +180,7 @@ static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
 	e->nat_port = ct->nat_port;
 	e->flags = ct->flags;
 	e->svc_id = ct->svc_id;
-	e->epoch = ct_epoch();
+	e->epoch = epoch;
 	e->synced_jiffies = bpf_jiffies64();
 }
 
@@ -213,14 +215,78 @@ static __always_inline void ct_cache_forget(const struct kpx_ct_key_v4 *k)
  * REPLY keyed by the backend's answer (to the client, or to the hairpin
  * address when the source is NATed).
  */
+/* The FORWARD key of the flow a REPLY entry belongs to. */
+static __always_inline void ct_forward_key_of_reply(struct kpx_ct_key_v4 *fk, const struct kpx_ct_key_v4 *rk,
+						    const struct kpx_ct_value_v4 *rv)
+{
+	fk->saddr = rv->snat_addr ? rv->snat_addr : rk->daddr; /* hairpin: the original client */
+	fk->daddr = rv->nat_addr;
+	fk->sport = rk->dport;
+	fk->dport = rv->nat_port;
+	fk->proto = rk->proto;
+	fk->dir = KPX_CT_FORWARD;
+	fk->pad = 0;
+}
+
+/* A REPLY entry is only good while its FORWARD entry exists and still
+ * sends the flow to the backend the reply comes from: a REPLY entry left by
+ * a flow that ended or moved must not rewrite other traffic (a direct
+ * connection to the pod, a probe from the node) to the VIP. */
+static __always_inline int ct_reply_live(const struct kpx_ct_key_v4 *rk, const struct kpx_ct_value_v4 *rv)
+{
+	struct kpx_ct_key_v4 fk;
+	struct kpx_ct_value_v4 *f;
+
+	ct_forward_key_of_reply(&fk, rk, rv);
+	f = bpf_map_lookup_elem(&kpx_ct_v4, &fk);
+	return f && f->nat_addr == rk->saddr && f->nat_port == rk->sport;
+}
+
+/*
+ * Create both entries of a new flow: FORWARD keyed by the client's packet,
+ * REPLY keyed by the backend's answer (to the client, or to the hairpin
+ * address when the source is NATed). Returns -2 when the REPLY tuple is
+ * taken by another live flow (the same client port to the same backend
+ * through another Service): kpx does not remap ports yet, and answering
+ * one flow's replies as the other's would break both. A flow this one
+ * replaces (same tuple, new backend) loses its REPLY entry.
+ */
 static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_backend_value_v4 *be,
 				     __u32 svc_id, __be32 snat_addr)
 {
-	struct kpx_ct_key_v4 key;
+	struct kpx_ct_key_v4 key, rkey;
 	struct kpx_ct_value_v4 val = {};
+	struct kpx_ct_value_v4 *old;
 	__u64 now = bpf_ktime_get_coarse_ns();
 
 	ct_key_from_pkt(&key, p, KPX_CT_FORWARD);
+	rkey.saddr = be->addr;
+	rkey.daddr = snat_addr ? snat_addr : p->ip->saddr;
+	rkey.sport = be->port;
+	rkey.dport = p->sport;
+	rkey.proto = p->proto;
+	rkey.dir = KPX_CT_REPLY;
+	rkey.pad = 0;
+
+	old = bpf_map_lookup_elem(&kpx_ct_v4, &rkey);
+	if (old && ct_reply_live(&rkey, old)) {
+		struct kpx_ct_key_v4 owner;
+
+		ct_forward_key_of_reply(&owner, &rkey, old);
+		if (!ct_key_equal(&owner, &key))
+			return -2;
+	}
+	old = bpf_map_lookup_elem(&kpx_ct_v4, &key);
+	if (old && (old->nat_addr != be->addr || old->nat_port != be->port)) {
+		struct kpx_ct_key_v4 stale = rkey;
+
+		stale.saddr = old->nat_addr;
+		stale.sport = old->nat_port;
+		stale.daddr = old->snat_addr ? old->snat_addr : p->ip->saddr;
+		bpf_map_delete_elem(&kpx_ct_v4, &stale);
+		ct_cache_forget(&stale);
+	}
+
 	val.nat_addr = be->addr;
 	val.nat_port = be->port;
 	val.snat_addr = snat_addr;
@@ -232,18 +298,13 @@ static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_back
 		return -1;
 	ct_cache_forget(&key);
 
-	key.saddr = be->addr;
-	key.daddr = snat_addr ? snat_addr : p->ip->saddr;
-	key.sport = be->port;
-	key.dport = p->sport;
-	key.dir = KPX_CT_REPLY;
 	val.nat_addr = p->ip->daddr;
 	val.nat_port = p->dport;
 	val.snat_addr = snat_addr ? p->ip->saddr : 0;
 	val.flags = snat_addr ? KPX_CT_F_HAIRPIN : 0;
-	if (bpf_map_update_elem(&kpx_ct_v4, &key, &val, BPF_ANY))
+	if (bpf_map_update_elem(&kpx_ct_v4, &rkey, &val, BPF_ANY))
 		return -1;
-	ct_cache_forget(&key);
+	ct_cache_forget(&rkey);
 	return 0;
 }
 

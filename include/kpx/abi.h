@@ -176,6 +176,7 @@ enum kpx_counter {
 	KPX_CTR_DROP_CT_FULL,       /* conntrack insert failed */
 	KPX_CTR_DROP_REWRITE,       /* a packet rewrite helper failed */
 	KPX_CTR_PASS_MALFORMED,     /* truncated/invalid IPv4 not aimed at a Service, passed */
+	KPX_CTR_DROP_CT_CLASH,      /* new flow's reply tuple taken by another live flow */
 	KPX_CTR_MAX,
 };
 

@@ -917,3 +917,82 @@ TEST_F(Datapath, ConntrackEntryChangesTakeEffectWithinASecond) {
 
 }  // namespace
 }  // namespace kpx::bpftest
+
+namespace kpx::bpftest {
+namespace {
+
+// A REPLY entry left behind by a flow that ended must not rewrite a later,
+// direct connection between the same addresses and ports to the VIP.
+TEST_F(Datapath, StaleReplyEntryDoesNotRewriteADirectConnection) {
+  set_service("10.96.0.10", 80, net::Proto::kTcp, {{"10.244.2.3", 8080}});
+  ASSERT_EQ(from_pod(tcp("10.244.1.2", 40000, "10.96.0.10", 80, 0x02)).retval, TC_ACT_OK);
+  // The flow goes away (GC, LRU eviction): only its REPLY entry is left.
+  ASSERT_TRUE(maps->conntrack.erase(ct_key("10.244.1.2", 40000, "10.96.0.10", 80, IPPROTO_TCP, KPX_CT_FORWARD)));
+  ASSERT_TRUE(maps->bump_ct_epoch().ok());
+  // The client now connects to the pod directly; the pod's SYN-ACK must
+  // reach it unchanged, from the pod's own address.
+  Frame synack = tcp("10.244.2.3", 8080, "10.244.1.2", 40000, 0x12);
+  auto r = to_pod(synack);
+  EXPECT_EQ(r.retval, TC_ACT_OK);
+  EXPECT_EQ(r.out, synack);
+}
+
+// Two flows whose replies would share one tuple (the same client port to
+// the same backend through two Services): the second is refused, the first
+// keeps its replies.
+TEST_F(Datapath, ReplyTupleClashRefusesTheSecondFlow) {
+  set_service("10.96.0.10", 53, net::Proto::kUdp, {{"10.244.2.3", 53}});
+  set_service("10.96.0.11", 53, net::Proto::kUdp, {{"10.244.2.3", 53}});
+  ASSERT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.10", 53)).retval, TC_ACT_OK);
+  const uint64_t clashes = counter(KPX_CTR_DROP_CT_CLASH);
+  EXPECT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.11", 53)).retval, TC_ACT_SHOT);
+  EXPECT_EQ(counter(KPX_CTR_DROP_CT_CLASH), clashes + 1);
+  auto r = to_pod(udp("10.244.2.3", 53, "10.244.1.2", 5000));
+  auto p = packet::parse_frame(r.out);
+  ASSERT_TRUE(p);
+  EXPECT_EQ(addr_str(p->saddr_be), "10.96.0.10") << "the first flow's replies keep their VIP";
+  // The same flow again (a retransmission) is not a clash.
+  EXPECT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.10", 53)).retval, TC_ACT_OK);
+}
+
+}  // namespace
+}  // namespace kpx::bpftest
+
+#include "dataplane/conntrack.h"
+
+namespace kpx::bpftest {
+namespace {
+
+TEST_F(Datapath, ConntrackGcDeletesDeadFlowsAndOrphansOnly) {
+  set_service("10.96.0.10", 80, net::Proto::kTcp, {{"10.244.2.3", 8080}});
+  // A live flow and a dead one (idle for a day past its established timeout).
+  ASSERT_EQ(from_pod(tcp("10.244.1.2", 40000, "10.96.0.10", 80, 0x02)).retval, TC_ACT_OK);
+  ASSERT_EQ(from_pod(tcp("10.244.1.2", 40000, "10.96.0.10", 80, 0x10)).retval, TC_ACT_OK);
+  ASSERT_EQ(from_pod(tcp("10.244.1.5", 41000, "10.96.0.10", 80, 0x02)).retval, TC_ACT_OK);
+  ASSERT_EQ(ct_size(), 4u);
+  const uint64_t now = dataplane::monotonic_coarse_ns();
+  auto dead_key = ct_key("10.244.1.5", 41000, "10.96.0.10", 80, IPPROTO_TCP, KPX_CT_FORWARD);
+  auto dead = *maps->conntrack.lookup(dead_key);
+  dead.last_seen_ns = now - 200ULL * 1000000000ULL;  // SYN only: 120 s timeout
+  ASSERT_TRUE(maps->conntrack.update(dead_key, dead).ok());
+  // An orphan REPLY entry (its flow is gone).
+  kpx_ct_key_v4 orphan = ct_key("10.244.2.3", 8080, "10.244.1.9", 43000, IPPROTO_TCP, KPX_CT_REPLY);
+  kpx_ct_value_v4 ov{};
+  ov.nat_addr = ipv4("10.96.0.10");
+  ov.nat_port = htons(80);
+  ASSERT_TRUE(maps->conntrack.update(orphan, ov).ok());
+  const uint32_t epoch = maps->read_config().ct_epoch;
+
+  auto gc = dataplane::collect_conntrack(*maps, now);
+  EXPECT_EQ(gc.expired, 1u);
+  EXPECT_EQ(gc.orphans, 1u);
+  EXPECT_EQ(ct_size(), 2u) << "only the live flow's two entries remain";
+  EXPECT_TRUE(ct("10.244.1.2", 40000, "10.96.0.10", 80, IPPROTO_TCP, KPX_CT_FORWARD).has_value());
+  EXPECT_NE(maps->read_config().ct_epoch, epoch) << "deleting entries must void the per-CPU cache";
+  // Nothing more to do the second time.
+  gc = dataplane::collect_conntrack(*maps, now);
+  EXPECT_EQ(gc.expired + gc.orphans, 0u);
+}
+
+}  // namespace
+}  // namespace kpx::bpftest

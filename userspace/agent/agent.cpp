@@ -2,6 +2,8 @@
 
 #include <signal.h>
 
+#include <condition_variable>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -10,6 +12,7 @@
 #include "agent/sync_loop.h"
 #include "bpf/object.h"
 #include "bpf/tc.h"
+#include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "k8s/config.h"
 #include "k8s/reflector.h"
@@ -113,6 +116,7 @@ Status cleanup(const Options& o) {
     auto follower = InterfaceFollower::open(o.pod_interfaces, [](int ifindex, const std::string& name) {
       if (auto st = bpf::tc_detach(ifindex); !st) log::warning("detach " + name + ": " + st.error().message);
       else log::info("detached from " + name);
+      return true;
     });
     if (!follower) return follower.error();
     follower->scan();
@@ -132,16 +136,16 @@ Status run_agent(const Options& o) {
   if (!healthz_addr) return healthz_addr.error();
   auto metrics_addr = parse_bind_address(o.metrics_bind_address);
   if (!metrics_addr) return metrics_addr.error();
-  // --master alone (no kubeconfig): an unauthenticated server, as kube-proxy
-  // allows; with a kubeconfig it only replaces the server address.
-  Result<k8s::ClientConfig> client_config = k8s::ClientConfig{};
-  if (o.master.empty() || !o.kubeconfig.empty()) client_config = k8s::load_client_config(o.kubeconfig);
+  // --master replaces the server address of whatever configuration is found
+  // (kubeconfig or in-cluster, keeping its credentials); with none found it
+  // means an unauthenticated server (tests, the lab).
+  Result<k8s::ClientConfig> client_config = k8s::load_client_config(o.kubeconfig);
+  if (!client_config && !o.master.empty() && o.kubeconfig.empty()) client_config = k8s::ClientConfig{};
   if (!client_config) return client_config.error();
   if (!o.master.empty()) {
     client_config->server = o.master;
-    if (client_config->source.empty()) client_config->source = "--master";
+    client_config->source = "--master" + (client_config->source.empty() ? "" : " with " + client_config->source);
   }
-
   // Signals are taken by sigwait below, never by the worker threads.
   sigset_t signals;
   sigemptyset(&signals);
@@ -202,16 +206,37 @@ Status run_agent(const Options& o) {
   threads.emplace_back([&](std::stop_token st) { slices.run(st); });
   threads.emplace_back([&](std::stop_token st) { node_reflector.run(st); });
 
+  // Conntrack GC: the datapath expires entries lazily; dead flows must not
+  // fill the LRU and push out live idle ones.
+  threads.emplace_back([&](std::stop_token st) {
+    std::mutex mu;
+    std::condition_variable_any cv;
+    while (!st.stop_requested()) {
+      std::unique_lock lk(mu);
+      cv.wait_for(lk, st, std::chrono::seconds(10), [] { return false; });
+      if (st.stop_requested()) return;
+      auto gc = dataplane::collect_conntrack(*maps_ptr, dataplane::monotonic_coarse_ns());
+      metrics.conntrack_gc_deleted += gc.expired + gc.orphans;
+      if (gc.expired + gc.orphans > 0)
+        log::debug(1, "conntrack GC: " + std::to_string(gc.expired) + " expired flows, " +
+                          std::to_string(gc.orphans) + " orphan reply entries");
+    }
+  });
+
   std::optional<InterfaceFollower> follower;
   if (!o.pod_interfaces.empty()) {
-    auto f = InterfaceFollower::open(o.pod_interfaces, [&](int ifindex, const std::string& name) {
-      if (auto st = bpf::tc_attach(ifindex, object->from_pod_fd(), object->to_pod_fd()); !st) {
-        log::warning("attach to " + name + ": " + st.error().message);
-        return;
-      }
-      metrics.attached_interfaces++;
-      log::info("attached to " + name);
-    });
+    auto f = InterfaceFollower::open(
+        o.pod_interfaces,
+        [&](int ifindex, const std::string& name) {
+          if (auto st = bpf::tc_attach(ifindex, object->from_pod_fd(), object->to_pod_fd()); !st) {
+            log::warning("attach to " + name + ": " + st.error().message);
+            return false;
+          }
+          metrics.attached_interfaces++;
+          log::info("attached to " + name);
+          return true;
+        },
+        [&](int) { metrics.attached_interfaces--; });
     if (!f) return f.error();
     follower.emplace(std::move(*f));
     follower->scan();

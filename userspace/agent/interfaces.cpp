@@ -12,7 +12,7 @@
 
 namespace kpx::agent {
 
-Result<InterfaceFollower> InterfaceFollower::open(std::string glob, OnLink on_link) {
+Result<InterfaceFollower> InterfaceFollower::open(std::string glob, OnLink on_link, OnGone on_gone) {
   bpf::UniqueFd s(socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE));
   if (!s.valid()) return errno_error("netlink socket", errno);
   sockaddr_nl addr{};
@@ -20,16 +20,20 @@ Result<InterfaceFollower> InterfaceFollower::open(std::string glob, OnLink on_li
   addr.nl_groups = RTMGRP_LINK;
   if (bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
     return errno_error("bind netlink link events", errno);
-  return InterfaceFollower(std::move(glob), std::move(on_link), std::move(s));
+  return InterfaceFollower(std::move(glob), std::move(on_link), std::move(on_gone), std::move(s));
 }
 
 void InterfaceFollower::seen(int ifindex, const std::string& name) {
   if (fnmatch(glob_.c_str(), name.c_str(), 0) != 0) return;
-  if (!known_.insert(ifindex).second) return;
-  on_link_(ifindex, name);
+  if (known_.count(ifindex)) return;
+  // Remembered only once handled: a failed attach is tried again on the
+  // interface's next event (e.g. when it comes up) or rescan.
+  if (on_link_(ifindex, name)) known_.insert(ifindex);
 }
 
-void InterfaceFollower::gone(int ifindex) { known_.erase(ifindex); }
+void InterfaceFollower::gone(int ifindex) {
+  if (known_.erase(ifindex) && on_gone_) on_gone_(ifindex);
+}
 
 void InterfaceFollower::scan() {
   struct if_nameindex* list = if_nameindex();

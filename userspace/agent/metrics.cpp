@@ -88,6 +88,8 @@ std::string Metrics::render(const std::vector<std::pair<std::string, uint64_t>>&
   o << "kpx_services " << services_programmed.load() << "\n";
   header(o, "kpx_attached_interfaces", "gauge", "Pod interfaces kpx's programs are attached to");
   o << "kpx_attached_interfaces " << attached_interfaces.load() << "\n";
+  header(o, "kpx_conntrack_gc_deleted_total", "counter", "Conntrack entries of dead flows deleted by the agent");
+  o << "kpx_conntrack_gc_deleted_total " << conntrack_gc_deleted.load() << "\n";
   header(o, "kpx_datapath_packets_total", "counter", "Packets by what the datapath did with them");
   for (const auto& [reason, v] : datapath) o << "kpx_datapath_packets_total{reason=\"" << reason << "\"} " << v << "\n";
   return o.str();

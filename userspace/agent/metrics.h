@@ -43,6 +43,7 @@ struct Metrics {
   std::atomic<uint64_t> rejected_objects{0};     // kpx_rejected_objects_total
   std::atomic<uint64_t> services_programmed{0};  // kpx_services (gauge)
   std::atomic<uint64_t> attached_interfaces{0};  // kpx_attached_interfaces (gauge)
+  std::atomic<uint64_t> conntrack_gc_deleted{0};  // kpx_conntrack_gc_deleted_total
 
   // Everything above plus the datapath counters (name, value) given.
   std::string render(const std::vector<std::pair<std::string, uint64_t>>& datapath) const;

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <tuple>
+#include <vector>
 
 namespace kpx::dataplane {
 
@@ -27,6 +28,68 @@ std::vector<CtEntry> list_conntrack(const bpf::PinnedMaps& maps) {
   };
   std::sort(out.begin(), out.end(), [&](const CtEntry& a, const CtEntry& b) { return order(a) < order(b); });
   return out;
+}
+
+uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg) {
+  auto pick = [](uint32_t configured, uint32_t dflt) { return static_cast<uint64_t>(configured ? configured : dflt); };
+  uint64_t s;
+  if (proto == IPPROTO_TCP) {
+    if (v.flags & (KPX_CT_F_FIN | KPX_CT_F_RST))
+      s = pick(cfg.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
+    else if (v.flags & KPX_CT_F_ESTABLISHED)
+      s = pick(cfg.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
+    else
+      s = pick(cfg.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S);
+  } else {
+    s = pick(cfg.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S);
+  }
+  return s * 1000000000ULL;
+}
+
+GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
+  // The datapath stamps last-seen at most once a second, and a flow served
+  // from the per-CPU cache reaches its entry once a second: keep a margin.
+  constexpr uint64_t kMarginNs = 5ULL * 1000000000ULL;
+  const kpx_config cfg = maps.read_config();
+  GcStats st;
+  std::vector<kpx_ct_key_v4> replies;
+  for (const auto& k : maps.conntrack.keys()) {
+    if (k.dir == KPX_CT_REPLY) {
+      replies.push_back(k);
+      continue;
+    }
+    auto v = maps.conntrack.lookup(k);
+    if (!v || v->last_seen_ns > now_ns) continue;
+    if (now_ns - v->last_seen_ns <= ct_timeout_ns(*v, k.proto, cfg) + kMarginNs) continue;
+    kpx_ct_key_v4 r{};
+    r.saddr = v->nat_addr;
+    r.daddr = v->snat_addr ? v->snat_addr : k.saddr;
+    r.sport = v->nat_port;
+    r.dport = k.sport;
+    r.proto = k.proto;
+    r.dir = KPX_CT_REPLY;
+    maps.conntrack.erase(k);
+    maps.conntrack.erase(r);
+    ++st.expired;
+  }
+  for (const auto& r : replies) {
+    auto v = maps.conntrack.lookup(r);
+    if (!v) continue;
+    kpx_ct_key_v4 f{};
+    f.saddr = v->snat_addr ? v->snat_addr : r.daddr;
+    f.daddr = v->nat_addr;
+    f.sport = r.dport;
+    f.dport = v->nat_port;
+    f.proto = r.proto;
+    f.dir = KPX_CT_FORWARD;
+    auto fv = maps.conntrack.lookup(f);
+    if (fv && fv->nat_addr == r.saddr && fv->nat_port == r.sport) continue;
+    // A flow being created writes FORWARD first, then REPLY: a REPLY without
+    // its FORWARD is never a half-made flow.
+    if (maps.conntrack.erase(r)) ++st.orphans;
+  }
+  if (st.expired + st.orphans > 0) (void)maps.bump_ct_epoch();
+  return st;
 }
 
 std::string ct_flags_string(uint16_t flags) {

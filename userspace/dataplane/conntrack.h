@@ -21,4 +21,19 @@ std::string ct_flags_string(uint16_t flags);
 // CLOCK_MONOTONIC_COARSE in ns: the clock the datapath stamps entries with.
 uint64_t monotonic_coarse_ns();
 
+// The datapath's timeout for a FORWARD entry (bpf/lib/conntrack.h
+// ct_timeout_ns, with the config's overrides).
+uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg);
+
+struct GcStats {
+  size_t expired = 0;  // FORWARD entries past their timeout (and their REPLY entries)
+  size_t orphans = 0;  // REPLY entries whose flow is gone or moved
+};
+// Delete what the datapath only expires lazily: FORWARD entries idle longer
+// than their timeout (plus a margin for the datapath's once-a-second stamp),
+// their REPLY entries, and REPLY entries without a live FORWARD entry. So
+// dead flows do not fill the LRU and push out live idle ones. Bumps the
+// cache epoch when it deleted anything.
+GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns);
+
 }  // namespace kpx::dataplane

@@ -19,6 +19,7 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_DROP_CT_FULL: return "drop_ct_full";
     case KPX_CTR_DROP_REWRITE: return "drop_rewrite";
     case KPX_CTR_PASS_MALFORMED: return "pass_malformed";
+    case KPX_CTR_DROP_CT_CLASH: return "drop_ct_clash";
     case KPX_CTR_MAX: break;
   }
   return "unknown";
