@@ -3,6 +3,8 @@
 // such a Status between the server's own modules (no exceptions).
 #pragma once
 
+#include "status/status.h"
+
 #include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
@@ -52,23 +54,6 @@ ApiStatus internal_error_status(std::string message);
 ApiStatus status_for_code(int code, int retry_after_s);
 
 template <typename T>
-class [[nodiscard]] ApiResult {
- public:
-  ApiResult(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  ApiResult(ApiStatus s) : v_(std::move(s)) {}  // NOLINT
-  bool ok() const { return v_.index() == 0; }
-  explicit operator bool() const { return ok(); }
-  T& value() & { return std::get<0>(v_); }
-  const T& value() const& { return std::get<0>(v_); }
-  T&& value() && { return std::get<0>(std::move(v_)); }
-  T& operator*() & { return value(); }
-  const T& operator*() const& { return value(); }
-  T* operator->() { return &value(); }
-  const T* operator->() const { return &value(); }
-  const ApiStatus& status() const { return std::get<1>(v_); }
-
- private:
-  std::variant<T, ApiStatus> v_;
-};
+using ApiResult = Result<T, ApiStatus>;  // .error() is the Status to answer with
 
 }  // namespace kpx::apiserver

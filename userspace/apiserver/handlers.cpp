@@ -94,9 +94,9 @@ http::Response object_response(int code, const ResourceType& t, const Json& obj,
 
 ApiResult<Selector> parse_selector(const ResourceType& t, const http::Request& req) {
   auto labels = LabelSelector::parse(req.query_value("labelSelector"));
-  if (!labels) return labels.status();
+  if (!labels) return labels.error();
   auto fields = FieldSelector::parse(req.query_value("fieldSelector"), t);
-  if (!fields) return fields.status();
+  if (!fields) return fields.error();
   return Selector{std::move(*labels), std::move(*fields)};
 }
 
@@ -120,7 +120,7 @@ http::Response ObjectHandlers::handle(const ResourcePath& path, const http::Requ
 
 http::Response ObjectHandlers::get(const ResourcePath& path, const http::Request& req) {
   auto obj = store_.get(*path.type, ObjectKey{path.ns, path.name});
-  if (!obj) return status_response(obj.status());
+  if (!obj) return status_response(obj.error());
   return object_response(200, *path.type, **obj, req);
 }
 
@@ -129,7 +129,7 @@ http::Response ObjectHandlers::list(const ResourcePath& path, const http::Reques
   Representation rep = negotiate(req.header("accept"), true);
   if (rep == Representation::kNone) return status_response(not_acceptable_status());
   auto sel = parse_selector(t, req);
-  if (!sel) return status_response(sel.status());
+  if (!sel) return status_response(sel.error());
   size_t limit = 0;
   std::string limit_text = req.query_value("limit");
   if (is_decimal(limit_text) && limit_text.size() < 10) limit = std::stoul(limit_text);
@@ -141,12 +141,12 @@ http::Response ObjectHandlers::list(const ResourcePath& path, const http::Reques
       return status_response(
           bad_request_status("specifying resource version is not allowed when using continue"));
     auto point = tokens_.redeem(t, token);
-    if (!point) return status_response(point.status());
+    if (!point) return status_response(point.error());
     at_rv = point->rv;
     after = point->after;
   }
   auto page = store_.list(t, path.ns, *sel, limit, at_rv, after);
-  if (!page) return status_response(page.status());
+  if (!page) return status_response(page.error());
   std::string next = page->last ? tokens_.issue(t, page->rv, *page->last) : "";
   if (rep == Representation::kTable) {
     std::vector<Json> objs;
@@ -174,7 +174,7 @@ http::Response ObjectHandlers::list(const ResourcePath& path, const http::Reques
 http::Response ObjectHandlers::create(const ResourcePath& path, const http::Request& req) {
   const ResourceType& t = *path.type;
   auto body = parse_body(req);
-  if (!body) return status_response(body.status());
+  if (!body) return status_response(body.error());
   if (auto bad = check_type(t, *body)) return status_response(*bad);
   if (auto bad = check_namespace(t, path, *body)) return status_response(*bad);
   Json obj = normalized(t, *body);
@@ -195,14 +195,14 @@ http::Response ObjectHandlers::create(const ResourcePath& path, const http::Requ
     meta.erase(f);
   prepare_for_create(t, obj);
   auto stored = store_.create(t, std::move(obj));
-  if (!stored) return status_response(stored.status());
+  if (!stored) return status_response(stored.error());
   return object_response(201, t, **stored, req);
 }
 
 http::Response ObjectHandlers::replace(const ResourcePath& path, const http::Request& req) {
   const ResourceType& t = *path.type;
   auto body = parse_body(req);
-  if (!body) return status_response(body.status());
+  if (!body) return status_response(body.error());
   if (auto bad = check_type(t, *body)) return status_response(*bad);
   if (auto bad = check_namespace(t, path, *body)) return status_response(*bad);
   std::string name = meta_string(*body, "name");
@@ -220,7 +220,7 @@ http::Response ObjectHandlers::replace(const ResourcePath& path, const http::Req
     if (!rv.empty() && rv != meta_string(cur, "resourceVersion")) return rv_conflict(t, path.name);
     return prepare_for_update(t, cur, next, status);
   });
-  if (!stored) return status_response(stored.status());
+  if (!stored) return status_response(stored.error());
   return object_response(200, t, **stored, req);
 }
 
@@ -253,7 +253,7 @@ http::Response ObjectHandlers::patch(const ResourcePath& path, const http::Reque
     if (!rv.empty() && rv != meta_string(cur, "resourceVersion")) return rv_conflict(t, path.name);
     return prepare_for_update(t, cur, normalized(t, next), status);
   });
-  if (!stored) return status_response(stored.status());
+  if (!stored) return status_response(stored.error());
   return object_response(200, t, **stored, req);
 }
 
@@ -270,7 +270,7 @@ http::Response ObjectHandlers::remove(const ResourcePath& path, const http::Requ
     }
   }
   auto gone = store_.remove(t, ObjectKey{path.ns, path.name}, pre);
-  if (!gone) return status_response(gone.status());
+  if (!gone) return status_response(gone.error());
   return object_response(200, t, **gone, req);
 }
 

@@ -116,7 +116,7 @@ ApiResult<ObjectPtr> Store::update(const ResourceType& t, const ObjectKey& key, 
   if (it == objects.end()) return not_found_status(t.qualified(), t.group, key.name);
   const Json& cur = *it->second;
   ApiResult<Json> next = mutate(cur);
-  if (!next) return next.status();
+  if (!next) return next.error();
   Json& obj = *next;
   static const Json kNoMeta = Json::object();
   auto found = cur.find("metadata");

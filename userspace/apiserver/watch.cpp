@@ -95,7 +95,7 @@ bool WatchHandler::serve(const ResourcePath& path, const http::Request& req, htt
   if (!path.subresource.empty() || (t.namespaced && path.ns.empty() && !path.name.empty()))
     return conn.send(status_response(method_not_allowed_status()), true);
   auto sel = parse_selector(t, req);
-  if (!sel) return conn.send(status_response(sel.status()), true);
+  if (!sel) return conn.send(status_response(sel.error()), true);
   Representation rep = negotiate(req.header("accept"), true);
   if (rep == Representation::kNone) return conn.send(status_response(not_acceptable_status()), true);
   std::string include_object = req.query_value("includeObject");
@@ -134,7 +134,7 @@ bool WatchHandler::serve(const ResourcePath& path, const http::Request& req, htt
   std::string first_batch;
   if (initial_events) {
     auto page = store_.list(t, path.ns, *sel, 0, std::nullopt, std::nullopt);
-    if (!page) return conn.send(status_response(page.status()), true);
+    if (!page) return conn.send(status_response(page.error()), true);
     cursor.rv = page->rv;
     for (const auto& o : page->items) {
       auto meta = o->find("metadata");

@@ -25,11 +25,13 @@ inline Error system_error(std::string m) { return {ErrorKind::kSystem, std::move
 // A system error built from a negative errno as libbpf returns it.
 Error errno_error(const std::string& what, int err);
 
-template <typename T>
+// A value or an error. E is Error across kpx's modules; the API client and
+// server use their own error types (k8s::ApiError, apiserver::ApiStatus).
+template <typename T, typename E = Error>
 class [[nodiscard]] Result {
  public:
   Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
-  Result(Error e) : v_(std::move(e)) {}      // NOLINT
+  Result(E e) : v_(std::move(e)) {}          // NOLINT
   bool ok() const { return v_.index() == 0; }
   explicit operator bool() const { return ok(); }
   T& value() & { return std::get<0>(v_); }
@@ -40,14 +42,14 @@ class [[nodiscard]] Result {
   T&& operator*() && { return std::move(*this).value(); }
   T* operator->() { return &value(); }
   const T* operator->() const { return &value(); }
-  const Error& error() const { return std::get<1>(v_); }
+  const E& error() const { return std::get<1>(v_); }
 
  private:
-  std::variant<T, Error> v_;
+  std::variant<T, E> v_;
 };
 
 template <>
-class [[nodiscard]] Result<void> {
+class [[nodiscard]] Result<void, Error> {
  public:
   Result() = default;
   Result(Error e) : e_(std::move(e)) {}  // NOLINT
