@@ -52,8 +52,10 @@ static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u
 	__u32 s;
 
 	if (proto == IPPROTO_TCP) {
-		if (ct->flags & (KPX_CT_F_FIN | KPX_CT_F_RST))
+		if (ct->flags & KPX_CT_F_RST)
 			s = cfg_or(cfg ? cfg->tcp_closing_timeout_s : 0, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
+		else if (ct->flags & KPX_CT_F_FIN)
+			s = cfg_or(cfg ? cfg->tcp_fin_timeout_s : 0, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
 		else if (ct->flags & KPX_CT_F_ESTABLISHED)
 			s = cfg_or(cfg ? cfg->tcp_established_timeout_s : 0,
 				   KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
@@ -63,6 +65,26 @@ static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u
 		s = cfg_or(cfg ? cfg->udp_timeout_s : 0, KPX_DEFAULT_UDP_TIMEOUT_S);
 	}
 	return (__u64)s * KPX_NSEC_PER_SEC;
+}
+
+/* Traffic in either direction keeps a flow alive (as the kernel's
+ * conntrack): a FORWARD entry idle past its timeout still stands while its
+ * REPLY entry saw a packet within the timeout (a server that streams to a
+ * client that rarely speaks). Only on this rare path. */
+static __always_inline int ct_reply_recent(const struct kpx_ct_value_v4 *ct, const struct pkt4 *p, __u64 now)
+{
+	struct kpx_ct_key_v4 rk = {
+		.saddr = ct->nat_addr,
+		.daddr = ct->snat_addr ? ct->snat_addr : p->ip->saddr,
+		.sport = ct->nat_port,
+		.dport = p->sport,
+		.proto = p->proto,
+		.dir = KPX_CT_REPLY,
+	};
+	struct kpx_ct_value_v4 *r = bpf_map_lookup_elem(&kpx_ct_v4, &rk);
+
+	/* A stamp at or ahead of now (another CPU's clock read) is recent. */
+	return r && (r->last_seen_ns >= now || now - r->last_seen_ns <= ct_timeout_ns(ct, p->proto));
 }
 
 /*
@@ -85,7 +107,7 @@ static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *ct, const s
 	last = ct->last_seen_ns;
 	idle = now > last ? now - last : 0;
 	if (unlikely(idle > KPX_NSEC_PER_SEC)) {
-		if (idle > ct_timeout_ns(ct, p->proto))
+		if (idle > ct_timeout_ns(ct, p->proto) && !ct_reply_recent(ct, p, now))
 			return 0;
 		ct->last_seen_ns = now;
 	}

@@ -185,12 +185,13 @@ struct kpx_config {
 	__be32 hairpin_snat_addr_v4; /* node-owned address for hairpin source NAT; 0 = unset */
 	__u32 tcp_syn_timeout_s;     /* SYN seen, no established segment yet */
 	__u32 tcp_established_timeout_s;
-	__u32 tcp_closing_timeout_s; /* after FIN or RST */
+	__u32 tcp_closing_timeout_s; /* after RST */
 	__u32 udp_timeout_s;         /* no reply seen */
 	__u32 reserved_udp_stream_timeout_s; /* unused: UDP has one timeout for now */
 	__u32 ct_epoch;              /* bumped by userspace after deleting conntrack entries:
 				      * every per-CPU conntrack cache slot of an older epoch is void */
-	__u32 reserved[9];
+	__u32 tcp_fin_timeout_s;     /* FIN seen (no RST): the kernel's FIN_WAIT / CLOSE_WAIT */
+	__u32 reserved[8];
 };
 
 /* Defaults, matching kube-proxy's conntrack settings and the kernel's
@@ -199,6 +200,7 @@ struct kpx_config {
 #define KPX_DEFAULT_TCP_SYN_TIMEOUT_S 120
 #define KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S 86400
 #define KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S 10
+#define KPX_DEFAULT_TCP_FIN_TIMEOUT_S 120
 #define KPX_DEFAULT_UDP_TIMEOUT_S 30
 #define KPX_DEFAULT_UDP_STREAM_TIMEOUT_S 120
 

@@ -200,9 +200,27 @@ class DatapathTest : public ::testing::Test {
   // userspace change to conntrack entries, bump config.ct_epoch afterwards,
   // which voids every per-CPU conntrack cache slot still holding the old
   // copy of the entry.
+  // A FORWARD entry's REPLY entry is aged with it (no replies either:
+  // replies keep a flow alive, see ct_reply_recent).
+  void age_reply_like(const kpx_ct_key_v4& fk, const kpx_ct_value_v4& fv) {
+    if (fk.dir != KPX_CT_FORWARD) return;
+    kpx_ct_key_v4 rk{};
+    rk.saddr = fv.nat_addr;
+    rk.daddr = fv.snat_addr ? fv.snat_addr : fk.saddr;
+    rk.sport = fv.nat_port;
+    rk.dport = fk.sport;
+    rk.proto = fk.proto;
+    rk.dir = KPX_CT_REPLY;
+    auto rv = maps->conntrack.lookup(rk);
+    if (!rv || rv->last_seen_ns <= fv.last_seen_ns) return;
+    rv->last_seen_ns = fv.last_seen_ns;
+    ASSERT_TRUE(maps->conntrack.update(rk, *rv).ok());
+  }
+
   void ct_write(const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
     auto st = maps->conntrack.update(k, v);
     ASSERT_TRUE(st.ok()) << st.error().message;
+    age_reply_like(k, v);
     auto ep = maps->bump_ct_epoch();
     ASSERT_TRUE(ep.ok()) << ep.error().message;
   }

@@ -866,8 +866,8 @@ TEST_F(Datapath, IdleEntriesExpire) {
     EXPECT_EQ(maps->conntrack.lookup(key)->created_ns, 12345u) << "entry re-created: stamp ahead of now taken as expiry";
   }
 
-  // The defaults apply where config has 0: a closing TCP entry (10 s) idle
-  // for 120 s is gone, an established one (86400 s) idle for 120 s is not.
+  // The defaults apply where config has 0: a TCP entry that saw a FIN
+  // (120 s) idle for 200 s is gone, an established one (86400 s) is not.
   set_config(kpx_config{});
   for (uint16_t sport : {uint16_t{46001}, uint16_t{46002}}) {
     const bool closing = sport == 46001;
@@ -878,7 +878,7 @@ TEST_F(Datapath, IdleEntriesExpire) {
     const auto key = ct_key(kClient, sport, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD);
     auto v = maps->conntrack.lookup(key);
     ASSERT_TRUE(v.has_value());
-    v->last_seen_ns = dataplane::monotonic_coarse_ns() - 120 * kSec;
+    v->last_seen_ns = dataplane::monotonic_coarse_ns() - 200 * kSec;
     v->created_ns = 12345;
     ct_write(key, *v);
     auto d = delta();
@@ -908,6 +908,7 @@ TEST_F(Datapath, ConntrackEntryChangesTakeEffectWithinASecond) {
   v->last_seen_ns = dataplane::monotonic_coarse_ns() - 60 * kSec;
   v->created_ns = 12345;
   ASSERT_TRUE(maps->conntrack.update(key, *v).ok());  // deliberately no epoch bump
+  age_reply_like(key, *v);
   std::this_thread::sleep_for(std::chrono::milliseconds(1300));
   auto d = delta();
   ASSERT_NE(expect_dnat(spec(IPPROTO_TCP, kClient, sport, kVip, 80, kAck), {kBe1, kBe2}, 8080), 0u);
@@ -975,6 +976,7 @@ TEST_F(Datapath, ConntrackGcDeletesDeadFlowsAndOrphansOnly) {
   auto dead = *maps->conntrack.lookup(dead_key);
   dead.last_seen_ns = now - 200ULL * 1000000000ULL;  // SYN only: 120 s timeout
   ASSERT_TRUE(maps->conntrack.update(dead_key, dead).ok());
+  age_reply_like(dead_key, dead);  // and no reply since
   // An orphan REPLY entry (its flow is gone).
   kpx_ct_key_v4 orphan = ct_key("10.244.2.3", 8080, "10.244.1.9", 43000, IPPROTO_TCP, KPX_CT_REPLY);
   kpx_ct_value_v4 ov{};
@@ -992,6 +994,35 @@ TEST_F(Datapath, ConntrackGcDeletesDeadFlowsAndOrphansOnly) {
   // Nothing more to do the second time.
   gc = dataplane::collect_conntrack(*maps, now);
   EXPECT_EQ(gc.expired + gc.orphans, 0u);
+}
+
+}  // namespace
+}  // namespace kpx::bpftest
+
+namespace kpx::bpftest {
+namespace {
+
+// Traffic in either direction keeps a flow: a UDP client silent for 40 s
+// (timeout 30 s) while the server kept answering stays on its backend.
+TEST_F(Datapath, RepliesKeepAFlowAlive) {
+  set_service("10.96.0.10", 53, net::Proto::kUdp, {{"10.244.2.3", 53}, {"10.244.2.4", 53}});
+  ASSERT_EQ(from_pod(udp("10.244.1.2", 5300, "10.96.0.10", 53)).retval, TC_ACT_OK);
+  const auto fk = ct_key("10.244.1.2", 5300, "10.96.0.10", 53, IPPROTO_UDP, KPX_CT_FORWARD);
+  auto fv = *maps->conntrack.lookup(fk);
+  const uint64_t now = dataplane::monotonic_coarse_ns();
+  fv.last_seen_ns = now - 40ULL * 1000000000ULL;
+  fv.created_ns = 777;
+  ASSERT_TRUE(maps->conntrack.update(fk, fv).ok());
+  ASSERT_TRUE(maps->bump_ct_epoch().ok());
+  // The server's answers: the REPLY entry was seen just now.
+  const std::string be = addr_str(fv.nat_addr);
+  ASSERT_EQ(to_pod(udp(be.c_str(), 53, "10.244.1.2", 5300)).retval, TC_ACT_OK);
+  const uint64_t new_flows = counter(KPX_CTR_DNAT_NEW);
+  ASSERT_EQ(from_pod(udp("10.244.1.2", 5300, "10.96.0.10", 53)).retval, TC_ACT_OK);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), new_flows) << "a flow whose replies flow was expired";
+  EXPECT_EQ(maps->conntrack.lookup(fk)->created_ns, 777u);
+  // And the GC agrees.
+  EXPECT_EQ(dataplane::collect_conntrack(*maps, dataplane::monotonic_coarse_ns()).expired, 0u);
 }
 
 }  // namespace

@@ -106,7 +106,7 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   }
   auto secs = [](std::chrono::seconds s) { return static_cast<uint32_t>(s.count()); };
   if (o.tcp_established_timeout.count() > 0) c.tcp_established_timeout_s = secs(o.tcp_established_timeout);
-  if (o.tcp_close_wait_timeout.count() > 0) c.tcp_closing_timeout_s = secs(o.tcp_close_wait_timeout);
+  if (o.tcp_close_wait_timeout.count() > 0) c.tcp_fin_timeout_s = secs(o.tcp_close_wait_timeout);
   if (o.udp_timeout.count() > 0) c.udp_timeout_s = secs(o.udp_timeout);
   return maps.config.update(0, c);
 }

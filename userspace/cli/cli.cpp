@@ -192,7 +192,7 @@ int detach(const Io& io, const std::string& netns, const std::string& dev) {
 
 struct ConfigArgs {
   std::string hairpin_ip;
-  std::optional<uint32_t> tcp_syn, tcp_established, tcp_closing, udp;
+  std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_closing, udp;
 };
 
 int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
@@ -208,6 +208,7 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   if (hairpin) c.hairpin_snat_addr_v4 = *hairpin;
   if (a.tcp_syn) c.tcp_syn_timeout_s = *a.tcp_syn;
   if (a.tcp_established) c.tcp_established_timeout_s = *a.tcp_established;
+  if (a.tcp_fin) c.tcp_fin_timeout_s = *a.tcp_fin;
   if (a.tcp_closing) c.tcp_closing_timeout_s = *a.tcp_closing;
   if (a.udp) c.udp_timeout_s = *a.udp;
   if (auto st = maps->config.update(0, c); !st) return report(io, st.error());
@@ -223,6 +224,7 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
       {"hairpin_snat_ip", c.hairpin_snat_addr_v4 ? net::format_ipv4(c.hairpin_snat_addr_v4) : ""},
       {"tcp_syn_timeout_s", or_default(c.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S)},
       {"tcp_established_timeout_s", or_default(c.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)},
+      {"tcp_fin_timeout_s", or_default(c.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S)},
       {"tcp_closing_timeout_s", or_default(c.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S)},
       {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
   };
@@ -301,7 +303,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   auto timeout = [](CLI::Option* o) { o->check(CLI::Range(1u, 7u * 86400u)); };
   timeout(config_set_cmd->add_option("--tcp-syn-timeout", cfg.tcp_syn, "seconds"));
   timeout(config_set_cmd->add_option("--tcp-established-timeout", cfg.tcp_established, "seconds"));
-  timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds"));
+  timeout(config_set_cmd->add_option("--tcp-fin-timeout", cfg.tcp_fin, "seconds after a FIN"));
+  timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds after a RST"));
   timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds"));
   config_set_cmd->callback([&] { rc = config_set(io, pin_dir, cfg); });
   auto* config_show_cmd = config->add_subcommand("show", "show datapath settings");

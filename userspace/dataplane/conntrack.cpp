@@ -34,8 +34,10 @@ uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config
   auto pick = [](uint32_t configured, uint32_t dflt) { return static_cast<uint64_t>(configured ? configured : dflt); };
   uint64_t s;
   if (proto == IPPROTO_TCP) {
-    if (v.flags & (KPX_CT_F_FIN | KPX_CT_F_RST))
+    if (v.flags & KPX_CT_F_RST)
       s = pick(cfg.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
+    else if (v.flags & KPX_CT_F_FIN)
+      s = pick(cfg.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
     else if (v.flags & KPX_CT_F_ESTABLISHED)
       s = pick(cfg.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
     else
@@ -60,7 +62,8 @@ GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
     }
     auto v = maps.conntrack.lookup(k);
     if (!v || v->last_seen_ns > now_ns) continue;
-    if (now_ns - v->last_seen_ns <= ct_timeout_ns(*v, k.proto, cfg) + kMarginNs) continue;
+    const uint64_t limit = ct_timeout_ns(*v, k.proto, cfg) + kMarginNs;
+    if (now_ns - v->last_seen_ns <= limit) continue;
     kpx_ct_key_v4 r{};
     r.saddr = v->nat_addr;
     r.daddr = v->snat_addr ? v->snat_addr : k.saddr;
@@ -68,6 +71,9 @@ GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
     r.dport = k.sport;
     r.proto = k.proto;
     r.dir = KPX_CT_REPLY;
+    // Replies keep a flow alive too (bpf/lib/conntrack.h ct_reply_recent).
+    if (auto rv = maps.conntrack.lookup(r); rv && (rv->last_seen_ns >= now_ns || now_ns - rv->last_seen_ns <= limit))
+      continue;
     maps.conntrack.erase(k);
     maps.conntrack.erase(r);
     ++st.expired;
