@@ -281,6 +281,24 @@ TEST_F(AgentTest, CleanupRemovesTheDatapath) {
   EXPECT_NE(access(pins.path().c_str(), F_OK), 0);
 }
 
+TEST_F(AgentTest, CliWritesAreRefusedWhileTheAgentRuns) {
+  create(kSvcPath, service("web", "10.96.0.50"));
+  create(kSlicePath, slice("web-1", "web", {"10.244.1.5"}));
+  int pid = start_agent();
+  ASSERT_TRUE(wait_for([&] { return snapshot(pins.path()).size() == 1; }, 1s));
+  const auto before = snapshot(pins.path());
+  const std::string kpx = std::string(KPX_BINARY) + " --pin-dir " + pins.path() + " ";
+  // One writer per instance: the agent's maps follow the API, not the CLI.
+  EXPECT_EQ(testing::sh(kpx + "svc set 10.96.0.50:80/tcp 10.244.9.9:8080 2>/dev/null"), 1);
+  EXPECT_EQ(testing::sh(kpx + "svc del 10.96.0.50:80/tcp 2>/dev/null"), 1);
+  EXPECT_EQ(testing::sh(kpx + "config set --udp-timeout 5 2>/dev/null"), 1);
+  EXPECT_EQ(testing::sh(std::string(KPX_BINARY) + " agent --cleanup --pin-dir " + pins.path() + " 2>/dev/null"), 1);
+  EXPECT_EQ(snapshot(pins.path()), before);
+  EXPECT_EQ(testing::sh(kpx + "svc list >/dev/null"), 0) << "reading is always allowed";
+  stop_agent(pid);
+  EXPECT_EQ(testing::sh(kpx + "config set --udp-timeout 5"), 0) << "the lock goes with the agent";
+}
+
 TEST(AgentInterfaces, AttachesOnlyToMatchingInterfacesAsTheyCome) {
   ASSERT_EQ(geteuid(), 0u);
   testing::ScopedNetns netns;

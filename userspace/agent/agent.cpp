@@ -11,6 +11,7 @@
 #include "agent/interfaces.h"
 #include "agent/sync_loop.h"
 #include "bpf/object.h"
+#include "bpf/pin_lock.h"
 #include "bpf/tc.h"
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
@@ -112,6 +113,12 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
 }
 
 Status cleanup(const Options& o) {
+  std::optional<bpf::UniqueFd> lock;  // held until the maps are gone
+  if (auto maps = bpf::PinnedMaps::open(o.pin_dir); maps) {
+    auto l = bpf::lock_pin_dir(o.pin_dir, "a running kpx agent: stop it first");
+    if (!l) return l.error();
+    lock = std::move(*l);
+  }
   if (!o.pod_interfaces.empty()) {
     auto follower = InterfaceFollower::open(o.pod_interfaces, [](int ifindex, const std::string& name) {
       if (auto st = bpf::tc_detach(ifindex); !st) log::warning("detach " + name + ": " + st.error().message);
@@ -158,6 +165,9 @@ Status run_agent(const Options& o) {
   if (!object) return object.error();
   auto maps = bpf::PinnedMaps::open(o.pin_dir);
   if (!maps) return maps.error();
+  // Held for the agent's life: it alone writes these maps.
+  auto pin_lock = bpf::lock_pin_dir(o.pin_dir, "another process (is a kpx agent already running on them?)");
+  if (!pin_lock) return pin_lock.error();
   KPX_TRY(write_datapath_config(*maps, o));
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();

@@ -14,6 +14,7 @@
 #include "apiserver/apiserver.h"
 #include "bpf/log.h"
 #include "bpf/object.h"
+#include "bpf/pin_lock.h"
 #include "bpf/pinned_maps.h"
 #include "bpf/tc.h"
 #include "dataplane/conntrack.h"
@@ -30,6 +31,10 @@ namespace {
 using json = nlohmann::json;
 
 constexpr int kExitFailure = 1;
+// Who else writes an instance's maps: a running agent (Services then come
+// from the Kubernetes API) or another kpx command.
+constexpr const char* kAgentHint =
+    "another process (a running kpx agent, whose Services come from the Kubernetes API, or another kpx command)";
 constexpr int kExitUsage = 2;
 
 struct Io {
@@ -59,6 +64,8 @@ int svc_set(const Io& io, const std::string& pin_dir, const std::string& svc_arg
   }
   auto maps = bpf::PinnedMaps::open_or_create(pin_dir);
   if (!maps) return report(io, maps.error());
+  auto lock = bpf::lock_pin_dir(pin_dir, kAgentHint);
+  if (!lock) return report(io, lock.error());
   dataplane::ServiceWriter w(*maps);
   if (auto st = w.set(*svc, backends); !st) return report(io, st.error());
   return 0;
@@ -69,6 +76,8 @@ int svc_del(const Io& io, const std::string& pin_dir, const std::string& svc_arg
   if (!svc) return report(io, svc.error());
   auto maps = bpf::PinnedMaps::open(pin_dir);
   if (!maps) return report(io, maps.error());
+  auto lock = bpf::lock_pin_dir(pin_dir, kAgentHint);
+  if (!lock) return report(io, lock.error());
   dataplane::ServiceWriter w(*maps);
   auto removed = w.remove(*svc);
   if (!removed) return report(io, removed.error());
@@ -204,6 +213,8 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   }
   auto maps = bpf::PinnedMaps::open_or_create(pin_dir);
   if (!maps) return report(io, maps.error());
+  auto lock = bpf::lock_pin_dir(pin_dir, kAgentHint);
+  if (!lock) return report(io, lock.error());
   kpx_config c = maps->read_config();
   if (hairpin) c.hairpin_snat_addr_v4 = *hairpin;
   if (a.tcp_syn) c.tcp_syn_timeout_s = *a.tcp_syn;
