@@ -1,8 +1,10 @@
 #include "agent/sync_loop.h"
 
+#include "log/log.h"
+
 #include <malloc.h>
 
-#include <iostream>
+#include <algorithm>
 #include <set>
 
 namespace kpx::agent {
@@ -130,6 +132,7 @@ Status SyncLoop::sync_once() {
 
 void SyncLoop::run(std::stop_token stop) {
   auto last_sync = std::chrono::steady_clock::time_point{};
+  std::chrono::seconds retry_delay{1};
   while (!stop.stop_requested()) {
     {
       std::unique_lock lk(mu_);
@@ -145,9 +148,15 @@ void SyncLoop::run(std::stop_token stop) {
     }
     last_sync = std::chrono::steady_clock::now();
     if (auto st = sync_once(); !st) {
-      std::cerr << "kpx agent: sync failed, keeping the previous state: " << st.error().message << "\n";
+      // The other Services were written; retry the full sync with backoff
+      // (1 s doubling to 30 s), not in a tight loop of full recomputes.
+      log::warning("sync failed, retrying in " + std::to_string(retry_delay.count()) +
+                   " s; the maps keep what was written: " + st.error().message);
       std::unique_lock lk(mu_);
-      cv_.wait_for(lk, stop, std::chrono::seconds(1), [] { return false; });
+      cv_.wait_for(lk, stop, retry_delay, [] { return false; });
+      retry_delay = std::min(retry_delay * 2, std::chrono::seconds(30));
+    } else {
+      retry_delay = std::chrono::seconds(1);
     }
   }
 }
