@@ -1,11 +1,11 @@
 #include "agent/sync_loop.h"
 
-#include "log/log.h"
-
 #include <malloc.h>
 
 #include <algorithm>
 #include <set>
+
+#include "log/log.h"
 
 namespace kpx::agent {
 
