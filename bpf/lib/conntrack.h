@@ -26,6 +26,33 @@ static __always_inline void ct_key_from_pkt(struct kpx_ct_key_v4 *k, const struc
 	k->pad = 0;
 }
 
+/* The REPLY key of the flow a FORWARD entry describes: the backend
+ * answering the client (or the hairpin address standing in for it). */
+static __always_inline void ct_reply_key_of_forward(struct kpx_ct_key_v4 *rk, const struct kpx_ct_key_v4 *fk,
+						    const struct kpx_ct_value_v4 *fv)
+{
+	rk->saddr = fv->nat_addr;
+	rk->daddr = fv->snat_addr ? fv->snat_addr : fk->saddr;
+	rk->sport = fv->nat_port;
+	rk->dport = fk->sport;
+	rk->proto = fk->proto;
+	rk->dir = KPX_CT_REPLY;
+	rk->pad = 0;
+}
+
+/* The FORWARD key of the flow a REPLY entry belongs to. */
+static __always_inline void ct_forward_key_of_reply(struct kpx_ct_key_v4 *fk, const struct kpx_ct_key_v4 *rk,
+						    const struct kpx_ct_value_v4 *rv)
+{
+	fk->saddr = rv->snat_addr ? rv->snat_addr : rk->daddr; /* hairpin: the original client */
+	fk->daddr = rv->nat_addr;
+	fk->sport = rk->dport;
+	fk->dport = rv->nat_port;
+	fk->proto = rk->proto;
+	fk->dir = KPX_CT_FORWARD;
+	fk->pad = 0;
+}
+
 /* The ct flags a packet adds: TCP state bits, nothing for UDP. */
 static __always_inline __u16 ct_flags_of(const struct pkt4 *p)
 {
@@ -73,16 +100,12 @@ static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u
  * client that rarely speaks). Only on this rare path. */
 static __always_inline int ct_reply_recent(const struct kpx_ct_value_v4 *ct, const struct pkt4 *p, __u64 now)
 {
-	struct kpx_ct_key_v4 rk = {
-		.saddr = ct->nat_addr,
-		.daddr = ct->snat_addr ? ct->snat_addr : p->ip->saddr,
-		.sport = ct->nat_port,
-		.dport = p->sport,
-		.proto = p->proto,
-		.dir = KPX_CT_REPLY,
-	};
-	struct kpx_ct_value_v4 *r = bpf_map_lookup_elem(&kpx_ct_v4, &rk);
+	struct kpx_ct_key_v4 fk, rk;
+	struct kpx_ct_value_v4 *r;
 
+	ct_key_from_pkt(&fk, p, KPX_CT_FORWARD);
+	ct_reply_key_of_forward(&rk, &fk, ct);
+	r = bpf_map_lookup_elem(&kpx_ct_v4, &rk);
 	/* A stamp at or ahead of now (another CPU's clock read) is recent. */
 	return r && (r->last_seen_ns >= now || now - r->last_seen_ns <= ct_timeout_ns(ct, p->proto));
 }
@@ -237,19 +260,6 @@ static __always_inline void ct_cache_forget(const struct kpx_ct_key_v4 *k)
  * REPLY keyed by the backend's answer (to the client, or to the hairpin
  * address when the source is NATed).
  */
-/* The FORWARD key of the flow a REPLY entry belongs to. */
-static __always_inline void ct_forward_key_of_reply(struct kpx_ct_key_v4 *fk, const struct kpx_ct_key_v4 *rk,
-						    const struct kpx_ct_value_v4 *rv)
-{
-	fk->saddr = rv->snat_addr ? rv->snat_addr : rk->daddr; /* hairpin: the original client */
-	fk->daddr = rv->nat_addr;
-	fk->sport = rk->dport;
-	fk->dport = rv->nat_port;
-	fk->proto = rk->proto;
-	fk->dir = KPX_CT_FORWARD;
-	fk->pad = 0;
-}
-
 /* A REPLY entry is only good while its FORWARD entry exists and still
  * sends the flow to the backend the reply comes from: a REPLY entry left by
  * a flow that ended or moved must not rewrite other traffic (a direct
@@ -282,13 +292,14 @@ static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_back
 	__u64 now = bpf_ktime_get_coarse_ns();
 
 	ct_key_from_pkt(&key, p, KPX_CT_FORWARD);
-	rkey.saddr = be->addr;
-	rkey.daddr = snat_addr ? snat_addr : p->ip->saddr;
-	rkey.sport = be->port;
-	rkey.dport = p->sport;
-	rkey.proto = p->proto;
-	rkey.dir = KPX_CT_REPLY;
-	rkey.pad = 0;
+	val.nat_addr = be->addr;
+	val.nat_port = be->port;
+	val.snat_addr = snat_addr;
+	val.svc_id = svc_id;
+	val.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
+	val.last_seen_ns = now;
+	val.created_ns = now;
+	ct_reply_key_of_forward(&rkey, &key, &val);
 
 	old = bpf_map_lookup_elem(&kpx_ct_v4, &rkey);
 	if (old && ct_reply_live(&rkey, old)) {
@@ -300,22 +311,13 @@ static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_back
 	}
 	old = bpf_map_lookup_elem(&kpx_ct_v4, &key);
 	if (old && (old->nat_addr != be->addr || old->nat_port != be->port)) {
-		struct kpx_ct_key_v4 stale = rkey;
+		struct kpx_ct_key_v4 stale;
 
-		stale.saddr = old->nat_addr;
-		stale.sport = old->nat_port;
-		stale.daddr = old->snat_addr ? old->snat_addr : p->ip->saddr;
+		ct_reply_key_of_forward(&stale, &key, old);
 		bpf_map_delete_elem(&kpx_ct_v4, &stale);
 		ct_cache_forget(&stale);
 	}
 
-	val.nat_addr = be->addr;
-	val.nat_port = be->port;
-	val.snat_addr = snat_addr;
-	val.svc_id = svc_id;
-	val.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
-	val.last_seen_ns = now;
-	val.created_ns = now;
 	if (bpf_map_update_elem(&kpx_ct_v4, &key, &val, BPF_ANY))
 		return -1;
 	ct_cache_forget(&key);

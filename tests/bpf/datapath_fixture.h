@@ -204,13 +204,7 @@ class DatapathTest : public ::testing::Test {
   // replies keep a flow alive, see ct_reply_recent).
   void age_reply_like(const kpx_ct_key_v4& fk, const kpx_ct_value_v4& fv) {
     if (fk.dir != KPX_CT_FORWARD) return;
-    kpx_ct_key_v4 rk{};
-    rk.saddr = fv.nat_addr;
-    rk.daddr = fv.snat_addr ? fv.snat_addr : fk.saddr;
-    rk.sport = fv.nat_port;
-    rk.dport = fk.sport;
-    rk.proto = fk.proto;
-    rk.dir = KPX_CT_REPLY;
+    const kpx_ct_key_v4 rk = dataplane::reply_key_of(fk, fv);
     auto rv = maps->conntrack.lookup(rk);
     if (!rv || rv->last_seen_ns <= fv.last_seen_ns) return;
     rv->last_seen_ns = fv.last_seen_ns;

@@ -959,8 +959,6 @@ TEST_F(Datapath, ReplyTupleClashRefusesTheSecondFlow) {
 }  // namespace
 }  // namespace kpx::bpftest
 
-#include "dataplane/conntrack.h"
-
 namespace kpx::bpftest {
 namespace {
 

@@ -30,6 +30,28 @@ std::vector<CtEntry> list_conntrack(const bpf::PinnedMaps& maps) {
   return out;
 }
 
+kpx_ct_key_v4 reply_key_of(const kpx_ct_key_v4& forward, const kpx_ct_value_v4& fv) {
+  kpx_ct_key_v4 r{};
+  r.saddr = fv.nat_addr;
+  r.daddr = fv.snat_addr ? fv.snat_addr : forward.saddr;
+  r.sport = fv.nat_port;
+  r.dport = forward.sport;
+  r.proto = forward.proto;
+  r.dir = KPX_CT_REPLY;
+  return r;
+}
+
+kpx_ct_key_v4 forward_key_of(const kpx_ct_key_v4& reply, const kpx_ct_value_v4& rv) {
+  kpx_ct_key_v4 f{};
+  f.saddr = rv.snat_addr ? rv.snat_addr : reply.daddr;  // hairpin: the original client
+  f.daddr = rv.nat_addr;
+  f.sport = reply.dport;
+  f.dport = rv.nat_port;
+  f.proto = reply.proto;
+  f.dir = KPX_CT_FORWARD;
+  return f;
+}
+
 uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg) {
   auto pick = [](uint32_t configured, uint32_t dflt) { return static_cast<uint64_t>(configured ? configured : dflt); };
   uint64_t s;
@@ -64,13 +86,7 @@ GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
     if (!v || v->last_seen_ns > now_ns) continue;
     const uint64_t limit = ct_timeout_ns(*v, k.proto, cfg) + kMarginNs;
     if (now_ns - v->last_seen_ns <= limit) continue;
-    kpx_ct_key_v4 r{};
-    r.saddr = v->nat_addr;
-    r.daddr = v->snat_addr ? v->snat_addr : k.saddr;
-    r.sport = v->nat_port;
-    r.dport = k.sport;
-    r.proto = k.proto;
-    r.dir = KPX_CT_REPLY;
+    const kpx_ct_key_v4 r = reply_key_of(k, *v);
     // Replies keep a flow alive too (bpf/lib/conntrack.h ct_reply_recent).
     if (auto rv = maps.conntrack.lookup(r); rv && (rv->last_seen_ns >= now_ns || now_ns - rv->last_seen_ns <= limit))
       continue;
@@ -81,14 +97,7 @@ GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
   for (const auto& r : replies) {
     auto v = maps.conntrack.lookup(r);
     if (!v) continue;
-    kpx_ct_key_v4 f{};
-    f.saddr = v->snat_addr ? v->snat_addr : r.daddr;
-    f.daddr = v->nat_addr;
-    f.sport = r.dport;
-    f.dport = v->nat_port;
-    f.proto = r.proto;
-    f.dir = KPX_CT_FORWARD;
-    auto fv = maps.conntrack.lookup(f);
+    auto fv = maps.conntrack.lookup(forward_key_of(r, *v));
     if (fv && fv->nat_addr == r.saddr && fv->nat_port == r.sport) continue;
     // A flow being created writes FORWARD first, then REPLY: a REPLY without
     // its FORWARD is never a half-made flow.

@@ -21,6 +21,11 @@ std::string ct_flags_string(uint16_t flags);
 // CLOCK_MONOTONIC_COARSE in ns: the clock the datapath stamps entries with.
 uint64_t monotonic_coarse_ns();
 
+// A flow's two entries name each other (bpf/lib/conntrack.h
+// ct_reply_key_of_forward / ct_forward_key_of_reply).
+kpx_ct_key_v4 reply_key_of(const kpx_ct_key_v4& forward, const kpx_ct_value_v4& fv);
+kpx_ct_key_v4 forward_key_of(const kpx_ct_key_v4& reply, const kpx_ct_value_v4& rv);
+
 // The datapath's timeout for a FORWARD entry (bpf/lib/conntrack.h
 // ct_timeout_ns, with the config's overrides).
 uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg);
