@@ -2,8 +2,6 @@
 
 #include <unistd.h>
 
-#include <sstream>
-
 namespace kpx::e2e {
 
 using testing::sh;
@@ -100,32 +98,7 @@ std::vector<ProbeResult> Cluster::probe(const std::string& pod, const std::strin
                                         int timeout_ms) const {
   std::string out = sh_out("ip netns exec " + pods_.at(pod).ns + " " + KPX_BINARY + " lab probe " + target +
                            " --count " + std::to_string(count) + " --timeout-ms " + std::to_string(timeout_ms));
-  return parse_probe_output(out);
-}
-
-std::vector<ProbeResult> parse_probe_output(const std::string& out) {
-  // "<n> ok from=IP:PORT pod=NAME client=IP:PORT" or "<n> fail ..."
-  std::vector<ProbeResult> rs;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream l(line);
-    std::string n, status, word;
-    l >> n >> status;
-    ProbeResult r;
-    r.line = line;
-    r.ok = status == "ok";
-    while (l >> word) {
-      auto eq = word.find('=');
-      if (eq == std::string::npos) continue;
-      std::string k = word.substr(0, eq), v = word.substr(eq + 1);
-      if (k == "from") r.from = v;
-      if (k == "pod") r.pod = v;
-      if (k == "client") r.client = v;
-    }
-    rs.push_back(r);
-  }
-  return rs;
+  return lab::parse_probe_output(out);
 }
 
 }  // namespace kpx::e2e

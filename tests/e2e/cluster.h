@@ -10,18 +10,12 @@
 #include <string>
 #include <vector>
 
+#include "lab/echo.h"
 #include "support/scoped.h"
 
 namespace kpx::e2e {
 
-struct ProbeResult {
-  bool ok = false;
-  std::string from;    // reply source as the client saw it (ip:port)
-  std::string pod;     // which pod answered
-  std::string client;  // the client address the pod saw (ip:port)
-  std::string line;    // the probe's output line, for failure messages
-  std::string client_ip() const { return client.substr(0, client.rfind(':')); }
-};
+using ProbeResult = lab::ProbeAnswer;
 
 struct Pod {
   std::string name, ns, ip, host_veth;
@@ -58,6 +52,5 @@ class Cluster {
   testing::ScopedProcesses procs_;  // destroyed first: servers stop before their namespaces go
 };
 
-std::vector<ProbeResult> parse_probe_output(const std::string& out);
 
 }  // namespace kpx::e2e

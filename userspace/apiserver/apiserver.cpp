@@ -5,6 +5,8 @@
 #include <signal.h>
 
 #include <cstring>
+#include <mutex>
+#include <vector>
 
 #include "apiserver/continue_token.h"
 #include "apiserver/discovery.h"
@@ -106,6 +108,8 @@ struct ApiServer::Impl {
   WatchHandler watches;
   std::string address;
   std::unique_ptr<http::Server> server;
+  std::mutex extra_mu;
+  std::vector<std::unique_ptr<http::Server>> extra_servers;
 };
 
 bool ApiServer::Impl::dispatch(const http::Request& req, http::Connection& conn) {
@@ -178,6 +182,17 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(const Options& o) {
   return std::unique_ptr<ApiServer>(new ApiServer(std::move(impl)));
 }
 
+Status ApiServer::add_listener(int listen_fd) {
+  Impl* raw = impl_.get();
+  auto server = http::Server::adopt(
+      listen_fd, [raw](const http::Request& req, http::Connection& conn) { return raw->dispatch(req, conn); });
+  if (!server) return server.error();
+  (*server)->start();
+  std::lock_guard lock(impl_->extra_mu);
+  impl_->extra_servers.push_back(std::move(*server));
+  return {};
+}
+
 uint16_t ApiServer::port() const { return impl_->server->port(); }
 std::string ApiServer::address() const { return impl_->address; }
 std::string ApiServer::url() const { return "http://" + impl_->address; }
@@ -190,6 +205,8 @@ void ApiServer::stop() {
   // Wake the watches first: they wait on the store, not on their sockets.
   impl_->store.stop();
   impl_->server->stop();
+  std::lock_guard lock(impl_->extra_mu);
+  for (auto& s : impl_->extra_servers) s->stop();
 }
 
 Status run(const Options& o, std::ostream& out) {

@@ -52,6 +52,12 @@ class ApiServer {
   std::string address() const;  // "127.0.0.1:PORT" or "[::1]:PORT"
   std::string url() const;      // "http://" + address()
 
+  // Serve on one more socket, already bound and listening: the lab gives the
+  // server a socket made inside each node's network namespace, so agents
+  // there reach it at their own 127.0.0.1 with no route to the root
+  // namespace. Takes ownership of the fd.
+  Status add_listener(int listen_fd);
+
   Store& store();
   Faults& faults();
   ContinueTokens& continue_tokens();

@@ -300,6 +300,10 @@ Result<std::unique_ptr<Server>> Server::listen(const sockaddr_storage& addr, soc
     close(fd);
     return e;
   }
+  return adopt(fd, std::move(handler));
+}
+
+Result<std::unique_ptr<Server>> Server::adopt(int fd, Handler handler) {
   sockaddr_storage bound{};
   socklen_t blen = sizeof bound;
   getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &blen);

@@ -86,6 +86,9 @@ class Server {
 
   // Bound and listening; connections are accepted once start() is called.
   static Result<std::unique_ptr<Server>> listen(const sockaddr_storage& addr, socklen_t len, Handler handler);
+  // Takes over a socket that is already bound and listening (made, say, in
+  // another network namespace); closes it on failure.
+  static Result<std::unique_ptr<Server>> adopt(int listen_fd, Handler handler);
   void start();
   ~Server();
   Server(const Server&) = delete;

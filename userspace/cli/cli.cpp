@@ -20,6 +20,7 @@
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/service_writer.h"
+#include "cli/lab_cli.h"
 #include "lab/echo.h"
 #include "net/endpoint.h"
 #include "net/netns.h"
@@ -250,13 +251,14 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
 
 // ---- lab tools -------------------------------------------------------------
 
-int probe(const Io& io, const std::string& target, int count, int timeout_ms) {
+int probe(const Io& io, const std::string& target, int count, int timeout_ms, int interval_ms) {
   auto t = net::parse_service(target);
   if (!t) return report(io, t.error());
   lab::ProbeOptions o;
   o.target = *t;
   o.count = count;
   o.timeout = std::chrono::milliseconds(timeout_ms);
+  o.interval = std::chrono::milliseconds(interval_ms);
   return lab::run_probe(o, io.out) == count ? 0 : kExitFailure;
 }
 
@@ -329,16 +331,20 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   echo_cmd->add_option("--port", echo.port, "TCP and UDP port")->capture_default_str();
   echo_cmd->add_option("--exit-after", echo.exit_after_s, "stop after this many seconds (0: never)")
       ->check(CLI::NonNegativeNumber);
+  echo_cmd->add_option("--container", echo.container, "container name, added to every answer");
+  echo_cmd->add_flag("--log-requests", echo.log_requests, "print a line for every request received");
   echo_cmd->callback([&] {
     if (auto st = lab::run_echo_server(echo, out); !st) rc = report(io, st.error());
   });
+  add_lab_commands(*lab_cmd, out, err, rc);
   std::string probe_target;
-  int probe_count = 1, probe_timeout_ms = 1000;
+  int probe_count = 1, probe_timeout_ms = 1000, probe_interval_ms = 0;
   auto* probe_cmd = lab_cmd->add_subcommand("probe", "send requests to an echo server and print who answered");
   probe_cmd->add_option("target", probe_target, "IP:PORT/PROTO")->required();
   probe_cmd->add_option("-c,--count", probe_count, "requests")->check(CLI::Range(1, 100000));
   probe_cmd->add_option("--timeout-ms", probe_timeout_ms, "per request")->check(CLI::Range(1, 60000));
-  probe_cmd->callback([&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms); });
+  probe_cmd->add_option("--interval-ms", probe_interval_ms, "pause between requests")->check(CLI::Range(0, 60000));
+  probe_cmd->callback([&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms, probe_interval_ms); });
 
   apiserver::Options api;
   long api_bookmark_ms = 60000, api_watch_timeout_s = 1800, api_continue_ttl_s = 300;

@@ -10,6 +10,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <sstream>
+#include <thread>
 
 #include "bpf/fd.h"
 
@@ -113,6 +115,17 @@ std::string probe_udp(const net::ServiceAddr& t, std::chrono::milliseconds timeo
 
 }  // namespace
 
+namespace {
+
+std::string reply_for(const EchoServerOptions& o, const std::string& peer, const char* proto, std::ostream& out) {
+  std::string r = echo_reply(o.name, peer);
+  if (!o.container.empty()) r += " container=" + o.container;
+  if (o.log_requests) out << proto << " request from=" << peer << std::endl;
+  return r;
+}
+
+}  // namespace
+
 std::string echo_reply(const std::string& name, const std::string& client) {
   return "pod=" + name + " client=" + client;
 }
@@ -137,7 +150,7 @@ Status run_echo_server(const EchoServerOptions& o, std::ostream& out) {
       socklen_t len = sizeof peer;
       UniqueFd c(accept4(tcp->get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));
       if (c.valid()) {
-        std::string r = echo_reply(o.name, peer_string(peer)) + "\n";
+        std::string r = reply_for(o, peer_string(peer), "tcp", out) + "\n";
         (void)!write(c.get(), r.data(), r.size());
         shutdown(c.get(), SHUT_WR);
       }
@@ -148,7 +161,7 @@ Status run_echo_server(const EchoServerOptions& o, std::ostream& out) {
       socklen_t len = sizeof peer;
       ssize_t n = recvfrom(udp->get(), buf, sizeof buf, 0, reinterpret_cast<sockaddr*>(&peer), &len);
       if (n >= 0) {
-        std::string r = echo_reply(o.name, peer_string(peer)) + "\n";
+        std::string r = reply_for(o, peer_string(peer), "udp", out) + "\n";
         sendto(udp->get(), r.data(), r.size(), 0, reinterpret_cast<sockaddr*>(&peer), len);
       }
     }
@@ -169,9 +182,38 @@ int run_probe(const ProbeOptions& o, std::ostream& out) {
     } else {
       out << i << " " << r << "\n";
     }
+    if (o.interval.count() > 0 && i + 1 < o.count) {
+      out.flush();
+      std::this_thread::sleep_for(o.interval);
+    }
   }
   out.flush();
   return answered;
+}
+
+std::vector<ProbeAnswer> parse_probe_output(const std::string& text) {
+  std::vector<ProbeAnswer> rs;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream l(line);
+    std::string n, status, word;
+    if (!(l >> n >> status) || n.find_first_not_of("0123456789") != std::string::npos) continue;
+    ProbeAnswer r;
+    r.line = line;
+    r.ok = status == "ok";
+    while (l >> word) {
+      auto eq = word.find('=');
+      if (eq == std::string::npos) continue;
+      std::string k = word.substr(0, eq), v = word.substr(eq + 1);
+      if (k == "from") r.from = v;
+      if (k == "pod") r.pod = v;
+      if (k == "client") r.client = v;
+      if (k == "container") r.container = v;
+    }
+    rs.push_back(r);
+  }
+  return rs;
 }
 
 }  // namespace kpx::lab

@@ -1,0 +1,235 @@
+#include "lab/daemon.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include "apiserver/apiserver.h"
+#include "apiserver/store.h"
+#include "k8s/client.h"
+#include "lab/cgroup.h"
+#include "lab/kubelet.h"
+#include "lab/plan.h"
+#include "lab/proc.h"
+#include "lab/state.h"
+#include "lab/workload.h"
+#include "log/log.h"
+#include "net/netns.h"
+
+namespace kpx::lab {
+
+namespace {
+
+using apiserver::Json;
+
+// A listening TCP socket on 127.0.0.1:port inside netns. A socket keeps the
+// namespace it was made in, whichever namespace its owner moves to.
+Result<int> listen_in_netns(const std::string& netns, int port) {
+  auto scope = net::NetnsScope::enter(netns);
+  if (!scope) return scope.error();
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return system_error(std::string("socket: ") + std::strerror(errno));
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 128) != 0) {
+    Error e = system_error("listen on 127.0.0.1:" + std::to_string(port) + " in " + netns + ": " +
+                           std::strerror(errno));
+    close(fd);
+    return e;
+  }
+  return fd;
+}
+
+// The cluster DNS's socket: UDP 0.0.0.0:53 inside the DNS pod's namespace.
+Result<int> udp_socket_in_netns(const std::string& netns, int port) {
+  auto scope = net::NetnsScope::enter(netns);
+  if (!scope) return scope.error();
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return system_error(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    Error e = system_error("bind UDP port " + std::to_string(port) + " in " + netns + ": " + std::strerror(errno));
+    close(fd);
+    return e;
+  }
+  return fd;
+}
+
+// One `kpx agent` per node, restarted if it exits (as a DaemonSet would).
+class Agents {
+ public:
+  Agents(const LabPlan& plan, const std::string& kpx, const std::string& cgroup_root)
+      : plan_(plan), kpx_(kpx), cgroup_root_(cgroup_root) {}
+  ~Agents() { stop(); }
+
+  Status start_all() {
+    for (const auto& n : plan_.nodes) KPX_TRY(start(n));
+    watcher_ = std::thread([this] { supervise(); });
+    return {};
+  }
+
+  void stop() {
+    if (stopping_.exchange(true)) return;
+    if (watcher_.joinable()) watcher_.join();
+    std::lock_guard lock(mu_);
+    for (auto& [node, pid] : pids_) terminate(pid, 5000);
+    pids_.clear();
+  }
+
+ private:
+  Status start(const NodePlan& n) {
+    auto cg = make_cgroup(plan_.cgroup_name() + "/agent-" + n.name);
+    if (!cg) return cg.error();
+    SpawnOptions so;
+    so.argv = {kpx_,
+               "agent",
+               "--master",
+               "http://127.0.0.1:" + std::to_string(kNodeApiPort),
+               "--hostname-override",
+               n.name,
+               "--pin-dir",
+               n.pin_dir,
+               "--pod-interfaces",
+               "veth*",
+               "--hairpin-snat-ip",
+               n.pod_gateway,
+               "--cluster-cidr",
+               kClusterCidr,
+               "--healthz-bind-address",
+               "127.0.0.1:10256",
+               "--metrics-bind-address",
+               "127.0.0.1:10249"};
+    so.netns = n.netns;
+    so.cgroup = *cg;
+    so.log_file = plan_.state_dir() + "/agent-" + n.name + ".log";
+    auto pid = spawn(so);
+    if (!pid) return pid.error();
+    std::lock_guard lock(mu_);
+    pids_[n.name] = *pid;
+    return {};
+  }
+
+  void supervise() {
+    while (!stopping_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      std::vector<std::string> dead;
+      {
+        std::lock_guard lock(mu_);
+        for (auto& [node, pid] : pids_)
+          if (waitpid(pid, nullptr, WNOHANG) == pid) dead.push_back(node);
+      }
+      for (const auto& node : dead) {
+        if (stopping_) break;
+        kpx::log::warning("lab: the agent of " + node + " exited; restarting it");
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        if (auto st = start(*plan_.node(node)); !st) kpx::log::error("lab: " + st.error().message);
+      }
+    }
+  }
+
+  const LabPlan& plan_;
+  std::string kpx_, cgroup_root_;
+  std::mutex mu_;
+  std::map<std::string, pid_t> pids_;
+  std::atomic<bool> stopping_{false};
+  std::thread watcher_;
+};
+
+}  // namespace
+
+Status run_daemon(const DaemonOptions& o) {
+  sigset_t set, old;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, &old);
+
+  LabPlan plan = plan_lab(o.name, o.nodes);
+  apiserver::Options ao;
+  ao.listen = "127.0.0.1:" + std::to_string(o.api_port);
+  ao.bookmark_interval = std::chrono::seconds(5);
+  auto api = apiserver::ApiServer::start(ao);
+  if (!api) return api.error();
+  for (const auto& n : plan.nodes) {
+    auto fd = listen_in_netns(n.netns, kNodeApiPort);
+    if (!fd) return fd.error();
+    KPX_TRY((*api)->add_listener(*fd));
+  }
+  apiserver::Store& store = (*api)->store();
+  k8s::ClientConfig cc;
+  cc.server = (*api)->url();
+  auto client = k8s::Client::create(cc);
+  if (!client) return client.error();
+  KPX_TRY(create_all(**client, cluster_objects(plan)));
+
+  auto pods_cg = make_cgroup(plan.cgroup_name() + "/pods");
+  if (!pods_cg) return pods_cg.error();
+  KubeletOptions ko;
+  ko.plan = plan;
+  ko.kpx_binary = o.kpx_binary;
+  ko.pods_cgroup = *pods_cg;
+  ko.log_dir = plan.state_dir();
+  ko.dns_container = [&store](const std::string& netns) -> Result<InProcessContainer> {
+    auto fd = udp_socket_in_netns(netns, 53);
+    if (!fd) return fd.error();
+    (void)store;  // TEMPORARY until the DNS server lands
+    return InProcessContainer(new int(*fd), [](void* p) {
+      close(*static_cast<int*>(p));
+      delete static_cast<int*>(p);
+    });
+  };
+  auto kubelet = Kubelet::start(store, ko);
+  if (!kubelet) return kubelet.error();
+
+  // The internet's one host: an echo server that logs who reached it.
+  auto inet_cg = make_cgroup(plan.cgroup_name() + "/internet");
+  if (!inet_cg) return inet_cg.error();
+  SpawnOptions inet;
+  inet.argv = {o.kpx_binary, "lab", "echo-server", "--name", "internet", "--port", "8080", "--log-requests"};
+  inet.netns = plan.internet_ns;
+  inet.cgroup = *inet_cg;
+  inet.log_file = plan.state_dir() + "/internet.log";
+  auto inet_pid = spawn(inet);
+  if (!inet_pid) return inet_pid.error();
+
+  auto root = cgroup2_root();
+  if (!root) return root.error();
+  Agents agents(plan, o.kpx_binary, *root);
+  KPX_TRY(agents.start_all());
+  KPX_TRY(create_all(**client, default_workload(plan, o.pods_per_node)));
+
+  LabState st;
+  st.name = o.name;
+  st.nodes = o.nodes;
+  st.pods_per_node = o.pods_per_node;
+  st.api_port = (*api)->port();
+  st.daemon_pid = getpid();
+  KPX_TRY(write_state(st));
+  kpx::log::info("lab " + o.name + ": API server on " + (*api)->address());
+
+  int sig = 0;
+  sigwait(&set, &sig);
+  kpx::log::info("lab " + o.name + ": stopping");
+  agents.stop();
+  (*kubelet)->stop();
+  terminate(*inet_pid, 1000);
+  (*api)->stop();
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  return {};
+}
+
+}  // namespace kpx::lab

@@ -1,0 +1,326 @@
+#include "lab/demo.h"
+
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "k8s/client.h"
+#include "lab/echo.h"
+#include "lab/lab.h"
+#include "lab/plan.h"
+#include "lab/proc.h"
+#include "lab/state.h"
+#include "lab/workload.h"
+
+namespace kpx::lab {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+class Demo {
+ public:
+  Demo(std::string name, std::ostream& out) : name_(std::move(name)), out_(out) {}
+
+  Status run();
+
+ private:
+  Status connect();
+  // `kpx lab exec TARGET -- argv...`: the same path a user takes.
+  RunResult exec(const std::string& target, const std::vector<std::string>& argv);
+  std::vector<ProbeAnswer> probe(const std::string& from, const std::string& target, int count,
+                                 int interval_ms = 0, int timeout_ms = 1000);
+  Result<json> get(const std::string& path);
+  std::string pod_ip(const std::string& pod);
+  std::string cluster_ip(const std::string& ns, const std::string& svc);
+  Status wait_ready(const std::vector<std::string>& pods, std::chrono::seconds limit);
+  Status wait_answers(const std::string& from, const std::string& target, size_t backends);
+  void heading(const std::string& title, const std::string& what);
+  std::string by_pod(const std::vector<ProbeAnswer>& answers);
+  Status check(bool ok, const std::string& failure);
+
+  Status container_to_container();
+  Status pod_to_pod();
+  Status pod_to_service();
+  Status hairpin();
+  Status discovery();
+  Status scaling();
+  Status internet();
+
+  std::string name_;
+  std::ostream& out_;
+  std::unique_ptr<k8s::Client> client_;
+  int step_ = 0;
+};
+
+Status Demo::connect() {
+  auto st = read_state(name_);
+  if (!st) return st.error();
+  k8s::ClientConfig cc;
+  cc.server = "http://127.0.0.1:" + std::to_string(st->api_port);
+  auto c = k8s::Client::create(cc);
+  if (!c) return c.error();
+  client_ = std::move(*c);
+  return {};
+}
+
+RunResult Demo::exec(const std::string& target, const std::vector<std::string>& argv) {
+  std::vector<std::string> full = {self_executable(), "lab", "exec", "--name", name_, target, "--"};
+  full.insert(full.end(), argv.begin(), argv.end());
+  auto r = lab::run(full);
+  return r ? *r : RunResult{-1, r.error().message};
+}
+
+std::vector<ProbeAnswer> Demo::probe(const std::string& from, const std::string& target, int count, int interval_ms,
+                                     int timeout_ms) {
+  auto r = exec(from, {self_executable(), "lab", "probe", target, "--count", std::to_string(count), "--timeout-ms",
+                       std::to_string(timeout_ms), "--interval-ms", std::to_string(interval_ms)});
+  return parse_probe_output(r.out);
+}
+
+Result<json> Demo::get(const std::string& path) {
+  auto r = client_->get(path);
+  if (!r) return r.error().to_error();
+  return *r;
+}
+
+std::string Demo::pod_ip(const std::string& pod) {
+  auto p = get("/api/v1/namespaces/default/pods/" + pod);
+  return p && (*p).contains("status") ? (*p)["status"].value("podIP", "") : "";
+}
+
+std::string Demo::cluster_ip(const std::string& ns, const std::string& svc) {
+  auto s = get("/api/v1/namespaces/" + ns + "/services/" + svc);
+  return s ? (*s)["spec"].value("clusterIP", "") : "";
+}
+
+Status Demo::wait_ready(const std::vector<std::string>& pods, std::chrono::seconds limit) {
+  auto deadline = Clock::now() + limit;
+  for (const auto& p : pods)
+    while (pod_ip(p).empty()) {
+      if (Clock::now() > deadline) return system_error("pod " + p + " did not become ready");
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  return {};
+}
+
+// Until the agents have every backend: probes answered by `backends` pods.
+Status Demo::wait_answers(const std::string& from, const std::string& target, size_t backends) {
+  auto deadline = Clock::now() + std::chrono::seconds(10);
+  std::set<std::string> seen;
+  while (Clock::now() < deadline) {
+    for (const auto& a : probe(from, target, 10, 0, 300))
+      if (a.ok) seen.insert(a.pod);
+    if (seen.size() >= backends) return {};
+  }
+  return system_error("only " + std::to_string(seen.size()) + " of " + std::to_string(backends) + " backends of " +
+                      target + " answered");
+}
+
+void Demo::heading(const std::string& title, const std::string& what) {
+  out_ << "\n" << ++step_ << ". " << title << "\n   " << what << "\n";
+}
+
+std::string Demo::by_pod(const std::vector<ProbeAnswer>& answers) {
+  std::map<std::string, int> n;
+  int failed = 0;
+  for (const auto& a : answers) a.ok ? ++n[a.pod] : ++failed;
+  std::string s;
+  for (const auto& [pod, c] : n) s += " " + pod + "×" + std::to_string(c);
+  if (failed) s += " failed×" + std::to_string(failed);
+  return s;
+}
+
+Status Demo::check(bool ok, const std::string& failure) {
+  if (ok) return {};
+  out_ << "   FAILED: " << failure << "\n";
+  return system_error(failure);
+}
+
+Status Demo::container_to_container() {
+  heading("Container to container, over localhost",
+          "pod 'duo' runs two containers (echo on 8080, sidecar on 9090) in one network namespace");
+  auto a = probe("duo", "127.0.0.1:9090/tcp", 1);
+  auto b = probe("duo", "127.0.0.1:8080/udp", 1);
+  bool ok = a.size() == 1 && a[0].ok && a[0].container == "sidecar" && b.size() == 1 && b[0].ok &&
+            b[0].container == "echo";
+  if (ok) {
+    out_ << "   duo → 127.0.0.1:9090/tcp: answered by pod=" << a[0].pod << " container=" << a[0].container
+         << ", which saw client " << a[0].client << "\n";
+    out_ << "   duo → 127.0.0.1:8080/udp: answered by pod=" << b[0].pod << " container=" << b[0].container << "\n";
+  }
+  return check(ok, "container-to-container over localhost did not answer as expected");
+}
+
+Status Demo::pod_to_pod() {
+  std::string same = pod_ip("echo-1-2"), other = pod_ip("echo-2-1"), me = pod_ip("echo-1-1");
+  heading("Pod to pod on one node",
+          "echo-1-1 (" + me + ") → echo-1-2 (" + same + "): through node1's cbr0 bridge, no NAT");
+  auto a = probe("echo-1-1", same + ":8080/tcp", 1);
+  bool ok = a.size() == 1 && a[0].ok && a[0].pod == "echo-1-2" && a[0].client_ip() == me;
+  if (ok) out_ << "   answered by " << a[0].pod << ", which saw the client as " << a[0].client << "\n";
+  KPX_TRY(check(ok, "pod to pod on one node"));
+  heading("Pod to pod across nodes", "echo-1-1 (" + me + ") → echo-2-1 (" + other +
+                                         "): cbr0 → node1 → fabric → node2 (host-gw route) → cbr0, no NAT");
+  auto b = probe("echo-1-1", other + ":8080/tcp", 1);
+  ok = b.size() == 1 && b[0].ok && b[0].pod == "echo-2-1" && b[0].client_ip() == me;
+  if (ok) out_ << "   answered by " << b[0].pod << ", which saw the client as " << b[0].client << "\n";
+  return check(ok, "pod to pod across nodes");
+}
+
+Status Demo::pod_to_service() {
+  std::string vip = cluster_ip("default", "echo"), me = pod_ip("echo-1-1");
+  for (const char* proto : {"tcp", "udp"}) {
+    heading(std::string("Pod to Service (ClusterIP, ") + proto + ")",
+            "echo-1-1 → service echo " + vip + ":80/" + proto + "; kpx on node1's pod veth picks a backend (DNAT)");
+    auto a = probe("echo-1-1", vip + ":80/" + proto, 30);
+    std::set<std::string> nodes;
+    bool all_ok = !a.empty(), reply_from_vip = true;
+    for (const auto& r : a) {
+      all_ok &= r.ok;
+      if (r.ok) nodes.insert(r.pod.substr(0, r.pod.rfind('-')));
+      reply_from_vip &= !r.ok || r.from == vip + ":80";
+    }
+    out_ << "   30 requests:" << by_pod(a) << "\n   replies came from " << vip
+         << ":80 (reverse NAT on the way back)" << (reply_from_vip ? "" : " — NOT ALL") << "\n";
+    KPX_TRY(check(all_ok && nodes.size() >= 2 && reply_from_vip,
+                  std::string("pod to Service over ") + proto + ": not every request answered from both nodes"));
+  }
+  return {};
+}
+
+Status Demo::hairpin() {
+  std::string vip = cluster_ip("default", "loner"), me = pod_ip("loner");
+  heading("Hairpin: a pod reaching itself through its own Service",
+          "loner (" + me + ") → service loner " + vip + ":80/tcp, whose only backend is loner");
+  auto a = probe("loner", vip + ":80/tcp", 3);
+  bool ok = a.size() == 3;
+  for (const auto& r : a) ok &= r.ok && r.pod == "loner" && r.client_ip() != me;
+  if (ok)
+    out_ << "   answered by " << a[0].pod << ", which saw the client as " << a[0].client
+         << " (source NAT to node1's hairpin address, so the reply comes back through kpx)\n";
+  return check(ok, "hairpin");
+}
+
+Status Demo::discovery() {
+  heading("Service discovery by environment", "kpx lab exec gives pods <SVC>_SERVICE_HOST/PORT as the kubelet does");
+  auto env = exec("echo-2-1", {"sh", "-c", "echo $ECHO_SERVICE_HOST:$ECHO_SERVICE_PORT"});
+  std::string hostport = env.out.substr(0, env.out.find('\n'));
+  out_ << "   in echo-2-1: ECHO_SERVICE_HOST:ECHO_SERVICE_PORT = " << hostport << "\n";
+  KPX_TRY(check(hostport == cluster_ip("default", "echo") + ":80", "env discovery: got '" + hostport + "'"));
+  auto a = probe("echo-2-1", hostport + "/tcp", 1);
+  KPX_TRY(check(a.size() == 1 && a[0].ok, "probe of the env's address"));
+  out_ << "   probe " << hostport << "/tcp: answered by " << a[0].pod << "\n";
+
+  heading("Service discovery by DNS",
+          std::string("glibc's resolver in the pod asks kube-dns at ") + kDnsServiceIp +
+              ":53/udp, itself a ClusterIP Service behind kpx");
+  for (const std::string& n : {std::string("echo.default.svc.cluster.local"), std::string("echo"),
+                               std::string("kube-dns.kube-system")}) {
+    auto r = exec("echo-2-1", {"getent", "hosts", n});
+    std::string ip = r.out.substr(0, r.out.find_first_of(" \t\n"));
+    out_ << "   getent hosts " << n << " → " << (r.status == 0 ? ip : "(no answer)") << "\n";
+    std::string want = n.rfind("kube-dns", 0) == 0 ? kDnsServiceIp : cluster_ip("default", "echo");
+    KPX_TRY(check(r.status == 0 && ip == want, "DNS lookup of " + n + ": " + r.out));
+  }
+  auto nx = exec("echo-2-1", {"getent", "hosts", "nosuch.default.svc.cluster.local"});
+  out_ << "   getent hosts nosuch.default.svc.cluster.local → " << (nx.status == 2 ? "not found" : "?") << "\n";
+  return check(nx.status == 2, "an unknown name should not resolve");
+}
+
+Status Demo::scaling() {
+  std::string vip = cluster_ip("default", "echo");
+  heading("Scaling a Service while a client loops",
+          "echo-1-1 sends a request every 20 ms to " + vip + ":80/tcp while pods are added, then deleted "
+          "(graceful: terminating endpoints leave the Service before their pods stop)");
+  std::vector<ProbeAnswer> answers;
+  std::thread loop([&] { answers = probe("echo-1-1", vip + ":80/tcp", 250, 20, 1000); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  std::vector<json> extra;
+  for (int i = 1; i <= 2; ++i) extra.push_back(echo_pod("echo-extra-" + std::to_string(i), "default", {{"app", "echo"}}, "", {8080}));
+  Status st = create_all(*client_, extra);
+  if (st) st = wait_ready({"echo-extra-1", "echo-extra-2"}, std::chrono::seconds(10));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  out_ << "   scaled up: echo-extra-1, echo-extra-2 added\n";
+  for (const std::string p : {"echo-extra-1", "echo-extra-2", "echo-2-3"})
+    if (st) {
+      auto r = client_->send("DELETE", "/api/v1/namespaces/default/pods/" + p, nullptr);
+      if (!r) st = r.error().to_error();
+    }
+  out_ << "   scaled down: echo-extra-1, echo-extra-2, echo-2-3 deleted\n";
+  loop.join();
+  KPX_TRY(st);
+  int failed = 0;
+  std::set<std::string> extras_seen;
+  for (const auto& a : answers) {
+    failed += !a.ok;
+    if (a.ok && a.pod.rfind("echo-extra", 0) == 0) extras_seen.insert(a.pod);
+  }
+  out_ << "   " << answers.size() << " requests:" << by_pod(answers) << "\n";
+  return check(answers.size() == 250 && failed == 0 && extras_seen.size() == 2,
+               std::to_string(failed) + " requests failed while scaling (or the new pods never answered)");
+}
+
+Status Demo::internet() {
+  heading("Pod to the internet",
+          std::string("echo-1-1 → ") + kInternetIp + ":8080/udp: node1 → gateway → internet");
+  std::string log = plan_lab(name_, 0).state_dir() + "/internet.log";
+  auto a = probe("echo-1-1", std::string(kInternetIp) + ":8080/udp", 1, 0, 500);
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  std::ifstream f(log);
+  std::string line, last;
+  while (std::getline(f, line))
+    if (line.find("request from=") != std::string::npos) last = line;
+  std::string from = last.substr(last.find("from=") + 5);
+  std::string me = pod_ip("echo-1-1");
+  out_ << "   the internet host received the request from " << (from.empty() ? "(nothing)" : from)
+       << "; the reply " << (a.size() == 1 && a[0].ok ? "came back" : "never came back") << "\n"
+       << "   PENDING: masquerading (SNAT to the node's address) comes with the north-south issue; without it\n"
+       << "   the internet has no route back to a pod address, as on the real internet.\n";
+  return check(from.rfind(me + ":", 0) == 0, "the internet host did not see the pod's request");
+}
+
+Status Demo::run() {
+  KPX_TRY(connect());
+  // The demo's own objects, beside the default `echo` workload.
+  std::vector<json> objs = {echo_pod("duo", "default", {{"app", "duo"}}, "node1", {8080, 9090}),
+                            echo_pod("loner", "default", {{"app", "loner"}}, "node1", {8080})};
+  objs.push_back({{"apiVersion", "v1"},
+                  {"kind", "Service"},
+                  {"metadata", {{"name", "loner"}, {"namespace", "default"}}},
+                  {"spec",
+                   {{"selector", {{"app", "loner"}}},
+                    {"ports", json::array({{{"port", 80}, {"targetPort", 8080}, {"protocol", "TCP"}}})}}}});
+  KPX_TRY(create_all(*client_, objs));
+  KPX_TRY(wait_ready({"duo", "loner"}, std::chrono::seconds(10)));
+  KPX_TRY(wait_answers("echo-1-1", cluster_ip("default", "echo") + ":80/tcp", 6));
+  for (auto step : {&Demo::container_to_container, &Demo::pod_to_pod, &Demo::pod_to_service, &Demo::hairpin,
+                    &Demo::discovery, &Demo::scaling, &Demo::internet})
+    KPX_TRY((this->*step)());
+  return {};
+}
+
+}  // namespace
+
+Status lab_demo(const std::string& name, bool keep, std::ostream& out) {
+  LabSpec spec;
+  spec.name = name;
+  KPX_TRY(lab_up(spec, 0, out));
+  out << "\nkpx lab status --name " << name << "\n";
+  (void)lab_status(name, out);
+  Demo demo(name, out);
+  Status st = demo.run();
+  out << "\n" << (st ? "every path worked" : "a path FAILED: " + st.error().message) << "\n";
+  if (!keep) {
+    if (auto down = lab_down(name, out); !down && st) st = down;
+  } else {
+    out << "the lab is still running: kpx lab status --name " << name << "; kpx lab down --name " << name << "\n";
+  }
+  return st;
+}
+
+}  // namespace kpx::lab
