@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -408,6 +409,9 @@ void Kubelet::stop() {
     std::lock_guard lock(impl_->mu);
     for (auto& [k, rp] : impl_->running) left.push_back(rp);
   }
+  // Signal every container first, then wait for each: pods stop together.
+  for (auto& rp : left)
+    for (pid_t pid : rp->pids) kill(pid, SIGTERM);
   for (auto& rp : left) impl_->stop_now(*rp, 500);
 }
 
