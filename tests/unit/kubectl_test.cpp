@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -173,6 +174,59 @@ TEST_F(KubectlTest, LabelAndWatch) {
   EXPECT_EQ(second.rfind("DELETED    default     web", 0), 0u) << watched.out;
 }
 
+TEST_F(KubectlTest, DeletePodWaitsUntilTheKubeletRemovesIt) {
+  start();
+  std::string manifest = dir_ + "/pods.yaml";
+  std::ofstream(manifest) << R"(apiVersion: v1
+kind: Pod
+metadata: {name: web-0, namespace: default, labels: {app: web}}
+spec: {nodeName: node-1, containers: [{name: echo, image: kpx}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, namespace: default, labels: {app: web}}
+spec: {nodeName: node-1, containers: [{name: echo, image: kpx}]}
+)";
+  auto r = kubectl("create --validate=false -f " + manifest);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "pod/web-0 created\npod/web-1 created\n");
+  const ResourceType* pods = find_resource("", "v1", "pods");
+  auto terminating = [&](const std::string& name) {
+    auto p = server_->store().get(*pods, ObjectKey{"default", name});
+    return p.ok() && (**p)["metadata"].contains("deletionTimestamp");
+  };
+
+  // --wait=false: answered at once, the Pod left terminating.
+  r = kubectl("delete pod web-1 -n default --wait=false");
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out, "pod \"web-1\" deleted\n");
+  EXPECT_TRUE(terminating("web-1"));
+
+  // kubectl waits for the Pod to be gone...
+  std::atomic<bool> done = false;
+  KubectlRun waited;
+  std::thread deleter([&] {
+    waited = kubectl("delete pod web-0 -n default --timeout=30s");
+    done = true;
+  });
+  for (int i = 0; i < 250 && !terminating("web-0"); ++i) std::this_thread::sleep_for(20ms);
+  ASSERT_TRUE(terminating("web-0"));
+  r = kubectl("get pods -n default");
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("Terminating"), std::string::npos) << r.out;
+  std::this_thread::sleep_for(500ms);
+  EXPECT_FALSE(done) << "kubectl delete returned while the Pod was still terminating: " << waited.out;
+  // ...until it is removed with grace period 0 (as the kubelet does once the
+  // containers are gone; here kubectl --force sends the same DeleteOptions).
+  r = kubectl("delete pod web-0 -n default --grace-period=0 --force");
+  EXPECT_EQ(r.status, 0) << r.err;
+  deleter.join();
+  EXPECT_EQ(waited.status, 0) << waited.err;
+  EXPECT_EQ(waited.out, "pod \"web-0\" deleted\n");
+  EXPECT_FALSE(server_->store().get(*pods, ObjectKey{"default", "web-0"}).ok());
+  EXPECT_TRUE(terminating("web-1"));
+}
+
 // ---- the `kpx apiserver` command ---------------------------------------------------
 
 // `kpx apiserver ...` in the background with its stdout on a pipe; SIGTERM on
@@ -249,6 +303,29 @@ TEST_F(KubectlTest, KpxApiserverCommandServesKubectl) {
   EXPECT_NE(r.out.find("kube-system"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("Active"), std::string::npos) << r.out;
   EXPECT_EQ(p.terminate(), 0);
+}
+
+TEST_F(KubectlTest, KpxApiserverAllocatesClusterIps) {
+  KpxProcess p({"apiserver", "--listen", "127.0.0.1:0", "--service-cluster-ip-range", "10.97.0.0/24"});
+  std::string line = p.first_line(5s);
+  ASSERT_EQ(line.rfind("listening on 127.0.0.1:", 0), 0u) << "got: '" << line << "'";
+  std::string url = "http://" + line.substr(std::string("listening on ").size());
+  std::ofstream(dir_ + "/svc.yaml") << "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
+                                       "spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n";
+  auto r = kubectl("create --validate=false -f " + dir_ + "/svc.yaml", url);
+  ASSERT_EQ(r.status, 0) << r.err;
+  r = kubectl("get service web -o jsonpath={.spec.clusterIP}", url);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("10.97.0.", 0), 0u) << r.out;
+  EXPECT_EQ(p.terminate(), 0);
+}
+
+TEST(KpxApiserverCommand, RefusesABadServiceRange) {
+  std::vector<const char*> args = {"kpx", "apiserver", "--service-cluster-ip-range", "10.96.0.0/33"};
+  std::ostringstream out, err;
+  int rc = cli::run(static_cast<int>(args.size()), args.data(), out, err);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(err.str().find("invalid service cluster IP range '10.96.0.0/33'"), std::string::npos) << err.str();
 }
 
 TEST(KpxApiserverCommand, RefusesNonLoopbackAddresses) {

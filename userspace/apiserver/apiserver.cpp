@@ -8,6 +8,7 @@
 #include <mutex>
 #include <vector>
 
+#include "apiserver/cluster_ip.h"
 #include "apiserver/continue_token.h"
 #include "apiserver/discovery.h"
 #include "apiserver/faults.h"
@@ -106,6 +107,7 @@ struct ApiServer::Impl {
   Faults faults;
   ObjectHandlers objects;
   WatchHandler watches;
+  std::unique_ptr<ServiceIpAllocator> service_ips;  // null without a range
   std::string address;
   std::unique_ptr<http::Server> server;
   std::mutex extra_mu;
@@ -170,6 +172,16 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(const Options& o) {
     len = sizeof *s4;
   }
   auto impl = std::make_unique<Impl>(o);
+  if (!o.service_cluster_ip_range.empty()) {
+    auto ips = ServiceIpAllocator::create(o.service_cluster_ip_range);
+    if (!ips) return ips.error();
+    ServiceIpAllocator* a = ips->get();
+    impl->service_ips = std::move(*ips);
+    const ResourceType* services = find_resource("", "v1", "services");
+    impl->store.set_hooks(*services, TypeHooks{[a](Json& svc) { return a->on_create(svc); },
+                                               [a](const Json& cur, Json& next) { return a->on_update(cur, next); },
+                                               [a](const Json& svc) { a->on_remove(svc); }});
+  }
   seed_namespaces(impl->store);
   Impl* raw = impl.get();
   auto server = http::Server::listen(

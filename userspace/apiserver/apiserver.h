@@ -28,6 +28,9 @@ struct Options {
   std::chrono::milliseconds continue_ttl{std::chrono::minutes(5)};
   bool split_watch_chunks = true;  // chunk boundaries not aligned with events
   uint64_t chunk_seed = 1;         // makes the splitting reproducible
+  // "10.96.0.0/16": Services get ClusterIPs from this IPv4 range as from a
+  // real server (cluster_ip.h). Empty: no allocation, clusterIPs stored as sent.
+  std::string service_cluster_ip_range;
 };
 
 struct ListenAddress {

@@ -15,7 +15,8 @@ if("userspace/cli/cli.cpp" IN_LIST KPX_CORE_SOURCES)
 endif()
 target_link_libraries(kpx PRIVATE kpx_apiserver)
 
-kpx_test(kpx_apiserver_tests unit tests/unit/apiserver_test.cpp tests/unit/kubectl_test.cpp)
+kpx_test(kpx_apiserver_tests unit tests/unit/apiserver_test.cpp tests/unit/kubectl_test.cpp
+  tests/unit/apiserver_registry_test.cpp)
 if(TARGET kpx_apiserver_tests)
   # kubectl_test also runs the CLI in-process (cli::run).
   target_link_libraries(kpx_apiserver_tests PRIVATE kpx_apiserver $<TARGET_NAME_IF_EXISTS:kpx_cli>)

@@ -1,7 +1,6 @@
 #include "apiserver/handlers.h"
 
-#include <random>
-
+#include "apiserver/graceful_delete.h"
 #include "apiserver/media.h"
 #include "apiserver/strategy.h"
 #include "apiserver/table.h"
@@ -29,16 +28,6 @@ Json normalized(const ResourceType& t, const Json& body) {
   for (const auto& [k, v] : body.items())
     if (k != "kind" && k != "apiVersion" && k != "metadata") out[k] = v;
   return out;
-}
-
-std::string random_suffix() {
-  static std::mutex mu;
-  static std::mt19937 rng{std::random_device{}()};
-  static const char kChars[] = "bcdfghjklmnpqrstvwxz2456789";
-  std::lock_guard lk(mu);
-  std::string s;
-  for (int i = 0; i < 5; ++i) s.push_back(kChars[rng() % (sizeof kChars - 1)]);
-  return s;
 }
 
 ApiResult<Json> parse_body(const http::Request& req) {
@@ -180,7 +169,7 @@ http::Response ObjectHandlers::create(const ResourcePath& path, const http::Requ
   Json obj = normalized(t, *body);
   Json& meta = obj["metadata"];
   if (string_at(meta, "name").empty() && !string_at(meta, "generateName").empty())
-    meta["name"] = string_at(meta, "generateName") + random_suffix();
+    meta["name"] = generate_name(string_at(meta, "generateName"));
   if (meta.contains("name") && !meta["name"].is_string())
     return status_response(bad_request_status("metadata.name must be a string"));
   std::string name = string_at(meta, "name");
@@ -191,7 +180,8 @@ http::Response ObjectHandlers::create(const ResourcePath& path, const http::Requ
   if (is_decimal(rv) && rv.find_first_not_of('0') != std::string::npos)
     return status_response(
         internal_error_status("resourceVersion should not be set on objects to be created"));
-  for (const char* f : {"resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "selfLink"})
+  for (const char* f :
+       {"resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"})
     meta.erase(f);
   prepare_for_create(t, obj);
   auto stored = store_.create(t, std::move(obj));
@@ -259,17 +249,15 @@ http::Response ObjectHandlers::patch(const ResourcePath& path, const http::Reque
 
 http::Response ObjectHandlers::remove(const ResourcePath& path, const http::Request& req) {
   const ResourceType& t = *path.type;
-  DeletePreconditions pre;
-  if (!req.body.empty()) {
-    Json opts = Json::parse(req.body, nullptr, false);
-    if (opts.is_discarded() || !opts.is_object())
-      return status_response(bad_request_status("the DeleteOptions could not be decoded"));
-    if (opts.contains("preconditions") && opts["preconditions"].is_object()) {
-      pre.uid = string_at(opts["preconditions"], "uid");
-      pre.resource_version = string_at(opts["preconditions"], "resourceVersion");
-    }
+  auto opts = parse_delete_options(req);
+  if (!opts) return status_response(opts.error());
+  DeleteDecision graceful;
+  if (t.name == "pods") {
+    auto grace = opts->grace_period_seconds;
+    auto now = std::chrono::system_clock::now();
+    graceful = [grace, now](const Json& pod) { return pod_graceful_delete(pod, grace, now); };
   }
-  auto gone = store_.remove(t, ObjectKey{path.ns, path.name}, pre);
+  auto gone = store_.remove(t, ObjectKey{path.ns, path.name}, opts->preconditions, graceful);
   if (!gone) return status_response(gone.error());
   return object_response(200, t, **gone, req);
 }

@@ -71,7 +71,18 @@ const Store::Objects* Store::find_objects(const ResourceType& t) const {
   return it == objects_.end() ? nullptr : &it->second;
 }
 
+const TypeHooks* Store::hooks_of(const ResourceType& t) const {
+  auto it = hooks_.find(&t);
+  return it == hooks_.end() ? nullptr : &it->second;
+}
+
+void Store::set_hooks(const ResourceType& t, TypeHooks hooks) {
+  std::lock_guard lk(mu_);
+  hooks_[&t] = std::move(hooks);
+}
+
 void Store::record(Event e) {
+  e.time = std::chrono::system_clock::now();
   history_.push_back(std::move(e));
   while (history_.size() > window_) {
     compacted_rv_ = std::max(compacted_rv_, history_.front().rv);
@@ -90,6 +101,8 @@ ApiResult<ObjectPtr> Store::create(const ResourceType& t, Json obj) {
   }
   Objects& objects = objects_of(t);
   if (objects.count(key)) return already_exists_status(t.qualified(), t.group, key.name);
+  if (const TypeHooks* h = hooks_of(t); h && h->on_create)
+    if (auto refused = h->on_create(obj)) return *refused;
   uint64_t rv = ++current_rv_;
   Json& meta = metadata_of(obj);
   meta["uid"] = new_uid();
@@ -122,7 +135,9 @@ ApiResult<ObjectPtr> Store::update(const ResourceType& t, const ObjectKey& key, 
   auto found = cur.find("metadata");
   const Json& cur_meta = found != cur.end() && found->is_object() ? *found : kNoMeta;
   Json& meta = metadata_of(obj);
-  for (const char* f : {"uid", "creationTimestamp", "resourceVersion", "name", "namespace"}) {
+  // Deletion is marked by DELETE only, never by an update.
+  for (const char* f : {"uid", "creationTimestamp", "resourceVersion", "name", "namespace", "deletionTimestamp",
+                        "deletionGracePeriodSeconds"}) {
     auto it = cur_meta.find(f);
     if (it != cur_meta.end()) {
       meta[f] = *it;
@@ -130,24 +145,30 @@ ApiResult<ObjectPtr> Store::update(const ResourceType& t, const ObjectKey& key, 
       meta.erase(f);
     }
   }
-  if (obj == cur) return it->second;
+  if (const TypeHooks* h = hooks_of(t); h && h->on_update)
+    if (auto refused = h->on_update(cur, obj)) return *refused;
+  return replace_locked(t, it, std::move(obj));
+}
+
+ObjectPtr Store::replace_locked(const ResourceType& t, Objects::iterator it, Json obj) {
+  if (obj == *it->second) return it->second;
   uint64_t rv = ++current_rv_;
-  meta["resourceVersion"] = rv_string(rv);
+  metadata_of(obj)["resourceVersion"] = rv_string(rv);
   auto stored = std::make_shared<const Json>(std::move(obj));
   ObjectPtr prev = it->second;
   it->second = stored;
-  record(Event{rv, EventType::kModified, &t, key, stored, prev});
-  return ObjectPtr(stored);
+  record(Event{rv, EventType::kModified, &t, it->first, stored, prev});
+  return stored;
 }
 
-ApiResult<ObjectPtr> Store::remove(const ResourceType& t, const ObjectKey& key,
-                                   const DeletePreconditions& pre) {
+ApiResult<ObjectPtr> Store::remove(const ResourceType& t, const ObjectKey& key, const DeletePreconditions& pre,
+                                   const DeleteDecision& decide) {
   std::lock_guard lk(mu_);
-  return remove_locked(t, key, pre);
+  return remove_locked(t, key, pre, decide);
 }
 
 ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey& key,
-                                          const DeletePreconditions& pre) {
+                                          const DeletePreconditions& pre, const DeleteDecision& decide) {
   Objects& objects = objects_of(t);
   auto it = objects.find(key);
   if (it == objects.end()) return not_found_status(t.qualified(), t.group, key.name);
@@ -162,6 +183,8 @@ ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey
                                ") does not match the ResourceVersion in record (" +
                                meta_string(cur, "resourceVersion") +
                                "). The object might have been modified");
+  if (decide)
+    if (auto keep = decide(cur)) return replace_locked(t, it, std::move(*keep));
   if (&t == &namespaces_type()) {
     // What the namespace controller would do, done at once: empty it first.
     for (auto& [type, objs] : objects_) {
@@ -169,7 +192,7 @@ ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey
       std::vector<ObjectKey> inside;
       for (const auto& [k, _] : objs)
         if (k.ns == key.name) inside.push_back(k);
-      for (const auto& k : inside) (void)remove_locked(*type, k, {});
+      for (const auto& k : inside) (void)remove_locked(*type, k, {}, nullptr);
     }
     it = objects.find(key);
   }
@@ -177,6 +200,7 @@ ApiResult<ObjectPtr> Store::remove_locked(const ResourceType& t, const ObjectKey
   ObjectPtr prev = it->second;
   ObjectPtr last = with_rv(*prev, rv);
   objects.erase(it);
+  if (const TypeHooks* h = hooks_of(t); h && h->on_remove) h->on_remove(*prev);
   record(Event{rv, EventType::kDeleted, &t, key, last, prev});
   return last;
 }
@@ -284,6 +308,11 @@ Store::WatchCursor Store::watch_cursor(uint64_t rv) const {
 
 Wake Store::wait(const ResourceType& t, WatchCursor& cursor,
                  std::chrono::steady_clock::time_point until) const {
+  return wait_any({&t}, cursor, until);
+}
+
+Wake Store::wait_any(const std::vector<const ResourceType*>& types, WatchCursor& cursor,
+                     std::chrono::steady_clock::time_point until) const {
   std::unique_lock lk(mu_);
   for (;;) {
     if (stopped_) return Wake{WakeReason::kStopped, {}};
@@ -294,7 +323,7 @@ Wake Store::wait(const ResourceType& t, WatchCursor& cursor,
     auto first = std::upper_bound(history_.begin(), history_.end(), cursor.rv,
                                   [](uint64_t rv, const Event& e) { return rv < e.rv; });
     for (auto e = first; e != history_.end(); ++e)
-      if (e->resource == &t) w.events.push_back(*e);
+      if (std::find(types.begin(), types.end(), e->resource) != types.end()) w.events.push_back(*e);
     // Everything up to now has been looked at: a watch that saw nothing of
     // its type still follows the revision, so compaction driven by other
     // types' changes does not overtake it.

@@ -43,6 +43,7 @@ struct Event {
   ObjectKey key;
   ObjectPtr object;  // the new state; for kDeleted the last state, at the deletion's revision
   ObjectPtr prev;    // the state before; null for kAdded
+  std::chrono::system_clock::time_point time{};  // when the change was made
 };
 
 struct ListPage {
@@ -60,6 +61,24 @@ struct DeletePreconditions {
 // Turns the current object into its next state (or refuses). Runs under the
 // store's lock: quick, and no calls back into the store.
 using Mutation = std::function<ApiResult<Json>(const Json& current)>;
+
+// What a type's registry does beside storing, run under the store's lock
+// once the store's own checks (namespace, existence, preconditions) have
+// passed: ClusterIP allocation, say. Quick, and no calls back into the store.
+struct TypeHooks {
+  // May change the object or refuse it (nothing is stored then).
+  std::function<std::optional<ApiStatus>(Json& obj)> on_create;
+  // Sees the current state and the next one (after the mutation), may change
+  // the next one or refuse the update.
+  std::function<std::optional<ApiStatus>(const Json& current, Json& next)> on_update;
+  // The object has been removed (also by its namespace's deletion).
+  std::function<void(const Json& last)> on_remove;
+};
+
+// Graceful deletion: sees the current object (the preconditions having
+// held) and returns the state to keep it in (terminating), or nullopt to
+// remove it now. Runs under the store's lock, like a Mutation.
+using DeleteDecision = std::function<std::optional<Json>(const Json& current)>;
 
 // Why Store::wait returned.
 enum class WakeReason { kEvents, kTimeout, kStopped, kDropped, kExpired, kTooOld };
@@ -79,14 +98,21 @@ class Store {
   // uid, creationTimestamp, name and namespace are kept whatever mutate
   // returns; an unchanged object is not a change (no new revision, no event).
   ApiResult<ObjectPtr> update(const ResourceType& t, const ObjectKey& key, const Mutation& mutate);
-  // Deleting a Namespace deletes everything in it first.
-  ApiResult<ObjectPtr> remove(const ResourceType& t, const ObjectKey& key, const DeletePreconditions& pre);
+  // Deleting a Namespace deletes everything in it first. With `decide`, the
+  // object may be kept instead (a MODIFIED event when it changed); the answer
+  // is then the kept object.
+  ApiResult<ObjectPtr> remove(const ResourceType& t, const ObjectKey& key, const DeletePreconditions& pre,
+                              const DeleteDecision& decide = nullptr);
 
   // Up to `limit` (0: all) objects of t in namespace ns ("" for all) matching
   // sel, in key order, after `after`; at revision at_rv (a continued list) or
   // now. 410 Expired when at_rv has been compacted away.
   ApiResult<ListPage> list(const ResourceType& t, const std::string& ns, const Selector& sel, size_t limit,
                            std::optional<uint64_t> at_rv, const std::optional<ObjectKey>& after) const;
+
+  // Installs the hooks of type t (replacing earlier ones). Set them before
+  // objects of the type are stored.
+  void set_hooks(const ResourceType& t, TypeHooks hooks);
 
   uint64_t current_rv() const;
   // Watches and continued lists from a revision below this one get 410.
@@ -108,6 +134,10 @@ class Store {
   // cursor.rv compacted away). Moves cursor.rv past everything it looked at
   // (the events it returns included).
   Wake wait(const ResourceType& t, WatchCursor& cursor, std::chrono::steady_clock::time_point until) const;
+  // The same for events of any of `types` (in-process controllers following
+  // several kinds in one loop), in revision order.
+  Wake wait_any(const std::vector<const ResourceType*>& types, WatchCursor& cursor,
+                std::chrono::steady_clock::time_point until) const;
   // Open watches, counted by their handlers (RAII: WatchRegistration).
   void watch_opened();
   void watch_closed();
@@ -120,14 +150,19 @@ class Store {
  private:
   using Objects = std::map<ObjectKey, ObjectPtr>;
   Objects& objects_of(const ResourceType& t) { return objects_[&t]; }
+  const TypeHooks* hooks_of(const ResourceType& t) const;
   const Objects* find_objects(const ResourceType& t) const;
   void record(Event e);  // under mu_
   ApiResult<ObjectPtr> remove_locked(const ResourceType& t, const ObjectKey& key,
-                                     const DeletePreconditions& pre);
+                                     const DeletePreconditions& pre, const DeleteDecision& decide);
+  // Stores obj as the next state of the object at `it` (a MODIFIED event),
+  // unless it equals the current one.
+  ObjectPtr replace_locked(const ResourceType& t, Objects::iterator it, Json obj);
 
   mutable std::mutex mu_;
   mutable std::condition_variable changed_;
   std::map<const ResourceType*, Objects> objects_;
+  std::map<const ResourceType*, TypeHooks> hooks_;
   std::deque<Event> history_;
   size_t window_;
   uint64_t current_rv_ = 0;

@@ -1,6 +1,8 @@
 #include "apiserver/strategy.h"
 
 #include <cctype>
+#include <mutex>
+#include <random>
 
 namespace kpx::apiserver {
 
@@ -86,7 +88,26 @@ void default_namespace(Json& ns) {
   set_default(ns["spec"], "finalizers", Json::array({"kubernetes"}));
 }
 
+// The v1 Pod defaults a client sees (those the lab's kubelet and the
+// EndpointSlice controller read).
+void default_pod(Json& pod) {
+  if (!pod["spec"].is_object()) pod["spec"] = Json::object();
+  Json& spec = pod["spec"];
+  set_default(spec, "restartPolicy", "Always");
+  set_default(spec, "terminationGracePeriodSeconds", 30);
+  set_default(spec, "dnsPolicy", "ClusterFirst");
+  set_default(spec, "schedulerName", "default-scheduler");
+  set_default(spec, "enableServiceLinks", true);
+  if (!spec["containers"].is_array()) return;
+  for (Json& c : spec["containers"]) {
+    if (!c.is_object() || !c["ports"].is_array()) continue;
+    for (Json& p : c["ports"])
+      if (p.is_object()) set_default(p, "protocol", "TCP");
+  }
+}
+
 void apply_defaults(const ResourceType& t, Json& obj) {
+  if (t.name == "pods") default_pod(obj);
   if (t.name == "services") default_service(obj);
   if (t.name == "endpointslices") default_endpoint_slice(obj);
   if (t.name == "namespaces") default_namespace(obj);
@@ -120,6 +141,16 @@ Json prepare_for_update(const ResourceType& t, const Json& current, Json next, b
   }
   apply_defaults(t, next);
   return next;
+}
+
+std::string generate_name(const std::string& base) {
+  static std::mutex mu;
+  static std::mt19937 rng{std::random_device{}()};
+  static const char kChars[] = "bcdfghjklmnpqrstvwxz2456789";
+  std::lock_guard lk(mu);
+  std::string s = base.substr(0, 58);
+  for (int i = 0; i < 5; ++i) s.push_back(kChars[rng() % (sizeof kChars - 1)]);
+  return s;
 }
 
 std::optional<ApiStatus> validate_name(const ResourceType& t, const std::string& name) {

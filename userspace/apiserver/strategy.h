@@ -20,6 +20,10 @@ void prepare_for_create(const ResourceType& t, Json& obj);
 // only status is taken from `next`.
 Json prepare_for_update(const ResourceType& t, const Json& current, Json next, bool status_subresource);
 
+// A name for metadata.generateName `base`: base (cut to 58 characters) and 5
+// random characters, as the real server's name generator.
+std::string generate_name(const std::string& base);
+
 // metadata.name rules (DNS-1035 label for Services, DNS-1123 label for
 // Namespaces, DNS-1123 subdomain otherwise): 422 Invalid when broken.
 std::optional<ApiStatus> validate_name(const ResourceType& t, const std::string& name);

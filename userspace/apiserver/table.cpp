@@ -156,7 +156,10 @@ Json pod_cells(const Json& o) {
   }
   return {str_at(o, {"metadata", "name"}),
           std::to_string(ready) + "/" + std::to_string(total),
-          str_at(o, {"status", "reason"}, str_at(o, {"status", "phase"}, "Unknown")),
+          // As kubectl's printer: a Pod being deleted is Terminating.
+          at(o, {"metadata", "deletionTimestamp"}) && str_at(o, {"status", "reason"}) != "NodeLost"
+              ? "Terminating"
+              : str_at(o, {"status", "reason"}, str_at(o, {"status", "phase"}, "Unknown")),
           std::to_string(restarts),
           age(o),
           str_at(o, {"status", "podIP"}, "<none>"),

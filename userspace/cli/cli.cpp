@@ -359,6 +359,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->capture_default_str()->check(CLI::Range(1, 86400));
   api_cmd->add_option("--continue-ttl-s", api_continue_ttl_s, "continue tokens expire after this")
       ->capture_default_str()->check(CLI::Range(1, 86400));
+  api_cmd->add_option("--service-cluster-ip-range", api.service_cluster_ip_range,
+                      "allocate Services' ClusterIPs from this IPv4 CIDR, e.g. 10.96.0.0/16 (default: none)");
   bool api_aligned = false;
   api_cmd->add_flag("--aligned-chunks", api_aligned, "one watch event per chunk (default: split and merged)");
   api_cmd->callback([&] {
