@@ -16,6 +16,8 @@
 #include "apiserver/store.h"
 #include "k8s/client.h"
 #include "lab/cgroup.h"
+#include "lab/dns.h"
+#include "lab/endpointslice_controller.h"
 #include "lab/kubelet.h"
 #include "lab/plan.h"
 #include "lab/proc.h"
@@ -162,6 +164,7 @@ Status run_daemon(const DaemonOptions& o) {
   apiserver::Options ao;
   ao.listen = "127.0.0.1:" + std::to_string(o.api_port);
   ao.bookmark_interval = std::chrono::seconds(5);
+  ao.service_cluster_ip_range = kServiceCidr;
   auto api = apiserver::ApiServer::start(ao);
   if (!api) return api.error();
   for (const auto& n : plan.nodes) {
@@ -176,6 +179,9 @@ Status run_daemon(const DaemonOptions& o) {
   if (!client) return client.error();
   KPX_TRY(create_all(**client, cluster_objects(plan)));
 
+  auto slices = EndpointSliceController::start(store);
+  if (!slices) return slices.error();
+
   auto pods_cg = make_cgroup(plan.cgroup_name() + "/pods");
   if (!pods_cg) return pods_cg.error();
   KubeletOptions ko;
@@ -186,11 +192,9 @@ Status run_daemon(const DaemonOptions& o) {
   ko.dns_container = [&store](const std::string& netns) -> Result<InProcessContainer> {
     auto fd = udp_socket_in_netns(netns, 53);
     if (!fd) return fd.error();
-    (void)store;  // TEMPORARY until the DNS server lands
-    return InProcessContainer(new int(*fd), [](void* p) {
-      close(*static_cast<int*>(p));
-      delete static_cast<int*>(p);
-    });
+    auto server = DnsServer::start(*fd, store, kDnsDomain);
+    if (!server) return server.error();
+    return InProcessContainer(std::shared_ptr<DnsServer>(std::move(*server)));
   };
   auto kubelet = Kubelet::start(store, ko);
   if (!kubelet) return kubelet.error();
@@ -226,6 +230,7 @@ Status run_daemon(const DaemonOptions& o) {
   kpx::log::info("lab " + o.name + ": stopping");
   agents.stop();
   (*kubelet)->stop();
+  (*slices)->stop();
   terminate(*inet_pid, 1000);
   (*api)->stop();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

@@ -21,10 +21,10 @@
 
 #include "k8s/client.h"
 #include "lab/cgroup.h"
-#include "lab/discovery.h"
 #include "lab/manifest.h"
 #include "lab/network.h"
 #include "lab/proc.h"
+#include "lab/service_env.h"
 #include "lab/state.h"
 #include "net/netns.h"
 
@@ -384,7 +384,9 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
     netns = plan.pod_netns(ns, pod);
     auto svcs = items(*lab->client, "/api/v1/namespaces/" + ns + "/services");
     if (!svcs) return svcs.error();
-    env = service_env(std::vector<json>(svcs->begin(), svcs->end()));
+    std::vector<apiserver::Json> services;
+    for (const auto& s : *svcs) services.push_back(apiserver::Json::parse(s.dump()));
+    env = service_env(services);
     env.push_back("HOSTNAME=" + pod);
     resolv = "search " + ns + ".svc." + kDnsDomain + " svc." + kDnsDomain + " " + kDnsDomain + "\nnameserver " +
              kDnsServiceIp + "\noptions ndots:5\n";
