@@ -32,7 +32,7 @@ struct Kind {
   const char* name;
   Source source;
   Result<Obj> (*decode)(const nlohmann::json&);
-  std::optional<proxy::Rejection> (proxy::Model::*upsert)(Obj);
+  std::optional<proxy::Rejection> (proxy::Model::*upsert)(const Obj&);
   void (proxy::Model::*remove)(std::string_view, std::string_view);
   std::vector<std::string> (proxy::Model::*keys)() const;
   // When the object's last change happened in the cluster, if it says.
