@@ -459,7 +459,7 @@ int run_sync(const SyncOptions& opts, std::ostream& out, std::ostream& err) {
     }
     double v = sub ? r[n][sub][key].get<double>() : r[n][key].get<double>();
     bool met = v <= limit;
-    out << std::setprecision(1) << v << " " << unit << ", " << (met ? "MET" : "NOT MET") << "\n";
+    out << std::setprecision(v < 1 ? 2 : 1) << v << " " << unit << ", " << (met ? "MET" : "NOT MET") << "\n";
     result["targets"][std::string(what)] = {{"value", v}, {"limit", limit}, {"met", met}};
   };
   target("10000 Services compute+apply", "10000", "compute_apply_ms", nullptr, 200, "ms");

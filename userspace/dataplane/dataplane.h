@@ -44,9 +44,12 @@ class Dataplane {
   void remove_leftovers();
 
   // Make the maps hold exactly `desired`, writing only the differences.
-  // Per Service the order is: new backends, the new generation's slots, the
-  // Service entry (the flip), then the old slots; unused backends go last.
-  // UDP flows to backends a Service lost are flushed (kube-proxy does the
+  // The order, for all changed Services together (each step one batch):
+  // new backends, the new generations' slots, revnat of new Services, the
+  // Service entries (the flips), then the old slots; removed Services'
+  // entries, then their slots; unused backends go last. A Service whose
+  // writes fail (a full map) keeps its previous set whole; the first error
+  // is returned once the others are written. UDP flows to backends a Service lost are flushed (kube-proxy does the
   // same); TCP flows keep their backend. Invalid input (too many backends)
   // is refused before anything is written.
   Result<ApplyStats> apply(const ServiceTable& desired);
