@@ -46,6 +46,8 @@ int main(int argc, char** argv) {
   sync->add_option("--changes", so.changes, "single-slice changes per size (in process)")->capture_default_str();
   sync->add_option("--e2e-changes", so.e2e_changes, "single-slice changes per size (end to end)")->capture_default_str();
   sync->add_flag("!--no-e2e", so.e2e, "skip the end-to-end part (API server and agent processes)");
+  sync->add_option("--batch-rounds", so.batch_rounds,
+                   "interleaved rounds of map writes batched vs one by one (0: skip)")->capture_default_str();
 
   try {
     app.parse(argc, argv);

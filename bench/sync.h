@@ -4,7 +4,8 @@
 //   - one EndpointSlice change to the map write, compute + apply (p50/p99),
 //   - end to end: kpx apiserver -> kpx agent -> maps, from the agent's start
 //     to every Service programmed, one change's latency from the API write
-//     to the map write, and the agent's RSS.
+//     to the map write, and the agent's RSS;
+//   - map writes batched (BPF_MAP_*_BATCH) against one syscall each.
 #pragma once
 
 #include <cstdint>
@@ -19,6 +20,7 @@ struct SyncOptions {
   uint32_t changes = 200;      // single-slice changes measured per size (in process)
   uint32_t e2e_changes = 50;   // measured end to end
   bool e2e = true;
+  uint32_t batch_rounds = 5;  // interleaved rounds of map writes batched vs one by one; 0: skip
 };
 
 int run_sync(const SyncOptions& opts, std::ostream& out, std::ostream& err);

@@ -11,6 +11,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdio>
+#include <ctime>
 #include <cpprest/http_client.h>
 #include <fstream>
 #include <functional>
@@ -268,6 +270,73 @@ TEST_F(AgentTest, HealthzFollowsSyncsAndMetricsUseKubeProxyNames) {
                            "kubeproxy_network_programming_duration_seconds_bucket",
                            "kpx_datapath_packets_total{reason=\"dnat_new\"}"})
     EXPECT_NE(metrics.find(name), std::string::npos) << name;
+}
+
+// kubeproxy_network_programming_duration_seconds: (count, sum, and the
+// count of observations above `above` seconds and at most `upto`).
+struct Latencies {
+  double count = -1, sum = -1, between = -1;
+};
+Latencies programming_latencies(uint16_t metrics_port, const char* above, const char* upto) {
+  Latencies l;
+  std::string text;
+  if (http_get(metrics_port, "/metrics", &text) != 200) return l;
+  const std::string name = "kubeproxy_network_programming_duration_seconds";
+  auto value = [&](const std::string& series) -> double {
+    auto at = text.find("\n" + series + " ");
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + series.size() + 2));
+  };
+  l.count = value(name + "_count");
+  l.sum = value(name + "_sum");
+  l.between = value(name + "_bucket{le=\"" + upto + "\"}") - value(name + "_bucket{le=\"" + above + "\"}");
+  return l;
+}
+
+// RFC 3339 in UTC with milliseconds, as the endpoints controller writes it.
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  time_t secs = std::chrono::system_clock::to_time_t(t);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count() % 1000;
+  char out[48];
+  snprintf(out, sizeof out, "%s.%03lldZ", buf, static_cast<long long>(ms));
+  return out;
+}
+
+TEST_F(AgentTest, NetworkProgrammingLatencyCountsFromTheSlicesTriggerTime) {
+  start_agent();
+  ASSERT_TRUE(wait_for([&] { return http_get(healthz_port, "/healthz") == 200; }, 5s));
+  // The Pod change the endpoints controller saw, 2.5 s before the slice
+  // reaches the API (and the agent, which started before it).
+  const auto trigger = std::chrono::system_clock::now();
+  std::this_thread::sleep_for(2500ms);
+  create(kSvcPath, service("web", "10.96.0.50"));
+  ASSERT_TRUE(wait_for([&] { return snapshot(pins.path()).count("10.96.0.50:80/TCP") == 1; }, 2s));
+  const Latencies before = programming_latencies(metrics_port, "2", "4");
+  ASSERT_GE(before.count, 1) << "the Service's own change is counted from its arrival";
+  json s = slice("web-1", "web", {"10.244.1.5"});
+  s["metadata"]["annotations"] = {{"endpoints.kubernetes.io/last-change-trigger-time", rfc3339(trigger)}};
+  create(kSlicePath, s);
+  ASSERT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP") == "10.244.1.5:8080,"; },
+                       2s));
+  Latencies after;
+  ASSERT_TRUE(wait_for([&] { return (after = programming_latencies(metrics_port, "2", "4")).count == before.count + 1; },
+                       2s))
+      << "one observation for the slice's change";
+  EXPECT_EQ(after.between, before.between + 1) << "observed between 2 and 4 s: from the trigger time";
+  EXPECT_GE(after.sum - before.sum, 2.5);
+  EXPECT_LT(after.sum - before.sum, 4.0);
+
+  // A deletion carries the trigger time of the slice's last update, not of
+  // the deletion: it counts from its arrival.
+  ASSERT_TRUE(client->send("DELETE", std::string(kSlicePath) + "/web-1", nullptr).ok());
+  ASSERT_TRUE(wait_for([&] { return backends_of(snapshot(pins.path()), "10.96.0.50:80/TCP").empty(); }, 2s));
+  Latencies deleted;
+  ASSERT_TRUE(wait_for([&] { return (deleted = programming_latencies(metrics_port, "2", "4")).count == after.count + 1; },
+                       2s));
+  EXPECT_LT(deleted.sum - after.sum, 1.0);
 }
 
 TEST_F(AgentTest, CleanupRemovesTheDatapath) {

@@ -123,6 +123,43 @@ TEST(Metrics, KubeProxyNamesAndDatapathCounters) {
 }
 
 // manifests/kpx.yaml: least privilege, and its config loads.
+TEST(ProgrammingLatency, FromTheTriggerTimeElseArrival) {
+  using namespace std::chrono;
+  using Clock = ProgrammingStarts::Clock;
+  const Clock::time_point start = Clock::from_time_t(1714557600);
+  ProgrammingStarts p(start);
+  // A slice whose Pod changed 2 s after the agent started, seen at +2.5 s;
+  // a Service change (no trigger time) seen at +3 s.
+  p.add(start + milliseconds(2500), start + seconds(2));
+  p.add(start + seconds(3), std::nullopt);
+  // A trigger from before the agent started is not measured (kube-proxy
+  // does the same): it would measure the agent's absence.
+  p.add(start + seconds(3), start - seconds(600));
+  EXPECT_EQ(p.pending(), 2u);
+
+  Histogram h({1, 2, 4, 8});
+  auto starts = p.take();
+  EXPECT_EQ(p.pending(), 0u);
+  // The sync that took them failed: they are still pending, with any
+  // change that came meanwhile.
+  p.add(start + seconds(4), std::nullopt);
+  p.put_back(std::move(starts));
+  ASSERT_EQ(p.pending(), 3u);
+  ProgrammingStarts::observe(h, start + seconds(5), p.take());
+  EXPECT_EQ(h.count(), 3u);
+  EXPECT_DOUBLE_EQ(h.sum(), 3.0 + 2.0 + 1.0);  // from +2 s (trigger), +3 s and +4 s (arrival)
+  const std::string text = h.render("x");
+  EXPECT_NE(text.find("x_bucket{le=\"1\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_bucket{le=\"2\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_bucket{le=\"4\"} 3\n"), std::string::npos) << text;
+
+  // A trigger time ahead of this node's clock counts as 0, not negative.
+  Histogram skew({1});
+  ProgrammingStarts::observe(skew, start, {start + seconds(30)});
+  EXPECT_DOUBLE_EQ(skew.sum(), 0.0);
+  EXPECT_EQ(skew.count(), 1u);
+}
+
 TEST(Manifests, RbacIsListWatchOnlyAndConfigLoads) {
   std::vector<YAML::Node> docs = YAML::LoadAllFromFile(KPX_SOURCE_DIR "/manifests/kpx.yaml");
   bool saw_role = false, saw_ds = false, saw_cm = false;

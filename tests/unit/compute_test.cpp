@@ -502,3 +502,113 @@ TEST(RejectSlice, ProblemListIsCapped) {
 
 }  // namespace
 }  // namespace kpx::proxy
+
+namespace kpx::proxy {
+namespace {
+
+// The model keeps objects compactly (proxy/compact.h): every field of a
+// Service (those of the other types too, for the issues that follow) and
+// what kube-proxy reads of a slice must survive it.
+TEST(CompactModel, KeepsEveryServiceField) {
+  k8s::Service s = service("lb", "10.96.0.50", {port("https", 443), port("dns", 53, "UDP")});
+  s.type = "LoadBalancer";
+  s.cluster_ips = {"10.96.0.50", "fd00::50"};
+  s.ip_families = {"IPv4", "IPv6"};
+  s.ports[0].target_port = std::string("web");
+  s.ports[0].node_port = 30443;
+  s.ports[1].target_port = 5353;
+  s.external_ips = {"192.0.2.10"};
+  s.session_affinity = "ClientIP";
+  s.client_ip_timeout_seconds = 600;
+  s.external_traffic_policy = "Local";
+  s.internal_traffic_policy = "Cluster";
+  s.health_check_node_port = 32000;
+  s.load_balancer_source_ranges = {" 198.51.100.0/24 "};
+  s.traffic_distribution = "PreferClose";
+  s.load_balancer_ingress = {{"203.0.113.7", "Proxy"}, {"", ""}};
+  Model m;
+  add(m, s);
+  const ServiceInfo& c = m.services().at("default/lb");
+  const StringPool& str = m.strings();
+  EXPECT_EQ(c.type, ServiceType::kLoadBalancer);
+  ASSERT_EQ(c.cluster_ips.size(), 2u);
+  EXPECT_EQ(c.cluster_ips[0].str(), "10.96.0.50");
+  EXPECT_EQ(c.cluster_ips[1].str(), "fd00::50");
+  EXPECT_EQ(c.ip_families[0], IpAddr::Family::kV4);
+  EXPECT_EQ(c.ip_families[1], IpAddr::Family::kV6);
+  ASSERT_EQ(c.ports.size(), 2u);
+  EXPECT_EQ(str[c.ports[0].name], "https");
+  EXPECT_EQ(c.ports[0].port, 443);
+  EXPECT_EQ(c.ports[0].protocol, Protocol::kTCP);
+  EXPECT_EQ(str[c.ports[0].target_port_name], "web");
+  EXPECT_EQ(c.ports[0].target_port, 0);
+  EXPECT_EQ(c.ports[0].node_port, 30443);
+  EXPECT_EQ(c.ports[1].protocol, Protocol::kUDP);
+  EXPECT_EQ(c.ports[1].target_port, 5353);
+  EXPECT_EQ(c.ports[1].target_port_name, StringPool::kEmpty);
+  EXPECT_EQ(c.session_affinity, SessionAffinity::kClientIP);
+  EXPECT_EQ(c.client_ip_timeout_seconds, 600);
+  EXPECT_EQ(c.external_traffic_policy, TrafficPolicy::kLocal);
+  EXPECT_EQ(c.internal_traffic_policy, TrafficPolicy::kCluster);
+  EXPECT_EQ(c.health_check_node_port, 32000);
+  EXPECT_EQ(str[c.traffic_distribution], "PreferClose");
+  ASSERT_EQ(c.ext().external_ips.size(), 1u);
+  EXPECT_EQ(c.ext().external_ips[0].str(), "192.0.2.10");
+  ASSERT_EQ(c.ext().load_balancer_source_ranges.size(), 1u);
+  EXPECT_EQ(c.ext().load_balancer_source_ranges[0].addr.str(), "198.51.100.0");
+  EXPECT_EQ(c.ext().load_balancer_source_ranges[0].prefix_len, 24);
+  ASSERT_EQ(c.ext().load_balancer_ingress.size(), 2u);
+  EXPECT_EQ(c.ext().load_balancer_ingress[0].ip.str(), "203.0.113.7");
+  EXPECT_EQ(c.ext().load_balancer_ingress[0].ip_mode, LoadBalancerIpMode::kProxy);
+  EXPECT_EQ(c.ext().load_balancer_ingress[1].ip.family, IpAddr::Family::kNone);
+  EXPECT_FALSE(c.headless);
+  EXPECT_FALSE(c.other_proxy);
+
+  // A plain ClusterIP Service allocates nothing for the rarer fields.
+  add(m, service("plain", "10.96.0.51", {port("http", 80)}));
+  EXPECT_EQ(m.services().at("default/plain").external, nullptr);
+  EXPECT_EQ(m.services().at("default/plain").type, ServiceType::kClusterIP);
+}
+
+TEST(CompactModel, KeepsWhatKubeProxyReadsOfASlice) {
+  k8s::Endpoint a = endpoint("10.0.0.1", true, std::nullopt, false);
+  a.addresses.push_back("10.0.0.99");  // fungible with the first: not kept
+  a.node_name = "node-a";
+  a.zone = "zone-1";
+  a.hints = k8s::EndpointHints{{"zone-1", "zone-2"}, {"node-a"}};
+  k8s::Endpoint b = endpoint("10.0.0.2", false, true, true);
+  b.node_name = "node-a";
+  Model m;
+  add(m, slice("web-x", "web", {a, b}, {slice_port("http", 8080), slice_port("dns", 53, "UDP")}));
+  const auto& slices = m.slices_of("default/web");
+  ASSERT_EQ(slices.size(), 1u);
+  const SliceInfo& s = slices.at("web-x");
+  const StringPool& str = m.strings();
+  EXPECT_EQ(s.address_type, AddressType::kIPv4);
+  ASSERT_EQ(s.ports.size(), 2u);
+  EXPECT_EQ(str[s.ports[1].name], "dns");
+  EXPECT_EQ(s.ports[1].port, 53);
+  EXPECT_EQ(s.ports[1].protocol, Protocol::kUDP);
+  ASSERT_EQ(s.endpoints.size(), 2u);
+  const EndpointInfo& ea = s.endpoints[0];
+  EXPECT_EQ(ea.address.str(), "10.0.0.1");
+  EXPECT_EQ(ea.ready(), std::optional<bool>(true));
+  EXPECT_EQ(ea.serving(), std::nullopt);
+  EXPECT_EQ(ea.terminating(), std::optional<bool>(false));
+  EXPECT_EQ(str[ea.node_name], "node-a");
+  EXPECT_EQ(str[ea.zone], "zone-1");
+  ASSERT_NE(ea.hints, nullptr);
+  ASSERT_EQ(ea.hints->for_zones.size(), 2u);
+  EXPECT_EQ(str[ea.hints->for_zones[1]], "zone-2");
+  EXPECT_EQ(str[ea.hints->for_nodes.at(0)], "node-a");
+  const EndpointInfo& eb = s.endpoints[1];
+  EXPECT_FALSE(eb.is_ready());
+  EXPECT_TRUE(eb.is_serving());
+  EXPECT_TRUE(eb.is_terminating());
+  EXPECT_EQ(eb.hints, nullptr) << "absent hints stay absent";
+  EXPECT_EQ(eb.node_name, ea.node_name) << "repeated names are interned";
+  EXPECT_EQ(m.endpoint_slice_keys(), std::vector<std::string>{"default/web-x"});
+}
+
+}  // namespace
+}  // namespace kpx::proxy

@@ -6,6 +6,7 @@
 #include <set>
 
 #include "k8s/objects.h"
+#include "k8s/time.h"
 #include "proxy/model.h"
 
 namespace kpx::k8s {
@@ -260,6 +261,51 @@ TEST(DecodeEndpointSlice, ErrorsNameTheField) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().message,
             "EndpointSlice default/web-1: endpoints[1].conditions.ready: expected a boolean, got string");
+}
+
+TEST(DecodeEndpointSlice, LastChangeTriggerTimeAnnotation) {
+  // As the endpoints controller writes it (UTC, RFC 3339 with nanoseconds).
+  auto s = decode_endpoint_slice(json::parse(R"({"metadata":{"name":"web-1","namespace":"default",
+      "labels":{"kubernetes.io/service-name":"web"},
+      "annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"2024-05-01T10:00:00.25Z",
+                     "other":"x"}},"addressType":"IPv4"})"));
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  EXPECT_EQ(s->last_change_trigger_time, "2024-05-01T10:00:00.25Z");
+  ASSERT_TRUE(s->trigger_time().has_value());
+  using namespace std::chrono;
+  EXPECT_EQ(duration_cast<milliseconds>(s->trigger_time()->time_since_epoch()).count(), 1714557600250);
+
+  auto none = decode_endpoint_slice(json::parse(R"({"metadata":{"name":"web-1","namespace":"default",
+      "annotations":{"other":"x"}}})"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->trigger_time().has_value());
+  auto bad = decode_endpoint_slice(json::parse(R"({"metadata":{"name":"web-1","namespace":"default",
+      "annotations":{"endpoints.kubernetes.io/last-change-trigger-time":"yesterday"}}})"));
+  ASSERT_TRUE(bad.ok()) << "a bad timestamp only loses the latency measurement";
+  EXPECT_FALSE(bad->trigger_time().has_value());
+}
+
+TEST(Rfc3339, AsTheApiWritesIt) {
+  using namespace std::chrono;
+  auto ms = [](const char* s) -> std::optional<int64_t> {
+    auto t = parse_rfc3339(s);
+    if (!t) return std::nullopt;
+    return duration_cast<milliseconds>(t->time_since_epoch()).count();
+  };
+  EXPECT_EQ(ms("1970-01-01T00:00:00Z"), 0);
+  EXPECT_EQ(ms("2024-05-01T10:00:00Z"), 1714557600000);
+  EXPECT_EQ(ms("2024-05-01T10:00:00.123456789Z"), 1714557600123);
+  EXPECT_EQ(ms("2024-05-01T12:00:00.5+02:00"), 1714557600500);
+  EXPECT_EQ(ms("2024-05-01T05:30:00-04:30"), 1714557600000);
+  EXPECT_EQ(ms("2024-02-29T00:00:00Z"), 1709164800000);  // a leap day
+  auto ns = parse_rfc3339("2024-05-01T10:00:00.000000001Z");
+  ASSERT_TRUE(ns.has_value());
+  EXPECT_EQ(duration_cast<nanoseconds>(ns->time_since_epoch()).count() % 1000000000, 1);
+  for (const char* bad : {"", "2024-05-01", "2024-05-01T10:00:00", "2024-05-01 10:00:00Z", "2024-05-01T10:00:00.Z",
+                          "2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-05-01T24:00:00Z",
+                          "2024-05-01T10:60:00Z", "2024-05-01T10:00:60Z", "2024-05-01T10:00:00Zjunk",
+                          "2024-05-01T10:00:00+0200", "24-05-01T10:00:00Z"})
+    EXPECT_FALSE(parse_rfc3339(bad).has_value()) << bad;
 }
 
 TEST(DecodeNode, ZoneAndAddresses) {

@@ -32,9 +32,11 @@ struct Kind {
   const char* name;
   Source source;
   Result<Obj> (*decode)(const nlohmann::json&);
-  std::optional<proxy::Rejection> (proxy::Model::*upsert)(Obj);
+  std::optional<proxy::Rejection> (proxy::Model::*upsert)(const Obj&);
   void (proxy::Model::*remove)(std::string_view, std::string_view);
   std::vector<std::string> (proxy::Model::*keys)() const;
+  // When the object's last change happened in the cluster, if it says.
+  std::optional<SyncLoop::Clock::time_point> (*trigger_time)(const Obj&) = nullptr;
 };
 
 template <typename Obj>
@@ -76,18 +78,25 @@ void wire(k8s::ReflectorHandlers& h, const Kind<Obj>& kind, SyncLoop& sync, Metr
       }
       for (auto& o : *staged) upsert_logged(kind, m, std::move(o), metrics);
     });
-    *staged = {};
+    std::vector<Obj>().swap(*staged);  // "= {}" would keep the capacity: 50,000 objects' worth
     sync.mark_listed(kind.source);
   };
   h.on_event = [kind, &sync, &metrics](k8s::EventType type, const nlohmann::json& j) {
     auto o = decode_logged(kind, j, metrics);
     if (!o) return;
-    sync.update(kind.source, [&](proxy::Model& m) {
-      if (type == k8s::EventType::kDeleted)
-        (m.*kind.remove)(o->metadata.namespace_, o->metadata.name);
-      else
-        upsert_logged(kind, m, std::move(*o), metrics);
-    });
+    // A deleted object's trigger time is that of its last update, not of the
+    // deletion (kube-proxy ignores it too): deletions count from arrival.
+    std::optional<SyncLoop::Clock::time_point> trigger;
+    if (kind.trigger_time && type != k8s::EventType::kDeleted) trigger = kind.trigger_time(*o);
+    sync.update(
+        kind.source,
+        [&](proxy::Model& m) {
+          if (type == k8s::EventType::kDeleted)
+            (m.*kind.remove)(o->metadata.namespace_, o->metadata.name);
+          else
+            upsert_logged(kind, m, std::move(*o), metrics);
+        },
+        trigger);
   };
 }
 
@@ -96,7 +105,8 @@ const Kind<k8s::Service> kServices{"Service", Source::kServices, k8s::decode_ser
                                    &proxy::Model::service_keys};
 const Kind<k8s::EndpointSlice> kEndpointSlices{
     "EndpointSlice", Source::kEndpointSlices, k8s::decode_endpoint_slice, &proxy::Model::upsert_endpoint_slice,
-    &proxy::Model::remove_endpoint_slice, &proxy::Model::endpoint_slice_keys};
+    &proxy::Model::remove_endpoint_slice, &proxy::Model::endpoint_slice_keys,
+    [](const k8s::EndpointSlice& s) { return s.trigger_time(); }};
 
 Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   kpx_config c = maps.read_config();

@@ -1,6 +1,8 @@
 #include "agent/metrics.h"
 
+#include <algorithm>
 #include <sstream>
+#include <utility>
 
 namespace kpx::agent {
 
@@ -34,6 +36,29 @@ void Histogram::observe(double seconds) {
     }
   ++count_;
   sum_ += seconds;
+}
+
+double Histogram::sum() const {
+  std::lock_guard lk(mu_);
+  return sum_;
+}
+
+void ProgrammingStarts::add(Clock::time_point arrival, std::optional<Clock::time_point> trigger) {
+  if (trigger && *trigger < since_) return;
+  if (starts_.size() >= kMaxPending) return;
+  starts_.push_back(trigger ? *trigger : arrival);
+}
+
+std::vector<ProgrammingStarts::Clock::time_point> ProgrammingStarts::take() { return std::exchange(starts_, {}); }
+
+void ProgrammingStarts::put_back(std::vector<Clock::time_point> starts) {
+  starts.insert(starts.end(), starts_.begin(), starts_.end());
+  if (starts.size() > kMaxPending) starts.resize(kMaxPending);
+  starts_ = std::move(starts);
+}
+
+void ProgrammingStarts::observe(Histogram& h, Clock::time_point now, const std::vector<Clock::time_point>& starts) {
+  for (auto start : starts) h.observe(std::max(0.0, std::chrono::duration<double>(now - start).count()));
 }
 
 uint64_t Histogram::count() const {

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ class Histogram {
   // Prometheus text lines for `name` (without HELP/TYPE).
   std::string render(const std::string& name) const;
   uint64_t count() const;
+  double sum() const;
 
  private:
   mutable std::mutex mu_;
@@ -50,5 +52,38 @@ struct Metrics {
 };
 
 double unix_seconds(std::chrono::system_clock::time_point t);
+
+// Where each change not yet in the maps starts, for
+// kubeproxy_network_programming_duration_seconds, as kube-proxy measures
+// it: from an EndpointSlice's last-change-trigger-time annotation (when the
+// endpoints controller saw the Pod change) when the object has one, else
+// from when the change reached the agent. One observation per change.
+class ProgrammingStarts {
+ public:
+  using Clock = std::chrono::system_clock;
+  // More pending changes than this (syncs failing for long under churn):
+  // the newest are not measured.
+  static constexpr size_t kMaxPending = 65536;
+
+  // `since`: when the agent started. A trigger time before it dates a change
+  // this agent could not have programmed sooner (kube-proxy ignores those
+  // too): not measured.
+  explicit ProgrammingStarts(Clock::time_point since) : since_(since) {}
+
+  void add(Clock::time_point arrival, std::optional<Clock::time_point> trigger);
+  // The pending starts, for the sync that is about to write them; a failed
+  // sync puts them back.
+  std::vector<Clock::time_point> take();
+  void put_back(std::vector<Clock::time_point> starts);
+  size_t pending() const { return starts_.size(); }
+
+  // One observation per start: now - start (0 for a start in the future,
+  // e.g. a skewed clock).
+  static void observe(Histogram& h, Clock::time_point now, const std::vector<Clock::time_point>& starts);
+
+ private:
+  Clock::time_point since_;
+  std::vector<Clock::time_point> starts_;
+};
 
 }  // namespace kpx::agent

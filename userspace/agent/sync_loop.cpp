@@ -21,7 +21,7 @@ void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& c
     change(model_);
     if (!dirty_) first_pending_ = now;
     dirty_ = true;
-    if (trigger && (!oldest_trigger_ || *trigger < *oldest_trigger_)) oldest_trigger_ = trigger;
+    starts_.add(now, trigger);
   }
   if (source == Source::kServices) metrics_.service_changes++;
   if (source == Source::kEndpointSlices) metrics_.endpoint_changes++;
@@ -42,8 +42,7 @@ void SyncLoop::mark_listed(Source source) {
 
 Status SyncLoop::sync_once() {
   std::lock_guard sync_lk(sync_mu_);
-  std::optional<Clock::time_point> trigger;
-  Clock::time_point queued;
+  std::vector<Clock::time_point> starts;
   const auto start = std::chrono::steady_clock::now();
   bool full;
   proxy::DesiredState desired;
@@ -63,9 +62,7 @@ Status SyncLoop::sync_once() {
       for (const auto& skip : desired.skipped) full |= skip.address_clash;
     }
     if (full) desired = proxy::compute(model_, proxy::ComputeConfig{});
-    trigger = oldest_trigger_;
-    queued = first_pending_;
-    oldest_trigger_.reset();
+    starts = starts_.take();
     dirty_ = false;
   }
 
@@ -91,6 +88,7 @@ Status SyncLoop::sync_once() {
     need_full_ = true;
     std::lock_guard lk(mu_);
     dirty_ = true;  // retried by run()
+    starts_.put_back(std::move(starts));
     return stats.error();
   }
 
@@ -117,8 +115,7 @@ Status SyncLoop::sync_once() {
   }
 
   const auto now = Clock::now();
-  metrics_.network_programming.observe(
-      std::chrono::duration<double>(now - (trigger ? std::min(*trigger, queued) : queued)).count());
+  ProgrammingStarts::observe(metrics_.network_programming, now, starts);
   metrics_.last_sync_timestamp = unix_seconds(now);
   metrics_.services_programmed = dp_.services().size();
   std::lock_guard lk(mu_);

@@ -34,7 +34,9 @@ class SyncLoop {
            std::chrono::milliseconds health_timeout);
 
   // Change the model (from a reflector's thread). `trigger` is when the
-  // change happened in the cluster, if known.
+  // change happened in the cluster, if known (an EndpointSlice's
+  // last-change-trigger-time): network programming latency is measured from
+  // it, else from now. See ProgrammingStarts.
   void update(Source source, const std::function<void(proxy::Model&)>& change,
               std::optional<Clock::time_point> trigger = std::nullopt);
   // A source finished its first complete list.
@@ -68,7 +70,7 @@ class SyncLoop {
   bool listed_[2] = {false, false};
   bool dirty_ = false;
   Clock::time_point first_pending_{};       // when the oldest unsynced change was queued
-  std::optional<Clock::time_point> oldest_trigger_;
+  ProgrammingStarts starts_{Clock::now()};  // under mu_
   Clock::time_point last_updated_{};
   bool ever_synced_ = false;
   uint64_t syncs_ = 0, full_syncs_ = 0;

@@ -16,6 +16,8 @@ namespace kpx::bpf {
 template <typename K, typename V>
 class Map {
  public:
+  using key_type = K;
+  using value_type = V;
   Map() = default;
   explicit Map(UniqueFd fd) : fd_(std::move(fd)) {}
   int fd() const { return fd_.get(); }
@@ -32,6 +34,27 @@ class Map {
   }
   // True if the key was there.
   bool erase(const K& k) { return bpf_map_delete_elem(fd_.get(), &k) == 0; }
+
+  // n elements in one syscall (BPF_MAP_UPDATE_BATCH; hash and array maps).
+  // The kernel writes them in order and stops at the first that fails:
+  // *done says how many were written (all of them on success); the failed
+  // one and those after it are not in the map.
+  Status update_batch(const K* keys, const V* values, uint32_t n, uint32_t* done, uint64_t flags = BPF_ANY) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = flags);
+    *done = n;
+    if (int rc = bpf_map_update_batch(fd_.get(), keys, values, done, &opts); rc != 0)
+      return errno_error("bpf map update batch", rc);
+    return {};
+  }
+  // The same for deletes (BPF_MAP_DELETE_BATCH): a key that is not there
+  // stops the batch with ENOENT, *done keys before it deleted.
+  Status erase_batch(const K* keys, uint32_t n, uint32_t* done) {
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    *done = n;
+    if (int rc = bpf_map_delete_batch(fd_.get(), keys, done, &opts); rc != 0)
+      return errno_error("bpf map delete batch", rc);
+    return {};
+  }
 
   // Every key, then each value looked up. Entries deleted meanwhile are
   // skipped. The callback sees a consistent element each time.

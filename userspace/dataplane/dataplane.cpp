@@ -119,23 +119,59 @@ uint32_t Dataplane::allocate_service_id() {
   return next_service_id_++;
 }
 
-Result<uint32_t> Dataplane::acquire_backend(const net::BackendAddr& b) {
+template <typename K, typename V>
+std::vector<uint8_t> Dataplane::write_all(bpf::Map<K, V>& map, const std::vector<K>& keys,
+                                          const std::vector<V>& values, Status& first_error) {
+  const size_t n = keys.size();
+  std::vector<uint8_t> ok(n, 0);
+  size_t i = 0;
+  if (n >= batch_min_) {
+    uint32_t done = 0;
+    Status st = map.update_batch(keys.data(), values.data(), static_cast<uint32_t>(n), &done);
+    i = std::min<size_t>(done, n);
+    std::fill(ok.begin(), ok.begin() + static_cast<ptrdiff_t>(i), 1);
+    if (st.ok()) return ok;
+    // The kernel stopped at element `done`: the rest one by one, so that one
+    // element that does not fit costs only its own Service.
+  }
+  for (; i < n; ++i) {
+    if (auto st = map.update(keys[i], values[i]); st.ok())
+      ok[i] = 1;
+    else if (first_error.ok())
+      first_error = st;
+  }
+  return ok;
+}
+
+template <typename K, typename V>
+void Dataplane::erase_all(bpf::Map<K, V>& map, const std::vector<K>& keys) {
+  size_t i = 0;
+  if (keys.size() >= batch_min_) {
+    // A missing key stops a delete batch: skip it and go on from there.
+    while (i < keys.size()) {
+      uint32_t done = 0;
+      if (map.erase_batch(keys.data() + i, static_cast<uint32_t>(keys.size() - i), &done).ok()) return;
+      i += std::min<size_t>(done, keys.size() - i);
+      if (i < keys.size()) map.erase(keys[i++]);
+      if (keys.size() - i < batch_min_) break;
+    }
+  }
+  for (; i < keys.size(); ++i) map.erase(keys[i]);
+}
+
+uint32_t Dataplane::acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
+                                    std::vector<kpx_backend_value_v4>& new_values) {
   BackendRef& ref = backends_[b];
   if (ref.refs++ > 0 || ref.id != 0) return ref.id;
-  uint32_t id;
   if (!free_backend_ids_.empty()) {
-    id = free_backend_ids_.back();
+    ref.id = free_backend_ids_.back();
     free_backend_ids_.pop_back();
   } else {
-    id = next_backend_id_++;
+    ref.id = next_backend_id_++;
   }
-  if (auto st = maps_->backends.update(id, backend_value(b)); !st) {
-    backends_.erase(b);
-    free_backend_ids_.push_back(id);
-    return st.error();
-  }
-  ref.id = id;
-  return id;
+  new_ids.push_back(ref.id);
+  new_values.push_back(backend_value(b));
+  return ref.id;
 }
 
 void Dataplane::release_backend(const net::BackendAddr& b) {
@@ -147,82 +183,160 @@ void Dataplane::release_backend(const net::BackendAddr& b) {
 // Backends no Service uses any more: removed after every flip is done, so
 // a packet that read an old slot still finds its backend.
 void Dataplane::collect_backends() {
+  std::vector<uint32_t> ids;
   for (const auto& b : unreferenced_) {
     auto it = backends_.find(b);
     if (it == backends_.end() || it->second.refs != 0) continue;
-    maps_->backends.erase(it->second.id);
+    ids.push_back(it->second.id);
     free_backend_ids_.push_back(it->second.id);
     backends_.erase(it);
   }
   unreferenced_.clear();
+  erase_all(maps_->backends, ids);
 }
 
-Status Dataplane::write_service(const net::ServiceAddr& svc, const std::vector<net::BackendAddr>& backends,
-                                Lost* lost) {
-  auto existing = services_.find(svc);
-  const bool is_new = existing == services_.end();
+struct Dataplane::Write {
+  net::ServiceAddr svc;
+  std::vector<net::BackendAddr> backends;
+  const ServiceState* old = nullptr;  // nullptr: a new Service
   ServiceState next;
-  next.svc_id = is_new ? allocate_service_id() : existing->second.svc_id;
-  next.generation = is_new ? 1 : existing->second.generation + 1;
-  next.backends = backends;
+  bool failed = false;
+};
 
-  std::vector<uint32_t> ids;
-  ids.reserve(backends.size());
-  auto undo = [&](const Error& e) -> Status {
-    for (uint32_t s = 0; s < ids.size(); ++s) maps_->service_backends.erase({next.svc_id, next.generation, s});
-    for (size_t i = 0; i < ids.size(); ++i) release_backend(backends[i]);
-    collect_backends();
-    if (is_new) {
-      maps_->revnat.erase(next.svc_id);
-      free_service_ids_.push_back(next.svc_id);
+void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error) {
+  // Ids first (in memory): a new backend gets one here and is written below.
+  std::vector<uint32_t> new_ids;
+  std::vector<kpx_backend_value_v4> new_values;
+  std::vector<std::vector<uint32_t>> ids(writes.size());
+  for (size_t w = 0; w < writes.size(); ++w) {
+    Write& wr = writes[w];
+    wr.next.svc_id = wr.old ? wr.old->svc_id : allocate_service_id();
+    wr.next.generation = wr.old ? wr.old->generation + 1 : 1;
+    ids[w].reserve(wr.backends.size());
+    for (const auto& b : wr.backends) ids[w].push_back(acquire_backend(b, new_ids, new_values));
+  }
+
+  // 1. New backends. A Service with a backend that could not be written
+  //    fails as a whole.
+  {
+    auto ok = write_all(maps_->backends, new_ids, new_values, first_error);
+    std::set<uint32_t> failed;
+    for (size_t i = 0; i < new_ids.size(); ++i)
+      if (!ok[i]) failed.insert(new_ids[i]);
+    if (!failed.empty())
+      for (size_t w = 0; w < writes.size(); ++w)
+        for (uint32_t id : ids[w]) writes[w].failed |= failed.count(id) > 0;
+  }
+
+  // 2. The new generation's slots.
+  {
+    std::vector<kpx_backend_slot_key> keys;
+    std::vector<uint32_t> values, owner;
+    for (size_t w = 0; w < writes.size(); ++w) {
+      if (writes[w].failed) continue;
+      for (uint32_t s = 0; s < ids[w].size(); ++s) {
+        keys.push_back({writes[w].next.svc_id, writes[w].next.generation, s});
+        values.push_back(ids[w][s]);
+        owner.push_back(static_cast<uint32_t>(w));
+      }
     }
-    return e;
+    auto ok = write_all(maps_->service_backends, keys, values, first_error);
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (!ok[i]) writes[owner[i]].failed = true;
+  }
+
+  // 3. Reverse NAT of new Services, 4. the Service entries: the flip.
+  auto write_entries = [&](auto& map, auto key_of, auto value_of, bool new_only) {
+    using Key = typename std::decay_t<decltype(map)>::key_type;
+    using Value = typename std::decay_t<decltype(map)>::value_type;
+    std::vector<Key> keys;
+    std::vector<Value> values;
+    std::vector<uint32_t> owner;
+    for (size_t w = 0; w < writes.size(); ++w) {
+      if (writes[w].failed || (new_only && writes[w].old)) continue;
+      keys.push_back(key_of(writes[w]));
+      values.push_back(value_of(writes[w]));
+      owner.push_back(static_cast<uint32_t>(w));
+    }
+    auto ok = write_all(map, keys, values, first_error);
+    for (size_t i = 0; i < keys.size(); ++i)
+      if (!ok[i]) writes[owner[i]].failed = true;
   };
-  for (uint32_t s = 0; s < backends.size(); ++s) {
-    auto id = acquire_backend(backends[s]);
-    if (!id) return undo(id.error());
-    ids.push_back(*id);
-    if (auto st = maps_->service_backends.update({next.svc_id, next.generation, s}, *id); !st)
-      return undo(st.error());
-  }
-  if (is_new) {
-    kpx_revnat_value_v4 rv{};
-    rv.addr = svc.addr_be;
-    rv.port = htons(svc.port);
-    if (auto st = maps_->revnat.update(next.svc_id, rv); !st) return undo(st.error());
-  }
-  kpx_service_value v{};
-  v.svc_id = next.svc_id;
-  v.backend_count = static_cast<uint32_t>(backends.size());
-  v.generation = next.generation;
-  if (auto st = maps_->services.update(service_key(svc), v); !st) return undo(st.error());
+  write_entries(
+      maps_->revnat, [](const Write& w) { return w.next.svc_id; },
+      [](const Write& w) {
+        kpx_revnat_value_v4 rv{};
+        rv.addr = w.svc.addr_be;
+        rv.port = htons(w.svc.port);
+        return rv;
+      },
+      true);
+  write_entries(
+      maps_->services, [](const Write& w) { return service_key(w.svc); },
+      [](const Write& w) {
+        kpx_service_value v{};
+        v.svc_id = w.next.svc_id;
+        v.backend_count = static_cast<uint32_t>(w.backends.size());
+        v.generation = w.next.generation;
+        return v;
+      },
+      false);
 
-  if (!is_new) {
-    const ServiceState& old = existing->second;
-    for (uint32_t s = 0; s < old.backends.size(); ++s) maps_->service_backends.erase({old.svc_id, old.generation, s});
-    for (const auto& b : old.backends) {
-      release_backend(b);
-      if (svc.proto == net::Proto::kUdp && !std::binary_search(backends.begin(), backends.end(), b))
-        lost->push_back({old.svc_id, b});
+  // 5. Old slots of the flipped Services; what failed is undone (nothing of
+  //    it is visible: its Service entry still points at the old generation).
+  std::vector<kpx_backend_slot_key> stale_slots;
+  std::vector<uint32_t> stale_revnat;
+  for (size_t w = 0; w < writes.size(); ++w) {
+    Write& wr = writes[w];
+    if (wr.failed) {
+      for (uint32_t s = 0; s < wr.backends.size(); ++s)
+        stale_slots.push_back({wr.next.svc_id, wr.next.generation, s});
+      for (const auto& b : wr.backends) release_backend(b);
+      if (!wr.old) {
+        stale_revnat.push_back(wr.next.svc_id);
+        free_service_ids_.push_back(wr.next.svc_id);
+      }
+      continue;
     }
+    if (wr.old) {
+      for (uint32_t s = 0; s < wr.old->backends.size(); ++s)
+        stale_slots.push_back({wr.old->svc_id, wr.old->generation, s});
+      for (const auto& b : wr.old->backends) {
+        release_backend(b);
+        if (wr.svc.proto == net::Proto::kUdp && !std::binary_search(wr.backends.begin(), wr.backends.end(), b))
+          lost.push_back({wr.old->svc_id, b});
+      }
+    }
+    ++(wr.old ? stats.updated : stats.added);
+    wr.next.backends = std::move(wr.backends);
+    services_[wr.svc] = std::move(wr.next);
   }
-  services_[svc] = std::move(next);
-  return {};
+  erase_all(maps_->service_backends, stale_slots);
+  erase_all(maps_->revnat, stale_revnat);
 }
 
-void Dataplane::erase_service(const net::ServiceAddr& svc, Lost* lost) {
-  auto it = services_.find(svc);
-  if (it == services_.end()) return;
-  const ServiceState& st = it->second;
-  maps_->services.erase(service_key(svc));
-  for (uint32_t s = 0; s < st.backends.size(); ++s) maps_->service_backends.erase({st.svc_id, st.generation, s});
-  maps_->revnat.erase(st.svc_id);
-  for (const auto& b : st.backends) {
-    release_backend(b);
-    if (svc.proto == net::Proto::kUdp) lost->push_back({st.svc_id, b});
+void Dataplane::erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost) {
+  // Service entries first: nothing reaches the slots after that.
+  std::vector<kpx_service_key_v4> keys;
+  std::vector<kpx_backend_slot_key> slots;
+  std::vector<uint32_t> revnat;
+  for (const auto& svc : gone) {
+    auto it = services_.find(svc);
+    if (it == services_.end()) continue;
+    const ServiceState& st = it->second;
+    keys.push_back(service_key(svc));
+    for (uint32_t s = 0; s < st.backends.size(); ++s) slots.push_back({st.svc_id, st.generation, s});
+    revnat.push_back(st.svc_id);
+    for (const auto& b : st.backends) {
+      release_backend(b);
+      if (svc.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
+    }
+    free_service_ids_.push_back(st.svc_id);
+    services_.erase(it);
   }
-  free_service_ids_.push_back(st.svc_id);
-  services_.erase(it);
+  erase_all(maps_->services, keys);
+  erase_all(maps_->service_backends, slots);
+  erase_all(maps_->revnat, revnat);
 }
 
 size_t Dataplane::flush_udp_flows(const Lost& lost) {
@@ -241,23 +355,31 @@ size_t Dataplane::flush_udp_flows(const Lost& lost) {
   return flushed;
 }
 
-void Dataplane::set_one(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends, ApplyStats& stats,
-                        Lost& lost, Status& first_error) {
-  normalize(backends);
-  auto it = services_.find(svc);
-  if (it != services_.end() && it->second.backends == backends) {
-    ++stats.unchanged;
-    return;
+Result<ApplyStats> Dataplane::change(std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set,
+                                     const std::vector<net::ServiceAddr>& gone) {
+  for (const auto& [svc, backends] : set)
+    if (backends.size() > KPX_MAX_BACKENDS_PER_SERVICE)
+      return invalid_argument("too many backends for " + net::format(svc));
+  ApplyStats stats;
+  Lost lost;
+  Status first_error;
+  std::vector<Write> writes;
+  for (auto& [svc, backends] : set) {
+    normalize(backends);
+    auto it = services_.find(svc);
+    if (it != services_.end() && it->second.backends == backends) {
+      ++stats.unchanged;
+      continue;
+    }
+    Write w;
+    w.svc = svc;
+    w.backends = std::move(backends);
+    w.old = it == services_.end() ? nullptr : &it->second;
+    writes.push_back(std::move(w));
   }
-  const bool is_new = it == services_.end();
-  if (auto st = write_service(svc, backends, &lost); !st) {
-    if (first_error.ok()) first_error = st;
-    return;  // the Service keeps what it had; the others go on
-  }
-  ++(is_new ? stats.added : stats.updated);
-}
-
-Result<ApplyStats> Dataplane::finish(ApplyStats stats, const Lost& lost, const Status& first_error) {
+  write_services(writes, stats, lost, first_error);
+  erase_services(gone, lost);
+  stats.removed = gone.size();
   collect_backends();
   stats.udp_flows_flushed = flush_udp_flows(lost);
   if (!first_error.ok()) return first_error.error();
@@ -265,39 +387,23 @@ Result<ApplyStats> Dataplane::finish(ApplyStats stats, const Lost& lost, const S
 }
 
 Result<ApplyStats> Dataplane::apply(const ServiceTable& desired) {
-  for (const auto& [svc, backends] : desired)
-    if (backends.size() > KPX_MAX_BACKENDS_PER_SERVICE)
-      return invalid_argument("too many backends for " + net::format(svc));
-  ApplyStats stats;
-  Lost lost;
-  Status first_error;
-  for (const auto& [svc, want] : desired) set_one(svc, want, stats, lost, first_error);
-  std::vector<net::ServiceAddr> stale;
+  std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set(desired.begin(), desired.end());
+  std::vector<net::ServiceAddr> gone;
   for (const auto& [svc, st] : services_)
-    if (!desired.count(svc)) stale.push_back(svc);
-  for (const auto& svc : stale) {
-    erase_service(svc, &lost);
-    ++stats.removed;
-  }
-  return finish(stats, lost, first_error);
+    if (!desired.count(svc)) gone.push_back(svc);
+  return change(std::move(set), gone);
 }
 
 Result<ApplyStats> Dataplane::apply_delta(const ServiceDelta& delta) {
-  for (const auto& [svc, backends] : delta)
-    if (backends && backends->size() > KPX_MAX_BACKENDS_PER_SERVICE)
-      return invalid_argument("too many backends for " + net::format(svc));
-  ApplyStats stats;
-  Lost lost;
-  Status first_error;
+  std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set;
+  std::vector<net::ServiceAddr> gone;
   for (const auto& [svc, want] : delta) {
-    if (want) {
-      set_one(svc, *want, stats, lost, first_error);
-    } else if (services_.count(svc)) {
-      erase_service(svc, &lost);
-      ++stats.removed;
-    }
+    if (want)
+      set.emplace_back(svc, *want);
+    else if (services_.count(svc))
+      gone.push_back(svc);
   }
-  return finish(stats, lost, first_error);
+  return change(std::move(set), gone);
 }
 
 Status Dataplane::upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends) {

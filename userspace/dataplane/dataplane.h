@@ -3,6 +3,7 @@
 // a desired state so that only what changed is written.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -43,14 +44,24 @@ class Dataplane {
   void remove_leftovers();
 
   // Make the maps hold exactly `desired`, writing only the differences.
-  // Per Service the order is: new backends, the new generation's slots, the
-  // Service entry (the flip), then the old slots; unused backends go last.
-  // UDP flows to backends a Service lost are flushed (kube-proxy does the
+  // The order, for all changed Services together (each step one batch):
+  // new backends, the new generations' slots, revnat of new Services, the
+  // Service entries (the flips), then the old slots; removed Services'
+  // entries, then their slots; unused backends go last. A Service whose
+  // writes fail (a full map) keeps its previous set whole; the first error
+  // is returned once the others are written. UDP flows to backends a Service lost are flushed (kube-proxy does the
   // same); TCP flows keep their backend. Invalid input (too many backends)
   // is refused before anything is written.
   Result<ApplyStats> apply(const ServiceTable& desired);
   // The same for the addresses in `delta` only; the others are untouched.
   Result<ApplyStats> apply_delta(const ServiceDelta& delta);
+
+  // Map writes of one kind (backends, slots, revnat, Service entries) go
+  // in one BPF_MAP_*_BATCH syscall when there are at least batch_min of
+  // them, else one syscall each (kpx-bench sync measures both ways; see the
+  // README). 1: always batched; SIZE_MAX: never.
+  static constexpr size_t kDefaultBatchMin = 2;
+  void set_batch_min(size_t n) { batch_min_ = std::max<size_t>(n, 1); }
 
   // One Service at a time (the CLI): the same write order.
   Status upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends);
@@ -61,16 +72,29 @@ class Dataplane {
  private:
   explicit Dataplane(bpf::PinnedMaps& maps) : maps_(&maps) {}
   using Lost = std::vector<std::pair<uint32_t, net::BackendAddr>>;
-  // Set one address (unless it already holds exactly `backends`), counting
-  // into stats; the first error is kept and the others go on.
-  void set_one(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends, ApplyStats& stats, Lost& lost,
-               Status& first_error);
-  // Unused backends go, lost UDP flows are flushed; the first error if any.
-  Result<ApplyStats> finish(ApplyStats stats, const Lost& lost, const Status& first_error);
-  Status write_service(const net::ServiceAddr& svc, const std::vector<net::BackendAddr>& backends, Lost* lost);
-  void erase_service(const net::ServiceAddr& svc, Lost* lost);
-  Result<uint32_t> acquire_backend(const net::BackendAddr& b);
+  struct Write;
+  // Sets the addresses (those already holding exactly their backends are
+  // counted unchanged), then removes `gone`; every map kind is written for
+  // all of them at once (batched), in the order of the generation flip:
+  // new backends, new slots, revnat, the Service entries, then old slots.
+  // A Service whose writes fail keeps what it had; the others go on; the
+  // first error is returned after unused backends and lost UDP flows went.
+  Result<ApplyStats> change(std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set,
+                            const std::vector<net::ServiceAddr>& gone);
+  void write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error);
+  void erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost);
+  // The backend's id, allocating one (queued in new_ids) if it is new.
+  uint32_t acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
+                           std::vector<kpx_backend_value_v4>& new_values);
   void release_backend(const net::BackendAddr& b);
+  // Writes the elements (batched or not, see set_batch_min); ok[i] says whether
+  // element i is in the map; the first error goes to first_error.
+  template <typename K, typename V>
+  std::vector<uint8_t> write_all(bpf::Map<K, V>& map, const std::vector<K>& keys, const std::vector<V>& values,
+                                 Status& first_error);
+  // Deletes the keys; missing ones are skipped.
+  template <typename K, typename V>
+  void erase_all(bpf::Map<K, V>& map, const std::vector<K>& keys);
   void collect_backends();
   size_t flush_udp_flows(const Lost& lost);
   uint32_t allocate_service_id();
@@ -88,6 +112,7 @@ class Dataplane {
   std::vector<uint32_t> free_backend_ids_;
   uint32_t next_backend_id_ = 1;
   std::vector<net::BackendAddr> unreferenced_;
+  size_t batch_min_ = kDefaultBatchMin;
   std::vector<kpx_backend_slot_key> leftover_slots_;
   std::vector<uint32_t> leftover_backends_, leftover_revnat_;
 };

@@ -3,6 +3,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 
+#include "k8s/time.h"
+
 namespace kpx::k8s {
 
 std::string ObjectMeta::key() const { return namespace_.empty() ? name : namespace_ + "/" + name; }
@@ -14,6 +16,11 @@ std::optional<std::string> ObjectMeta::label(std::string_view key) const {
 }
 
 std::string EndpointSlice::service_name() const { return metadata.label(kLabelServiceName).value_or(""); }
+
+std::optional<std::chrono::system_clock::time_point> EndpointSlice::trigger_time() const {
+  if (last_change_trigger_time.empty()) return std::nullopt;
+  return parse_rfc3339(last_change_trigger_time);
+}
 
 std::string EndpointSlice::service_key() const { return metadata.namespace_ + "/" + service_name(); }
 
@@ -211,6 +218,9 @@ Endpoint read_endpoint(const Reader& r) {
 EndpointSlice read_endpoint_slice(const Reader& r) {
   EndpointSlice s;
   s.metadata = read_meta(r);
+  if (auto meta = r.object("metadata"))
+    if (auto annotations = meta->object("annotations"))
+      s.last_change_trigger_time = annotations->string(std::string(kAnnotationLastChangeTriggerTime).c_str());
   s.address_type = r.string("addressType");
   for (const Reader& e : r.objects("endpoints")) s.endpoints.push_back(read_endpoint(e));
   for (const Reader& p : r.objects("ports"))

@@ -8,6 +8,7 @@
 // that the placeholder objects of the API's round-trip test data decode.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -28,6 +29,9 @@ inline constexpr std::string_view kLabelServiceName = "kubernetes.io/service-nam
 inline constexpr std::string_view kLabelServiceProxyName = "service.kubernetes.io/service-proxy-name";
 inline constexpr std::string_view kLabelHeadless = "service.kubernetes.io/headless";
 inline constexpr std::string_view kLabelTopologyZone = "topology.kubernetes.io/zone";
+// On EndpointSlices (and Endpoints): when the change that caused the
+// object's last update happened (RFC 3339), for network programming latency.
+inline constexpr std::string_view kAnnotationLastChangeTriggerTime = "endpoints.kubernetes.io/last-change-trigger-time";
 
 using Labels = std::map<std::string, std::string, std::less<>>;
 
@@ -121,7 +125,12 @@ struct EndpointSlice {
   std::string address_type;  // IPv4 | IPv6 | FQDN
   std::vector<Endpoint> endpoints;
   std::vector<EndpointPort> ports;
+  // The last-change-trigger-time annotation as sent ("" when absent); the
+  // only annotation kpx reads.
+  std::string last_change_trigger_time;
 
+  // The annotation parsed; nullopt when absent or not RFC 3339.
+  std::optional<std::chrono::system_clock::time_point> trigger_time() const;
   // The kubernetes.io/service-name label: the Service's name in the
   // slice's namespace ("" when missing).
   std::string service_name() const;

@@ -8,33 +8,31 @@ namespace kpx::proxy {
 namespace {
 
 // Why kpx leaves a whole Service alone, or nullopt when it proxies it.
-std::optional<std::string> not_proxied_reason(const k8s::Service& s) {
-  if (s.type == "ExternalName") return "type ExternalName: a DNS alias, nothing to proxy";
-  if (auto owner = s.metadata.label(k8s::kLabelServiceProxyName))
-    return "labelled " + std::string(k8s::kLabelServiceProxyName) + "=" + *owner + ": another proxy's";
-  if (s.cluster_ip.empty() || s.cluster_ip == "None") return "headless: no clusterIP";
+std::optional<std::string> not_proxied_reason(const ServiceInfo& s, const StringPool& strings) {
+  if (s.type == ServiceType::kExternalName) return "type ExternalName: a DNS alias, nothing to proxy";
+  if (s.other_proxy)
+    return "labelled " + std::string(k8s::kLabelServiceProxyName) + "=" + strings[s.proxy_name] + ": another proxy's";
+  if (s.headless) return "headless: no clusterIP";
   return std::nullopt;
 }
 
-// The Service's IPv4 cluster IP: clusterIPs holds one per family (the first
-// is clusterIP), older objects only clusterIP.
-std::optional<uint32_t> ipv4_cluster_ip(const k8s::Service& s) {
-  const std::vector<std::string> only_one{s.cluster_ip};
-  for (const std::string& ip : s.cluster_ips.empty() ? only_one : s.cluster_ips)
-    if (auto a = net::parse_ipv4(ip)) return *a;
+// The Service's IPv4 cluster IP: clusterIPs holds one per family.
+std::optional<uint32_t> ipv4_cluster_ip(const ServiceInfo& s) {
+  for (const IpAddr& ip : s.cluster_ips)
+    if (auto a = ip.v4()) return *a;
   return std::nullopt;
 }
 
-std::optional<net::Proto> proto_of(const std::string& protocol) {
-  if (protocol == "TCP") return net::Proto::kTcp;
-  if (protocol == "UDP") return net::Proto::kUdp;
+std::optional<net::Proto> proto_of(Protocol protocol) {
+  if (protocol == Protocol::kTCP) return net::Proto::kTcp;
+  if (protocol == Protocol::kUDP) return net::Proto::kUdp;
   return std::nullopt;
 }
 
-std::string describe(const k8s::ServicePort& p) {
+std::string describe(const ServicePortInfo& p, const StringPool& strings) {
   std::string s = "port ";
-  if (!p.name.empty()) s += "'" + p.name + "' ";
-  return s + std::to_string(p.port) + "/" + p.protocol;
+  if (p.name != StringPool::kEmpty) s += "'" + strings[p.name] + "' ";
+  return s + std::to_string(p.port) + "/" + to_string(p.protocol);
 }
 
 struct Candidates {
@@ -45,27 +43,25 @@ struct Candidates {
 // The slice's endpoints for one Service port: the slice port with the same
 // name and protocol gives the backend port (this is how a targetPort by
 // name resolves). A slice without that port contributes nothing.
-void collect(const k8s::EndpointSlice& slice, const k8s::ServicePort& sp, Candidates& out) {
-  if (slice.address_type != "IPv4") return;  // IPv6 later; FQDN never
-  auto match = std::find_if(slice.ports.begin(), slice.ports.end(), [&](const k8s::EndpointPort& p) {
-    return p.name == sp.name && p.protocol == sp.protocol && p.port.has_value();
+void collect(const SliceInfo& slice, const ServicePortInfo& sp, Candidates& out) {
+  if (slice.address_type != AddressType::kIPv4) return;  // IPv6 later; FQDN never
+  auto match = std::find_if(slice.ports.begin(), slice.ports.end(), [&](const EndpointPortInfo& p) {
+    return p.name == sp.name && p.protocol == sp.protocol && p.port != 0;  // names interned in one pool
   });
   if (match == slice.ports.end()) return;
-  auto port = static_cast<uint16_t>(*match->port);  // 1..65535: validated
-  for (const k8s::Endpoint& e : slice.endpoints) {
+  for (const EndpointInfo& e : slice.endpoints) {
     // The other addresses are fungible with the first; kube-proxy uses it alone.
-    if (e.addresses.empty()) continue;
-    auto ip = net::parse_ipv4(e.addresses.front());
+    auto ip = e.address.v4();
     if (!ip) continue;
-    net::BackendAddr b{*ip, port};
-    if (e.conditions.is_ready())
+    net::BackendAddr b{*ip, match->port};
+    if (e.is_ready())
       out.ready.push_back(b);
-    else if (e.conditions.is_serving() && e.conditions.is_terminating())
+    else if (e.is_serving() && e.is_terminating())
       out.serving_terminating.push_back(b);
   }
 }
 
-std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const k8s::ServicePort& sp) {
+std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const ServicePortInfo& sp) {
   Candidates c;
   for (const auto& [key, slice] : slices) collect(slice, sp, c);
   // Terminating fallback (as kube-proxy): when no endpoint is ready, keep
@@ -83,30 +79,32 @@ std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const k8
 namespace {
 
 // One Service's addresses into out (skips with their reasons).
-void compute_service(const Model& model, const std::string& key, const k8s::Service& svc, DesiredState& out) {
-  if (auto why = not_proxied_reason(svc)) {
+void compute_service(const Model& model, const std::string& key, const ServiceInfo& svc, DesiredState& out) {
+  const StringPool& strings = model.strings();
+  if (auto why = not_proxied_reason(svc, strings)) {
     out.skipped.push_back({key, *why});
     return;
   }
   auto vip = ipv4_cluster_ip(svc);
   if (!vip) {
-    out.skipped.push_back({key, "no IPv4 clusterIP ('" + svc.cluster_ip + "'): IPv6 is not supported yet"});
+    std::string ip = svc.cluster_ips.empty() ? "" : svc.cluster_ips.front().str();
+    out.skipped.push_back({key, "no IPv4 clusterIP ('" + ip + "'): IPv6 is not supported yet"});
     return;
   }
   const Model::Slices& slices = model.slices_of(key);
-  for (const k8s::ServicePort& sp : svc.ports) {
+  for (const ServicePortInfo& sp : svc.ports) {
     auto proto = proto_of(sp.protocol);
     if (!proto) {
-      out.skipped.push_back({key, describe(sp) + ": " + sp.protocol + " is not supported yet"});
+      out.skipped.push_back({key, describe(sp, strings) + ": " + to_string(sp.protocol) + " is not supported yet"});
       continue;
     }
-    net::ServiceAddr addr{*vip, static_cast<uint16_t>(sp.port), *proto};
-    auto [it, added] = out.services.try_emplace(addr, ServiceBackends{key, sp.name, {}});
+    net::ServiceAddr addr{*vip, sp.port, *proto};
+    auto [it, added] = out.services.try_emplace(addr, ServiceBackends{key, strings[sp.name], {}});
     if (!added) {
       // Two Services on one address: only a broken allocator does that.
       // The first by name keeps it, so the outcome does not depend on order.
       out.skipped.push_back(
-          {key, describe(sp) + ": " + net::format(addr) + " is already " + it->second.service + "'s", true});
+          {key, describe(sp, strings) + ": " + net::format(addr) + " is already " + it->second.service + "'s", true});
       continue;
     }
     it->second.backends = backends_for(slices, sp);

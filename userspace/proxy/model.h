@@ -1,5 +1,6 @@
 // What kpx knows of the cluster: the Services and EndpointSlices as the API
-// last served them (valid ones only), and this node. compute() reads it.
+// last served them (valid ones only, compactly: see proxy/compact.h), and
+// this node. compute() reads it.
 #pragma once
 
 #include <map>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "k8s/objects.h"
+#include "proxy/compact.h"
 
 namespace kpx::proxy {
 
@@ -25,15 +27,20 @@ std::string to_string(const Rejection& r);
 
 class Model {
  public:
-  using Services = std::map<std::string, k8s::Service>;      // by "ns/name"
-  using Slices = std::map<std::string, k8s::EndpointSlice>;  // by "ns/name"
+  using Services = std::map<std::string, ServiceInfo>;  // by "ns/name"
+  using Slices = std::map<std::string, SliceInfo>;      // by slice name (in the Service's namespace)
+
+  Model() = default;
+  Model(Model&&) = default;
+  Model& operator=(Model&&) = default;
 
   // Adds or replaces the object with the same namespace/name (ADDED and
   // MODIFIED events, list items). An invalid object is rejected: the
   // previous version is removed too, since it no longer is what the API
-  // holds, and the Rejection says why.
-  std::optional<Rejection> upsert_service(k8s::Service s);
-  std::optional<Rejection> upsert_endpoint_slice(k8s::EndpointSlice s);
+  // holds, and the Rejection says why. Valid objects are kept compactly
+  // (proxy/compact.h).
+  std::optional<Rejection> upsert_service(const k8s::Service& s);
+  std::optional<Rejection> upsert_endpoint_slice(const k8s::EndpointSlice& s);
   // DELETED events. Unknown names are ignored.
   void remove_service(std::string_view ns, std::string_view name);
   void remove_endpoint_slice(std::string_view ns, std::string_view name);
@@ -49,17 +56,22 @@ class Model {
   // "namespace/name" of every Service / EndpointSlice held.
   std::vector<std::string> service_keys() const;
   std::vector<std::string> endpoint_slice_keys() const;
+  // The strings the objects' ids refer to.
+  const StringPool& strings() const { return strings_; }
 
   // The Services ("namespace/name") whose object or slices changed since the
   // last call, whether they still exist or not; clears the set.
   std::set<std::string> take_changed_services() { return std::exchange(changed_, {}); }
 
  private:
+  using SliceGroups = std::map<std::string, Slices>;  // by owning Service "ns/name"
+
+  StringPool strings_;
   Services services_;
-  std::map<std::string, Slices> slices_by_service_;
-  // Slice key -> owning Service key: a slice's label may change between
+  SliceGroups slices_by_service_;
+  // Slice "ns/name" -> its group: a slice's label may change between
   // versions, and DELETED is looked up by the slice's own name.
-  std::map<std::string, std::string> slice_owner_;
+  std::map<std::string, SliceGroups::iterator> slice_owner_;
   std::optional<k8s::Node> node_;
   std::set<std::string> changed_;
 };
