@@ -275,6 +275,13 @@ TEST_F(LabTest, ScalingWhileAClientLoopsLosesNoRequest) {
     if (!a.ok && ++failed <= 5) failures += a.line + "\n";
     if (a.ok) pods_seen.insert(a.pod);
   }
+  if (failed) {
+    std::string ok;
+    for (const auto& a : answers) ok += a.ok ? a.pod + " " : "- ";
+    std::string maps;
+    kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 svc list", &maps);
+    failures += "answers in order: " + ok + "\nnode1 maps:\n" + maps + sh_out("kubectl --server " + api_ + " get pods -o wide");
+  }
   EXPECT_EQ(failed, 0) << "requests to a Service that kept ready backends failed:\n" << failures;
   EXPECT_TRUE(pods_seen.count("echo-new-1") || pods_seen.count("echo-new-2")) << "new pods took traffic";
   // The deleted pods are gone once their grace is over.

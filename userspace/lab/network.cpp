@@ -21,6 +21,12 @@ Status ip_batch(const std::string& netns, const std::vector<std::string>& cmds) 
 
 Status add_netns(const std::string& name) { return run_ok({"ip", "netns", "add", name}); }
 
+std::string bridge_mac(int node) {
+  char mac[18];
+  snprintf(mac, sizeof mac, "02:6b:70:00:01:%02x", node & 0xff);
+  return mac;
+}
+
 std::string node_cidr_route(const NodePlan& to) { return "route add " + to.pod_cidr + " via " + to.ip; }
 
 Status build(const LabPlan& p) {
@@ -29,7 +35,12 @@ Status build(const LabPlan& p) {
 
   // Fabric: a bridge with a port per node, the client and the gateway. The
   // other end of each port is that namespace's eth0.
-  std::vector<std::string> fabric = {"link add br0 type bridge", "link set br0 up", "link set lo up"};
+  // Bridges get a fixed MAC: one left to the kernel follows the lowest MAC
+  // among its ports, so it changes as pods come and go, and pods whose ARP
+  // cache holds the old one lose their gateway (what CNI bridge plugins and
+  // docker0 avoid the same way).
+  std::vector<std::string> fabric = {"link add br0 address 02:6b:70:00:00:01 type bridge", "link set br0 up",
+                                     "link set lo up"};
   auto port = [&](const std::string& port_name, const std::string& peer_ns) {
     fabric.push_back("link add " + port_name + " type veth peer name eth0 netns " + peer_ns);
     fabric.push_back("link set " + port_name + " master br0 up");
@@ -57,7 +68,7 @@ Status build(const LabPlan& p) {
     std::vector<std::string> cmds = {"link set lo up",
                                      "addr add " + n.ip + fabric_len + " dev eth0",
                                      "link set eth0 up",
-                                     "link add cbr0 type bridge",
+                                     "link add cbr0 address " + bridge_mac(n.index) + " type bridge",
                                      "addr add " + n.pod_gateway + "/24 dev cbr0",
                                      "link set cbr0 up",
                                      std::string("route add default via ") + kGatewayIp};
