@@ -185,8 +185,15 @@ Status Demo::pod_to_service() {
       if (r.ok) nodes.insert(r.pod.substr(0, r.pod.rfind('-')));
       reply_from_vip &= !r.ok || r.from == vip + ":80";
     }
+    std::set<std::string> seen_as;
+    for (const auto& r : a)
+      if (r.ok && r.pod != "echo-1-1") seen_as.insert(r.client_ip());
+    std::string seen;
+    for (const auto& ip : seen_as) seen += (seen.empty() ? "" : ", ") + ip;
     out_ << "   30 requests:" << by_pod(a) << "\n   replies came from " << vip
-         << ":80 (reverse NAT on the way back)" << (reply_from_vip ? "" : " — NOT ALL") << "\n";
+         << ":80 (reverse NAT on the way back)" << (reply_from_vip ? "" : " — NOT ALL")
+         << "\n   the other pods saw the client as " << seen << " (its own address: no SNAT between pods)\n";
+    all_ok &= seen_as.size() == 1 && *seen_as.begin() == me;
     KPX_TRY(check(all_ok && nodes.size() >= 2 && reply_from_vip,
                   std::string("pod to Service over ") + proto + ": not every request answered from both nodes"));
   }
