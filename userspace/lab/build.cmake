@@ -10,5 +10,5 @@ target_link_libraries(kpx_lab PUBLIC kpx_core kpx_k8s kpx_apiserver kpx_log PRIV
 # The lab's control plane (EndpointSlice controller, DNS, env discovery),
 # tested without root.
 kpx_test(kpx_lab_tests unit tests/unit/endpointslice_test.cpp tests/unit/service_env_test.cpp
-  tests/unit/dns_test.cpp)
+  tests/unit/dns_test.cpp tests/unit/lab_plan_test.cpp)
 target_link_libraries(kpx_lab_tests PRIVATE kpx_lab resolv)

@@ -2,11 +2,13 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -182,6 +184,10 @@ Status lab_up(const LabSpec& spec, int api_port, std::ostream& out) {
       fs::exists(plan.state_dir()))
     return invalid_argument("a stopped lab '" + spec.name + "' left things behind; run `kpx lab down --name " +
                             spec.name + "` first");
+  // The agents pin their maps there; without bpffs they would fail one by one.
+  struct statfs sfs{};
+  if (statfs("/sys/fs/bpf", &sfs) != 0 || sfs.f_type != BPF_FS_MAGIC)
+    return invalid_argument("/sys/fs/bpf is not a bpffs mount (scripts/setup mounts it: mount -t bpf bpf /sys/fs/bpf)");
   std::error_code ec;
   fs::create_directories(plan.state_dir(), ec);
   if (ec) return system_error("create " + plan.state_dir() + ": " + ec.message());
