@@ -31,6 +31,10 @@ struct RunningPod {
   std::vector<pid_t> pids;
   std::vector<InProcessContainer> in_process;
   bool terminating = false;
+  // A graceful stop (worker thread) and a forced one (the pod removed with
+  // grace 0 meanwhile) can race: the first to get here stops the pod.
+  std::mutex stop_mu;
+  bool stopped = false;
 };
 
 std::string str(const Json& j, const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; }
@@ -368,6 +372,9 @@ void Kubelet::Impl::graceful_stop(std::shared_ptr<RunningPod> rp, int prestop_s,
 }
 
 void Kubelet::Impl::stop_now(RunningPod& rp, int grace_ms) {
+  std::lock_guard stop_lock(rp.stop_mu);
+  if (rp.stopped) return;
+  rp.stopped = true;
   for (pid_t pid : rp.pids) terminate(pid, grace_ms);
   rp.pids.clear();
   rp.in_process.clear();
