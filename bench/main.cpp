@@ -1,10 +1,13 @@
 // kpx-bench: micro-benchmarks of the kpx datapath.
 //   kpx-bench datapath [--json] [--services LIST] [--repeats N]
+//   kpx-bench sync [--json] ...
+//   kpx-bench lab [--json] [--rounds N]
 #include <CLI/CLI.hpp>
 
 #include <iostream>
 
 #include "datapath.h"
+#include "lab_up.h"
 #include "sync.h"
 #include "kpx/abi.h"
 
@@ -49,6 +52,12 @@ int main(int argc, char** argv) {
   sync->add_option("--batch-rounds", so.batch_rounds,
                    "interleaved rounds of map writes batched vs one by one (0: skip)")->capture_default_str();
 
+  kpx::bench::LabBenchOptions lo;
+  auto* lab = app.add_subcommand("lab", "time of kpx lab up and down with the defaults (needs root and bpffs)");
+  lab->add_flag("--json", lo.json, "print the results as one JSON object");
+  lab->add_option("--rounds", lo.rounds, "up/down rounds; figures are medians")
+      ->check(CLI::Range(1u, 100u))->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -57,5 +66,6 @@ int main(int argc, char** argv) {
   }
   if (datapath->parsed()) return kpx::bench::run_datapath(dp, std::cout, std::cerr);
   if (sync->parsed()) return kpx::bench::run_sync(so, std::cout, std::cerr);
+  if (lab->parsed()) return kpx::bench::run_lab(lo, std::cout, std::cerr);
   return 2;
 }

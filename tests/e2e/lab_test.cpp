@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "lab/echo.h"
+#include "lab/proc.h"
 #include "support/scoped.h"
 
 namespace kpx::e2e {
@@ -33,15 +34,6 @@ namespace fs = std::filesystem;
 std::string root_namespace_state() {
   return sh_out("ip -o link show | awk '{print $2}'; ip -o addr show | awk '{print $2, $4}'; "
                 "ip route show table all; ip rule show; nft list ruleset 2>/dev/null | md5sum");
-}
-
-// Running, not a zombie waiting for init to reap it.
-bool alive(int pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat;
-  if (!std::getline(f, stat)) return false;
-  size_t paren = stat.rfind(')');
-  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
 class LabTest : public ::testing::Test {
@@ -74,7 +66,7 @@ class LabTest : public ::testing::Test {
                      "$' || true"),
               "");
     EXPECT_FALSE(fs::exists("/run/kpx-lab/" + name_));
-    EXPECT_FALSE(alive(daemon_pid_)) << "the lab daemon still runs";
+    EXPECT_FALSE(lab::running(daemon_pid_)) << "the lab daemon still runs";
     // [l]: the pattern must not match the shell running pgrep.
     EXPECT_EQ(sh_out("pgrep -f '[l]ab daemon --name " + name_ + " ' || true"), "");
     EXPECT_EQ(sh_out("pgrep -f '[k]px-" + name_ + "-node' || true"), "") << "agents still run";
@@ -145,6 +137,13 @@ TEST_F(LabTest, UpBuildsEveryNamespaceAndAHealthyAgentPerNode) {
   for (const char* want : {"fabric", "gw", "inet", "client", "node1", "node2", "pod-default-echo-1-1",
                            "pod-default-echo-2-3", "pod-kube-system-coredns"})
     EXPECT_NE(ns.find("kpxlab-" + name_ + "-" + want + "\n"), std::string::npos) << want << " in\n" << ns;
+  // `kpx lab exec` reaches every kind of namespace.
+  EXPECT_NE(exec("client", "ip -o -4 addr show dev eth0").find("10.0.0.100/24"), std::string::npos);
+  EXPECT_NE(exec("gateway", "ip -o -4 addr show").find("203.0.113.1/24"), std::string::npos);
+  EXPECT_NE(exec("internet", "ip -o -4 addr show dev eth0").find("203.0.113.10/24"), std::string::npos);
+  EXPECT_NE(exec("node2", "ip -o -4 addr show dev cbr0").find("10.244.2.1/24"), std::string::npos);
+  EXPECT_NE(exec("node1", "ip route").find("10.244.2.0/24 via 10.0.0.12"), std::string::npos) << "host-gw route";
+  EXPECT_NE(exec("kube-system/coredns", "ip -o -4 addr show dev eth0").find("10.244.1."), std::string::npos);
   EXPECT_TRUE(fs::exists("/sys/fs/bpf/kpx-" + name_ + "-node1"));
   EXPECT_TRUE(fs::exists("/sys/fs/bpf/kpx-" + name_ + "-node2"));
   std::string status;

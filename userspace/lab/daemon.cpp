@@ -88,6 +88,8 @@ class Agents {
     if (stopping_.exchange(true)) return;
     if (watcher_.joinable()) watcher_.join();
     std::lock_guard lock(mu_);
+    // Signal them all first: they shut down together, not one after another.
+    for (auto& [node, pid] : pids_) kill(pid, SIGTERM);
     for (auto& [node, pid] : pids_) terminate(pid, 5000);
     pids_.clear();
   }

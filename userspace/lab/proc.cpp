@@ -182,6 +182,14 @@ Status run_ok(const std::vector<std::string>& argv, const std::string& input) {
   return system_error("`" + cmd + "` failed (exit " + std::to_string(r->status) + "): " + out);
 }
 
+bool running(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  if (!std::getline(f, stat)) return false;
+  size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
+}
+
 bool process_matches(pid_t pid, const std::string& marker) {
   if (pid <= 0 || kill(pid, 0) != 0) return false;
   std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
@@ -202,7 +210,7 @@ void terminate(pid_t pid, int grace_ms) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
   while (std::chrono::steady_clock::now() < deadline) {
     pid_t r = waitpid(pid, nullptr, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD && kill(pid, 0) != 0)) return;
+    if (r == pid || (r < 0 && errno == ECHILD && !running(pid))) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   kill(pid, SIGKILL);

@@ -36,6 +36,9 @@ Result<RunResult> run(const std::vector<std::string>& argv, const std::string& i
 // run() that fails with the command's output when it exits non-zero.
 Status run_ok(const std::vector<std::string>& argv, const std::string& input = "");
 
+// Whether pid exists and has not exited: a zombie (waiting for a parent,
+// often init, to reap it) counts as gone.
+bool running(pid_t pid);
 // Whether pid is alive and its /proc/PID/cmdline contains `marker` (so a
 // recycled pid is never taken for ours).
 bool process_matches(pid_t pid, const std::string& marker);
