@@ -19,7 +19,9 @@ TEST(LabPlan, NamesAndAddressesFollowFromTheLabNameAndNodeCount) {
   EXPECT_EQ(p.nodes[2].pod_cidr, "10.244.3.0/24");
   EXPECT_EQ(p.nodes[2].pod_gateway, "10.244.3.1");
   EXPECT_EQ(p.nodes[2].pin_dir, "/sys/fs/bpf/kpx-demo-node3");
-  EXPECT_EQ(p.pod_netns("kube-system", "coredns"), "kpxlab-demo-pod-kube-system-coredns");
+  EXPECT_EQ(p.pod_netns("kube-system", "coredns"), "kpxlab-demo-pod-kube-system.coredns");
+  EXPECT_NE(p.pod_netns("a-b", "c"), p.pod_netns("a", "b-c"));
+  EXPECT_LE(p.pod_netns("default", std::string(253, 'x')).size(), 200u);
   EXPECT_EQ(p.state_dir(), "/run/kpx-lab/demo");
   EXPECT_EQ(p.cgroup_name(), "kpx-lab-demo");
   EXPECT_EQ(p.node("node2")->index, 2);

@@ -128,20 +128,32 @@ class Agents {
   }
 
   void supervise() {
+    std::vector<std::string> dead;
     while (!stopping_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(200));
-      std::vector<std::string> dead;
       {
         std::lock_guard lock(mu_);
-        for (auto& [node, pid] : pids_)
-          if (waitpid(pid, nullptr, WNOHANG) == pid) dead.push_back(node);
+        for (auto it = pids_.begin(); it != pids_.end();)
+          if (waitpid(it->second, nullptr, WNOHANG) == it->second) {
+            // Reaped: the pid is no longer ours to signal.
+            dead.push_back(it->first);
+            it = pids_.erase(it);
+          } else {
+            ++it;
+          }
       }
+      std::vector<std::string> retry;
       for (const auto& node : dead) {
-        if (stopping_) break;
-        kpx::log::warning("lab: the agent of " + node + " exited; restarting it");
+        if (stopping_) return;
+        kpx::log::warning("lab: the agent of " + node + " is not running; starting it");
         std::this_thread::sleep_for(std::chrono::seconds(1));
-        if (auto st = start(*plan_.node(node)); !st) kpx::log::error("lab: " + st.error().message);
+        if (stopping_) return;
+        if (auto st = start(*plan_.node(node)); !st) {
+          kpx::log::error("lab: " + st.error().message);
+          retry.push_back(node);  // try again next round
+        }
       }
+      dead = std::move(retry);
     }
   }
 
@@ -195,7 +207,10 @@ Status run_daemon(const DaemonOptions& o) {
     auto fd = udp_socket_in_netns(netns, 53);
     if (!fd) return fd.error();
     auto server = DnsServer::start(*fd, store, kDnsDomain);
-    if (!server) return server.error();
+    if (!server) {
+      close(*fd);  // start() owns the socket only when it succeeds
+      return server.error();
+    }
     return InProcessContainer(std::shared_ptr<DnsServer>(std::move(*server)));
   };
   auto kubelet = Kubelet::start(store, ko);

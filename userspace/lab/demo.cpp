@@ -282,7 +282,8 @@ Status Demo::internet() {
   std::string line, last;
   while (std::getline(f, line))
     if (line.find("request from=") != std::string::npos) last = line;
-  std::string from = last.substr(last.find("from=") + 5);
+  size_t at = last.find("from=");
+  std::string from = at == std::string::npos ? "" : last.substr(at + 5);
   std::string me = pod_ip("echo-1-1");
   out_ << "   the internet host received the request from " << (from.empty() ? "(nothing)" : from)
        << "; the reply " << (a.size() == 1 && a[0].ok ? "came back" : "never came back") << "\n"
@@ -320,7 +321,12 @@ Status lab_demo(const std::string& name, bool keep, std::ostream& out) {
   out << "\nkpx lab status --name " << name << "\n";
   (void)lab_status(name, out);
   Demo demo(name, out);
-  Status st = demo.run();
+  Status st;
+  try {
+    st = demo.run();
+  } catch (const std::exception& e) {  // the lab still goes down below
+    st = system_error(std::string("the demo stopped: ") + e.what());
+  }
   out << "\n" << (st ? "every path worked" : "a path FAILED: " + st.error().message) << "\n";
   if (!keep) {
     if (auto down = lab_down(name, out); !down && st) st = down;

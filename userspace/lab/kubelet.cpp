@@ -75,6 +75,17 @@ int prestop_sleep_seconds(const Json& pod) {
   return std::min(s, 300);
 }
 
+// What the API server would have enforced: names end up in namespace
+// names and iproute2 batch lines, so nothing else gets that far.
+bool dns_name(const std::string& s, size_t max, bool dots) {
+  if (s.empty() || s.size() > max || s.front() == '-' || s.back() == '-' || s.front() == '.') return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || (dots && c == '.'))) return false;
+  return true;
+}
+
+bool valid_names(const ObjectKey& k) { return dns_name(k.ns, 63, false) && dns_name(k.name, 253, true); }
+
 Json condition(const char* type, bool ok, const std::string& now) {
   return {{"type", type}, {"status", ok ? "True" : "False"}, {"lastProbeTime", nullptr}, {"lastTransitionTime", now}};
 }
@@ -88,6 +99,7 @@ struct Kubelet::Impl {
   void loop();
   void relist(apiserver::Store::WatchCursor& cursor);
   void handle(const Json& pod, bool deleted);
+  void handle_safely(const Json& pod, bool deleted);
   void schedule(const ObjectKey& key, const std::string& uid);
   void start_pod(const Json& pod, const NodePlan& node);
   Status start_containers(const Json& pod, RunningPod& rp);
@@ -105,20 +117,52 @@ struct Kubelet::Impl {
   std::set<std::string> host_ifs;
   std::map<ObjectKey, std::string> scheduling;  // placed by schedule(), not started yet: key -> node
   int load(const std::string& node) const;  // under mu
-  std::vector<std::thread> workers;
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Worker> workers;
+  void join_finished_workers();
   std::atomic<bool> stopping{false};
   std::thread thread;
   uint32_t if_counter = 0;
 };
+
+void Kubelet::Impl::join_finished_workers() {
+  std::vector<std::thread> finished;
+  {
+    std::lock_guard lock(mu);
+    for (auto it = workers.begin(); it != workers.end();)
+      if (*it->done) {
+        finished.push_back(std::move(it->thread));
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+  }
+  for (auto& t : finished) t.join();
+}
+
+void Kubelet::Impl::handle_safely(const Json& pod, bool deleted) {
+  // A malformed pod (the lab's API server, like a real one with
+  // --validate=false, stores what it is given) must not end the kubelet.
+  try {
+    handle(pod, deleted);
+  } catch (const std::exception& e) {
+    const Json& md = pod.contains("metadata") && pod["metadata"].is_object() ? pod["metadata"] : Json::object();
+    kpx::log::warning("lab kubelet: pod " + str(md, "namespace") + "/" + str(md, "name") + " skipped: " + e.what());
+  }
+}
 
 void Kubelet::Impl::loop() {
   apiserver::Store::WatchCursor cursor{};
   relist(cursor);
   while (!stopping) {
     auto wake = store.wait(pods, cursor, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
+    join_finished_workers();
     switch (wake.reason) {
       case apiserver::WakeReason::kEvents:
-        for (const auto& e : wake.events) handle(*e.object, e.type == apiserver::EventType::kDeleted);
+        for (const auto& e : wake.events) handle_safely(*e.object, e.type == apiserver::EventType::kDeleted);
         break;
       case apiserver::WakeReason::kTimeout:
         break;
@@ -135,8 +179,9 @@ void Kubelet::Impl::relist(apiserver::Store::WatchCursor& cursor) {
   if (!page) return;
   std::set<ObjectKey> seen;
   for (const auto& p : page->items) {
-    seen.insert({str((*p)["metadata"], "namespace"), str((*p)["metadata"], "name")});
-    handle(*p, false);
+    if ((*p).contains("metadata") && (*p)["metadata"].is_object())
+      seen.insert({str((*p)["metadata"], "namespace"), str((*p)["metadata"], "name")});
+    handle_safely(*p, false);
   }
   std::vector<std::shared_ptr<RunningPod>> gone;
   {
@@ -163,7 +208,27 @@ void Kubelet::Impl::handle(const Json& pod, bool deleted) {
     rp.reset();
   }
   if (deleted) {
+    {
+      std::lock_guard lock(mu);
+      scheduling.erase(key);
+    }
     if (rp) stop_now(*rp, 0);
+    return;
+  }
+  if (!pod.contains("spec") || !pod["spec"].is_object()) {
+    set_status(key, uid, [](Json& st) {
+      st["phase"] = "Failed";
+      st["reason"] = "InvalidSpec";
+      st["message"] = "the pod has no spec object";
+    });
+    return;
+  }
+  if (!valid_names(key)) {
+    set_status(key, uid, [](Json& st) {
+      st["phase"] = "Failed";
+      st["reason"] = "InvalidName";
+      st["message"] = "namespace must be a DNS label and name a DNS subdomain";
+    });
     return;
   }
   std::string node_name = str(pod["spec"], "nodeName");
@@ -183,8 +248,13 @@ void Kubelet::Impl::handle(const Json& pod, bool deleted) {
     int grace = md.contains("deletionGracePeriodSeconds") && md["deletionGracePeriodSeconds"].is_number_integer()
                     ? md["deletionGracePeriodSeconds"].get<int>()
                     : 30;
-    int prestop = prestop_sleep_seconds(pod);
-    workers.emplace_back([this, rp, prestop, grace] { graceful_stop(rp, prestop, grace); });
+    int prestop = std::min(prestop_sleep_seconds(pod), grace);  // preStop counts against the grace
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    workers.push_back({std::thread([this, rp, prestop, grace, done] {
+                         graceful_stop(rp, prestop, grace);
+                         *done = true;
+                       }),
+                       done});
     return;
   }
   if (rp) return;  // running; status already reported
@@ -256,6 +326,7 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
   rp->uid = str(md, "uid");
   rp->node = node.name;
   rp->netns = o.plan.pod_netns(rp->key.ns, rp->key.name);
+  bool full = false;
   {
     std::lock_guard lock(mu);
     scheduling.erase(rp->key);
@@ -264,10 +335,22 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
     while (used.count(host)) ++host;
     if (host > 254) {
       kpx::log::warning("lab kubelet: node " + node.name + " has no free pod address");
-      return;
+      full = true;
+    } else {
+      used.insert(host);
+      rp->ip = node.pod_cidr.substr(0, node.pod_cidr.rfind('.') + 1) + std::to_string(host);
     }
-    used.insert(host);
-    rp->ip = node.pod_cidr.substr(0, node.pod_cidr.rfind('.') + 1) + std::to_string(host);
+  }
+  if (full) {
+    set_status(rp->key, rp->uid, [&](Json& st) {
+      st["phase"] = "Pending";
+      st["reason"] = "NoPodAddress";
+      st["message"] = "node " + node.name + " has no free address in " + node.pod_cidr;
+    });
+    return;
+  }
+  {
+    std::lock_guard lock(mu);
     char name[16];
     do {
       snprintf(name, sizeof name, "veth%08x",
@@ -405,12 +488,12 @@ Result<std::unique_ptr<Kubelet>> Kubelet::start(apiserver::Store& store, Kubelet
 void Kubelet::stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
   if (impl_->thread.joinable()) impl_->thread.join();
-  std::vector<std::thread> workers;
+  std::vector<Impl::Worker> workers;
   {
     std::lock_guard lock(impl_->mu);
     workers.swap(impl_->workers);
   }
-  for (auto& w : workers) w.join();
+  for (auto& w : workers) w.thread.join();
   std::vector<std::shared_ptr<RunningPod>> left;
   {
     std::lock_guard lock(impl_->mu);

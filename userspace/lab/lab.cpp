@@ -57,7 +57,7 @@ Result<Running> running_lab(const std::string& name) {
   KPX_TRY(validate_name(name));
   auto st = read_state(name);
   if (!st) return st.error();
-  if (!process_matches(st->daemon_pid, kDaemonMarker))
+  if (!is_lab_daemon(st->daemon_pid, name))
     return not_found("lab '" + name + "' is not running (its daemon is gone); `kpx lab down --name " + name +
                      "` cleans up");
   auto c = lab_client(*st);
@@ -71,16 +71,27 @@ Result<json> items(k8s::Client& c, const std::string& path) {
   return (*r).value("items", json::array());
 }
 
+// j[k] when it is an object, else an empty object: objects from the API
+// may lack any field (or hold the wrong type) without breaking the output.
+const json& obj(const json& j, const char* k) {
+  static const json empty = json::object();
+  return j.is_object() && j.contains(k) && j[k].is_object() ? j[k] : empty;
+}
+std::string text(const json& j, const char* k, const std::string& dflt = "") {
+  return j.is_object() && j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : dflt;
+}
+
 bool pod_ready(const json& pod) {
-  if (!pod.contains("status")) return false;
-  for (const auto& c : pod["status"].value("conditions", json::array()))
-    if (c.value("type", "") == "Ready") return c.value("status", "") == "True";
+  const json& st = obj(pod, "status");
+  if (!st.contains("conditions") || !st["conditions"].is_array()) return false;
+  for (const auto& c : st["conditions"])
+    if (text(c, "type") == "Ready") return text(c, "status") == "True";
   return false;
 }
 
 std::string pod_phase(const json& pod) {
-  if (pod["metadata"].contains("deletionTimestamp")) return "Terminating";
-  return pod.contains("status") ? pod["status"].value("phase", "Pending") : "Pending";
+  if (obj(pod, "metadata").contains("deletionTimestamp")) return "Terminating";
+  return text(obj(pod, "status"), "phase", "Pending");
 }
 
 std::string tail_of(const std::string& file, size_t lines) {
@@ -102,7 +113,8 @@ Status wait_settled(const Running& lab, const LabPlan& plan, std::chrono::second
     auto pods = items(*lab.client, "/api/v1/pods");
     if (!pods) return pods.error();
     for (const auto& p : *pods)
-      if (!pod_ready(p)) waiting += " pod " + p["metadata"].value("namespace", "") + "/" + p["metadata"].value("name", "");
+      if (!pod_ready(p))
+        waiting += " pod " + text(obj(p, "metadata"), "namespace") + "/" + text(obj(p, "metadata"), "name");
     for (const auto& n : plan.nodes)
       if (http_get_in_netns(n.netns, 10256, "/healthz") != 200) waiting += " agent on " + n.name;
     if (waiting.empty()) return {};
@@ -118,12 +130,23 @@ bool cgroup_exists(const LabPlan& plan) {
   return false;
 }
 
+bool is_pin_dir_of(const std::string& file, const std::string& name) {
+  std::string prefix = "kpx-" + name + "-node";
+  return file.rfind(prefix, 0) == 0 && file.size() > prefix.size() &&
+         file.find_first_not_of("0123456789", prefix.size()) == std::string::npos;
+}
+
+bool has_pins(const std::string& name) {
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/sys/fs/bpf", ec))
+    if (is_pin_dir_of(e.path().filename(), name)) return true;
+  return false;
+}
+
 Status remove_pins(const std::string& name) {
   std::error_code ec;
-  std::string prefix = "kpx-" + name + "-node";
   for (const auto& e : fs::directory_iterator("/sys/fs/bpf", ec)) {
-    std::string f = e.path().filename();
-    if (f.rfind(prefix, 0) == 0 && f.find_first_not_of("0123456789", prefix.size()) == std::string::npos) {
+    if (is_pin_dir_of(e.path().filename(), name)) {
       fs::remove_all(e.path(), ec);
       if (ec) return system_error("remove " + e.path().string() + ": " + ec.message());
     }
@@ -177,20 +200,26 @@ Status lab_up(const LabSpec& spec, int api_port, std::ostream& out) {
   KPX_TRY(validate(spec));
   auto t0 = Clock::now();
   LabPlan plan = plan_lab(spec.name, spec.nodes);
-  if (auto st = read_state(spec.name); st && process_matches(st->daemon_pid, kDaemonMarker))
+  if (auto st = read_state(spec.name); st && is_lab_daemon(st->daemon_pid, spec.name))
     return invalid_argument("lab '" + spec.name + "' is already running (API server http://127.0.0.1:" +
                             std::to_string(st->api_port) + ")");
-  if (!list_netns(std::string(kNetnsPrefix) + spec.name + "-").empty() || cgroup_exists(plan) ||
-      fs::exists(plan.state_dir()))
+  if (api_port < 0 || api_port > 65535) return invalid_argument("--api-port must be between 0 and 65535");
+  if (geteuid() != 0) return invalid_argument("the lab needs root (network namespaces, bpffs, cgroups)");
+  if (!list_netns(std::string(kNetnsPrefix) + spec.name + "-").empty() || cgroup_exists(plan) || has_pins(spec.name))
     return invalid_argument("a stopped lab '" + spec.name + "' left things behind; run `kpx lab down --name " +
                             spec.name + "` first");
   // The agents pin their maps there; without bpffs they would fail one by one.
   struct statfs sfs{};
   if (statfs("/sys/fs/bpf", &sfs) != 0 || sfs.f_type != BPF_FS_MAGIC)
     return invalid_argument("/sys/fs/bpf is not a bpffs mount (scripts/setup mounts it: mount -t bpf bpf /sys/fs/bpf)");
+  // Claiming the state directory is what makes a lab name ours: a second
+  // `lab up` of the same name racing this one stops here.
   std::error_code ec;
-  fs::create_directories(plan.state_dir(), ec);
-  if (ec) return system_error("create " + plan.state_dir() + ": " + ec.message());
+  fs::create_directories(kStateRoot, ec);
+  if (mkdir(plan.state_dir().c_str(), 0755) != 0)
+    return errno == EEXIST ? invalid_argument("lab '" + spec.name + "' exists or is being started; `kpx lab down --name " +
+                                              spec.name + "` removes it")
+                           : system_error("create " + plan.state_dir() + ": " + std::strerror(errno));
   Status st = create_topology(plan);
   if (!st) {
     fs::remove_all(plan.state_dir(), ec);
@@ -217,12 +246,11 @@ Status lab_up(const LabSpec& spec, int api_port, std::ostream& out) {
   while (Clock::now() < deadline) {
     state = read_state(spec.name);
     if (state) break;
-    if (!process_matches(*pid, kDaemonMarker)) break;
+    if (!is_lab_daemon(*pid, spec.name)) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (!state)
-    return fail(system_error("the lab daemon did not start; its log (" + so.log_file + "):\n" +
-                             tail_of(so.log_file, 20)));
+    return fail(system_error("the lab daemon did not start; the end of its log:\n" + tail_of(so.log_file, 20)));
   auto lab = running_lab(spec.name);
   if (!lab) return fail(lab.error());
   if (auto s = wait_settled(*lab, plan, std::chrono::seconds(30)); !s)
@@ -241,7 +269,7 @@ Status lab_down(const std::string& name, std::ostream& out) {
   if (auto st = read_state(name); st) {
     found = true;
     // Let the daemon stop its agents and pods in order first.
-    if (process_matches(st->daemon_pid, kDaemonMarker)) terminate(st->daemon_pid, 10000);
+    if (is_lab_daemon(st->daemon_pid, name)) terminate(st->daemon_pid, 10000);
   }
   std::vector<std::string> problems;
   // Whatever is left (a crashed daemon's children included) ends with the cgroup.
@@ -253,6 +281,7 @@ Status lab_down(const std::string& name, std::ostream& out) {
   found |= !namespaces.empty();
   for (const auto& ns : namespaces)
     if (auto s = remove_netns(ns); !s) problems.push_back(s.error().message);
+  found |= has_pins(name);
   if (auto s = remove_pins(name); !s) problems.push_back(s.error().message);
   std::error_code ec;
   found |= fs::exists(plan.state_dir());
@@ -276,8 +305,19 @@ Status lab_down_all(std::ostream& out) {
   }
   for (const auto& cg : list_cgroups("kpx-lab-")) names.insert(cg.substr(8));
   if (names.empty()) out << "no labs\n";
-  for (const auto& n : names)
-    if (validate_name(n)) KPX_TRY(lab_down(n, out));
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator("/sys/fs/bpf", ec)) {
+    std::string f = e.path().filename();
+    size_t node = f.rfind("-node");
+    if (f.rfind("kpx-", 0) == 0 && node != std::string::npos && node > 4 && is_pin_dir_of(f, f.substr(4, node - 4)))
+      names.insert(f.substr(4, node - 4));
+  }
+  std::string failed;
+  for (const auto& n : names) {
+    if (!validate_name(n)) continue;
+    if (auto st = lab_down(n, out); !st) failed += "\n  " + st.error().message;
+  }
+  if (!failed.empty()) return system_error("some labs were not removed completely:" + failed);
   return {};
 }
 
@@ -301,54 +341,62 @@ Status lab_status(const std::string& name, std::ostream& out) {
   }
   out << "\nPOD                            NODE    IP            STATUS      READY\n";
   for (const auto& p : *pods) {
-    const json& md = p["metadata"];
-    std::string id = md.value("namespace", "") + "/" + md.value("name", "");
-    std::string ip = p.contains("status") ? p["status"].value("podIP", "") : "";
-    out << std::left << std::setw(31) << id << std::setw(8) << p["spec"].value("nodeName", "-") << std::setw(14)
+    const json& md = obj(p, "metadata");
+    std::string id = text(md, "namespace") + "/" + text(md, "name");
+    std::string ip = text(obj(p, "status"), "podIP");
+    out << std::left << std::setw(31) << id << std::setw(8) << text(obj(p, "spec"), "nodeName", "-") << std::setw(14)
         << (ip.empty() ? "-" : ip) << std::setw(12) << pod_phase(p) << (pod_ready(p) ? "yes" : "no") << "\n";
   }
   out << "\nSERVICE                        CLUSTER-IP    PORTS                ENDPOINTS (ready)\n";
   for (const auto& s : *svcs) {
-    const json& md = s["metadata"];
-    std::string ns = md.value("namespace", ""), svc = md.value("name", "");
+    const json& md = obj(s, "metadata");
+    const json& spec = obj(s, "spec");
+    std::string ns = text(md, "namespace"), svc = text(md, "name");
     std::string ports;
-    for (const auto& p : s["spec"].value("ports", json::array()))
-      ports += (ports.empty() ? "" : ",") + std::to_string(p.value("port", 0)) + "/" + p.value("protocol", "TCP");
+    if (spec.contains("ports") && spec["ports"].is_array())
+      for (const auto& p : spec["ports"])
+        if (p.is_object() && p.contains("port") && p["port"].is_number_integer())
+          ports += (ports.empty() ? "" : ",") + std::to_string(p["port"].get<int>()) + "/" + text(p, "protocol", "TCP");
     std::string eps;
     for (const auto& sl : *slices) {
-      const json& smd = sl["metadata"];
-      if (smd.value("namespace", "") != ns || !smd.contains("labels") ||
-          smd["labels"].value("kubernetes.io/service-name", "") != svc)
+      if (text(obj(sl, "metadata"), "namespace") != ns || text(obj(obj(sl, "metadata"), "labels"), "kubernetes.io/service-name") != svc ||
+          !sl.contains("endpoints") || !sl["endpoints"].is_array())
         continue;
-      for (const auto& e : sl.value("endpoints", json::array()))
-        if (e.contains("conditions") && e["conditions"].value("ready", true))
-          for (const auto& a : e.value("addresses", json::array())) eps += (eps.empty() ? "" : ",") + a.get<std::string>();
+      for (const auto& e : sl["endpoints"]) {
+        const json& cond = obj(e, "conditions");
+        if (cond.contains("ready") && cond["ready"] == false) continue;
+        if (e.is_object() && e.contains("addresses") && e["addresses"].is_array())
+          for (const auto& a : e["addresses"])
+            if (a.is_string()) eps += (eps.empty() ? "" : ",") + a.get<std::string>();
+      }
     }
-    out << std::left << std::setw(31) << ns + "/" + svc << std::setw(14) << s["spec"].value("clusterIP", "-")
+    out << std::left << std::setw(31) << ns + "/" + svc << std::setw(14) << text(spec, "clusterIP", "-")
         << std::setw(21) << ports << (eps.empty() ? "-" : eps) << "\n";
   }
   return {};
 }
 
 Status lab_apply(const std::string& name, const std::string& file, std::ostream& out) {
-  std::string text;
+  std::string yaml;
   if (file == "-") {
     std::stringstream ss;
     ss << std::cin.rdbuf();
-    text = ss.str();
+    yaml = ss.str();
   } else {
     std::ifstream f(file);
     if (!f) return invalid_argument("cannot read " + file);
     std::stringstream ss;
     ss << f.rdbuf();
-    text = ss.str();
+    yaml = ss.str();
   }
-  auto objs = parse_manifests(text);
+  auto objs = parse_manifests(yaml);
   if (!objs) return objs.error();
   // Check every document before writing any: a bad file changes nothing.
   for (const auto& o : *objs) {
     auto p = collection_path(o);
     if (!p) return p.error();
+    if (text(obj(o, "metadata"), "name").empty())
+      return invalid_argument(describe(o) + ": metadata.name is required (a string)");
   }
   auto lab = running_lab(name);
   if (!lab) return lab.error();
@@ -411,8 +459,14 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
         mount(file.c_str(), "/etc/resolv.conf", nullptr, MS_BIND, nullptr) != 0)
       return system_error(std::string("set up the pod's resolv.conf: ") + std::strerror(errno));
   }
+  // Like a container's processes, what runs here ends with the lab.
+  if (auto root = cgroup2_root(); root) {
+    std::ofstream procs(*root + "/" + plan.cgroup_name() + "/pods/cgroup.procs");
+    procs << getpid();
+  }
   if (setns(fd, CLONE_NEWNET) != 0) return system_error("enter " + netns + ": " + std::strerror(errno));
   close(fd);
+  lab->client.reset();  // its connection is not the command's
   for (const auto& kv : env) putenv(strdup(kv.c_str()));
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));

@@ -53,6 +53,13 @@ json to_json(const YAML::Node& n) {
   return nullptr;
 }
 
+// metadata.<key> when it is a string, else "".
+std::string meta_string(const json& obj, const char* key) {
+  if (!obj.is_object() || !obj.contains("metadata") || !obj["metadata"].is_object()) return "";
+  const json& m = obj["metadata"];
+  return m.contains(key) && m[key].is_string() ? m[key].get<std::string>() : "";
+}
+
 struct KindInfo {
   const char* kind;
   const char* api_version;
@@ -85,7 +92,13 @@ Result<std::vector<json>> parse_manifests(const std::string& yaml) {
     if (!obj.is_object() || !obj.contains("kind") || !obj["kind"].is_string())
       return invalid_argument("document " + std::to_string(i) + ": not a Kubernetes object (no kind)");
     if (obj["kind"] == "List") {
-      for (const auto& item : obj.value("items", json::array())) out.push_back(item);
+      if (!obj.contains("items") || !obj["items"].is_array())
+        return invalid_argument("document " + std::to_string(i) + ": a List needs an items sequence");
+      for (const auto& item : obj["items"]) {
+        if (!item.is_object() || !item.contains("kind") || !item["kind"].is_string())
+          return invalid_argument("document " + std::to_string(i) + ": a List item is not a Kubernetes object");
+        out.push_back(item);
+      }
       continue;
     }
     out.push_back(std::move(obj));
@@ -94,40 +107,46 @@ Result<std::vector<json>> parse_manifests(const std::string& yaml) {
 }
 
 Result<std::string> collection_path(const json& obj) {
-  std::string kind = obj.value("kind", ""), av = obj.value("apiVersion", "");
+  auto field = [&](const char* f) { return obj.contains(f) && obj[f].is_string() ? obj[f].get<std::string>() : ""; };
+  std::string kind = field("kind"), av = field("apiVersion");
+  if (obj.contains("metadata") && !obj["metadata"].is_object())
+    return invalid_argument(describe(obj) + ": metadata must be a mapping");
+  for (const char* f : {"name", "namespace"})
+    if (obj.contains("metadata") && obj["metadata"].contains(f) && !obj["metadata"][f].is_string())
+      return invalid_argument(describe(obj) + ": metadata." + f + " must be a string (quote it)");
   for (const auto& k : kKinds) {
     if (kind != k.kind) continue;
     if (av != k.api_version)
       return invalid_argument(describe(obj) + ": apiVersion '" + av + "' is not served (use " + k.api_version + ")");
     std::string base = std::string(k.api_version) == "v1" ? "/api/v1" : std::string("/apis/") + k.api_version;
     if (!k.namespaced) return base + "/" + k.resource;
-    std::string ns = obj.contains("metadata") ? obj["metadata"].value("namespace", "default") : "default";
+    std::string ns = meta_string(obj, "namespace");
+    if (ns.empty()) ns = "default";
     return base + "/namespaces/" + ns + "/" + k.resource;
   }
   return invalid_argument("kind '" + kind + "' is not served by the lab (Service, Pod, Namespace, Node, EndpointSlice)");
 }
 
 std::string describe(const json& obj) {
-  std::string kind = obj.value("kind", "object");
+  std::string kind = obj.is_object() && obj.contains("kind") && obj["kind"].is_string() ? obj["kind"].get<std::string>()
+                                                                                         : "object";
   std::transform(kind.begin(), kind.end(), kind.begin(), [](unsigned char c) { return std::tolower(c); });
-  std::string name = obj.contains("metadata") ? obj["metadata"].value("name", "") : "";
-  return kind + "/" + name;
+  return kind + "/" + meta_string(obj, "name");
 }
 
 Result<Applied> apply_object(k8s::Client& client, const json& obj) {
   auto path = collection_path(obj);
   if (!path) return path.error();
-  if (!obj.contains("metadata") || obj["metadata"].value("name", "").empty())
-    return invalid_argument(describe(obj) + ": metadata.name is required");
+  if (meta_string(obj, "name").empty()) return invalid_argument(describe(obj) + ": metadata.name is required");
   auto created = client.send("POST", *path, obj);
   if (created) return Applied::kCreated;
   if (created.error().code != 409) return created.error().to_error();
-  std::string item = *path + "/" + obj["metadata"]["name"].get<std::string>();
+  std::string item = *path + "/" + meta_string(obj, "name");
   auto before = client.get(item);
   if (!before) return before.error().to_error();
   auto patched = client.send("PATCH", item, obj);
   if (!patched) return patched.error().to_error();
-  return (*patched)["metadata"].value("resourceVersion", "") == (*before)["metadata"].value("resourceVersion", "")
+  return meta_string(*patched, "resourceVersion") == meta_string(*before, "resourceVersion")
              ? Applied::kUnchanged
              : Applied::kConfigured;
 }

@@ -1,5 +1,8 @@
 #include "lab/plan.h"
 
+#include <cstdio>
+#include <functional>
+
 namespace kpx::lab {
 
 Status validate_name(const std::string& name) {
@@ -46,7 +49,14 @@ LabPlan plan_lab(const std::string& name, int nodes) {
 std::string LabPlan::state_dir() const { return std::string(kStateRoot) + "/" + name; }
 std::string LabPlan::cgroup_name() const { return "kpx-lab-" + name; }
 std::string LabPlan::pod_netns(const std::string& ns, const std::string& pod) const {
-  return std::string(kNetnsPrefix) + name + "-pod-" + ns + "-" + pod;
+  // A namespace name is a DNS label (no '.'), so "<ns>.<pod>" names one pod
+  // only ("a-b/c" and "a/b-c" differ). Long names are cut and made unique
+  // by a hash, to stay within a file name.
+  std::string n = std::string(kNetnsPrefix) + name + "-pod-" + ns + "." + pod;
+  if (n.size() <= 200) return n;
+  char hash[17];
+  snprintf(hash, sizeof hash, "%016llx", static_cast<unsigned long long>(std::hash<std::string>{}(ns + "/" + pod)));
+  return n.substr(0, 183) + "-" + hash;
 }
 const NodePlan* LabPlan::node(const std::string& n) const {
   for (const auto& node : nodes)

@@ -8,7 +8,7 @@
 //   client   kpxlab-L-client   eth0 10.0.0.100, outside the cluster
 //   nodeN    kpxlab-L-nodeN    eth0 10.0.0.(10+N), cbr0 10.244.N.1/24,
 //                              host-gw routes to the other nodes' pod CIDRs
-//   pods     kpxlab-L-pod-NS-NAME, eth0 10.244.N.x/24 on the node's cbr0
+//   pods     kpxlab-L-pod-NS.NAME, eth0 10.244.N.x/24 on the node's cbr0
 #pragma once
 
 #include <string>

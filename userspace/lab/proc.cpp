@@ -1,9 +1,11 @@
 #include "lab/proc.h"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -85,6 +87,10 @@ Result<pid_t> spawn(const SpawnOptions& o) {
     if (in < 0 || dup2(in, 0) < 0) child_fail(report[1], "stdin");
     if (dup2(o.stdout_pipe_fd >= 0 ? o.stdout_pipe_fd : log_fd, 1) < 0 || dup2(log_fd, 2) < 0)
       child_fail(report[1], "stdout");
+    // Nothing of the parent's but stdio (and the report pipe, close-on-exec)
+    // reaches the program: the daemon's API connections, sockets made in
+    // other namespaces and stray files stay with the daemon.
+    close_range(3, ~0U, CLOSE_RANGE_CLOEXEC);
     execvpe(argv[0], argv.data(), envp.data());
     child_fail(report[1], "exec");
   }
@@ -109,17 +115,27 @@ Result<RunResult> run(const std::vector<std::string>& argv, const std::string& i
     if (ns_fd < 0) return sys("open network namespace " + netns);
   }
   int in[2], out[2];
-  if (pipe2(in, O_CLOEXEC) != 0) return sys("pipe");
+  auto close_all = [&](std::initializer_list<int> fds) {
+    for (int fd : fds)
+      if (fd >= 0) close(fd);
+  };
+  if (pipe2(in, O_CLOEXEC) != 0) {
+    close_all({ns_fd});
+    return sys("pipe");
+  }
   if (pipe2(out, O_CLOEXEC) != 0) {
-    close(in[0]);
-    close(in[1]);
+    close_all({ns_fd, in[0], in[1]});
     return sys("pipe");
   }
   std::vector<char*> args;
   for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
   pid_t pid = fork();
-  if (pid < 0) return sys("fork");
+  if (pid < 0) {
+    Error e = sys("fork");
+    close_all({ns_fd, in[0], in[1], out[0], out[1]});
+    return e;
+  }
   if (pid == 0) {
     if (ns_fd >= 0 && setns(ns_fd, CLONE_NEWNET) != 0) _exit(126);
     dup2(in[0], 0);
@@ -190,31 +206,22 @@ bool running(pid_t pid) {
   return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] != 'Z';
 }
 
-bool process_matches(pid_t pid, const std::string& marker) {
-  if (pid <= 0 || kill(pid, 0) != 0) return false;
-  std::ifstream f("/proc/" + std::to_string(pid) + "/cmdline");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string cmdline = ss.str();
-  for (char& c : cmdline)
-    if (c == '\0') c = ' ';
-  // A zombie has an empty cmdline and is as good as gone.
-  return !cmdline.empty() && cmdline.find(marker) != std::string::npos;
-}
-
 void terminate(pid_t pid, int grace_ms) {
-  if (pid <= 0 || kill(pid, SIGTERM) != 0) {
+  if (pid <= 0) return;
+  // Through a pidfd: once it is open, the signals reach this process even if
+  // it exits and its pid is reused meanwhile; it polls readable on exit.
+  int pfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  if (pfd < 0) {
     waitpid(pid, nullptr, WNOHANG);
     return;
   }
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(grace_ms);
-  while (std::chrono::steady_clock::now() < deadline) {
-    pid_t r = waitpid(pid, nullptr, WNOHANG);
-    if (r == pid || (r < 0 && errno == ECHILD && !running(pid))) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  pollfd p{pfd, POLLIN, 0};
+  if (syscall(SYS_pidfd_send_signal, pfd, SIGTERM, nullptr, 0) == 0 && poll(&p, 1, grace_ms) <= 0) {
+    syscall(SYS_pidfd_send_signal, pfd, SIGKILL, nullptr, 0);
+    poll(&p, 1, 5000);
   }
-  kill(pid, SIGKILL);
-  waitpid(pid, nullptr, 0);
+  close(pfd);
+  waitpid(pid, nullptr, WNOHANG);  // reaps it if it is our child
 }
 
 }  // namespace kpx::lab

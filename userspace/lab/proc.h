@@ -39,10 +39,8 @@ Status run_ok(const std::vector<std::string>& argv, const std::string& input = "
 // Whether pid exists and has not exited: a zombie (waiting for a parent,
 // often init, to reap it) counts as gone.
 bool running(pid_t pid);
-// Whether pid is alive and its /proc/PID/cmdline contains `marker` (so a
-// recycled pid is never taken for ours).
-bool process_matches(pid_t pid, const std::string& marker);
-// SIGTERM, wait up to grace_ms (reaping it if it is our child), then SIGKILL.
+// SIGTERM, wait up to grace_ms, then SIGKILL (through a pidfd, so a reused
+// pid is never hit); reaps it if it is our child.
 void terminate(pid_t pid, int grace_ms);
 
 }  // namespace kpx::lab

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "lab/proc.h"
+
 namespace kpx::lab {
 
 Status write_state(const LabState& s) {
@@ -38,6 +40,16 @@ Result<LabState> read_state(const std::string& name) {
   s.api_port = j.value("apiPort", 0);
   s.daemon_pid = j.value("daemonPid", 0);
   return s;
+}
+
+bool is_lab_daemon(int pid, const std::string& name) {
+  if (pid <= 0 || !running(pid)) return false;
+  std::ifstream f("/proc/" + std::to_string(pid) + "/cgroup");
+  std::string line, want = "/" + plan_lab(name, 0).cgroup_name() + "/daemon";
+  while (std::getline(f, line))
+    // cgroup v2's line: "0::/kpx-lab-NAME/daemon" (exact, so lab "a" is not "ab").
+    if (line.rfind("0::", 0) == 0) return line.substr(3) == want;
+  return false;
 }
 
 std::vector<std::string> labs_with_state() {

@@ -25,7 +25,9 @@ Result<LabState> read_state(const std::string& name);
 // Names of labs that have a state directory.
 std::vector<std::string> labs_with_state();
 
-// The daemon's command line contains this (checked before signalling a pid).
-inline constexpr const char* kDaemonMarker = "lab daemon";
+// Whether pid is the running daemon of lab `name`: a live process in the
+// lab's daemon cgroup (kpx-lab-<name>/daemon), which only `kpx lab up`
+// puts processes in. Checked before signalling a recorded pid.
+bool is_lab_daemon(int pid, const std::string& name);
 
 }  // namespace kpx::lab
