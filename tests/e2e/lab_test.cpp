@@ -293,6 +293,36 @@ TEST_F(LabTest, ScalingWhileAClientLoopsLosesNoRequest) {
   EXPECT_EQ(sh_out("ls /var/run/netns | grep -c 'kpxlab-" + name_ + "-pod-default.echo-new-1$' || true"), "0\n");
 }
 
+TEST_F(LabTest, ContainersThatExitAreRestarted) {
+  json pod = kubectl_json("get pod echo-2-1");
+  ASSERT_TRUE(pod.is_object());
+  std::string id = pod["status"]["containerStatuses"][0]["containerID"];
+  ASSERT_EQ(id.rfind("kpx://", 0), 0u) << id;
+  int pid = std::stoi(id.substr(6));
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  // restartPolicy Always: the kubelet starts it again and counts it.
+  json now;
+  for (int i = 0; i < 100; ++i) {
+    now = kubectl_json("get pod echo-2-1");
+    const json& cs = now["status"]["containerStatuses"][0];
+    if (cs.value("restartCount", 0) == 1 && cs.value("ready", false)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const json& cs = now["status"]["containerStatuses"][0];
+  EXPECT_EQ(cs.value("restartCount", 0), 1) << now.dump();
+  EXPECT_TRUE(cs.value("ready", false));
+  EXPECT_NE(cs.value("containerID", ""), id) << "a new process";
+  std::ifstream log("/run/kpx-lab/" + name_ + "/daemon.log");
+  std::stringstream text;
+  text << log.rdbuf();
+  EXPECT_NE(text.str().find("container echo of pod default/echo-2-1 exited (137); restarting it"), std::string::npos)
+      << text.str();
+  auto a = probe("echo-1-1", pod_ip("echo-2-1") + ":8080/tcp", 1);
+  ASSERT_EQ(a.size(), 1u);
+  EXPECT_TRUE(a[0].ok) << a[0].line;
+  EXPECT_EQ(a[0].pod, "echo-2-1");
+}
+
 TEST_F(LabTest, PodToInternetLeavesThroughTheGateway) {
   std::string me = pod_ip("echo-1-1");
   auto a = probe("echo-1-1", "203.0.113.10:8080/udp", 1, "--timeout-ms 300");

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -28,7 +29,15 @@ namespace {
 struct RunningPod {
   ObjectKey key;
   std::string uid, node, netns, host_if, ip;
-  std::vector<pid_t> pids;
+  struct Container {
+    std::string name, image;
+    int port = 0;
+    pid_t pid = -1;  // kpx/echo: the process; -1 while down or in-process
+    bool in_process = false;
+    int restarts = 0;
+    std::string started_at;
+  };
+  std::vector<Container> containers;
   std::vector<InProcessContainer> in_process;
   bool terminating = false;
   // A graceful stop (worker thread) and a forced one (the pod removed with
@@ -103,6 +112,9 @@ struct Kubelet::Impl {
   void schedule(const ObjectKey& key, const std::string& uid);
   void start_pod(const Json& pod, const NodePlan& node);
   Status start_containers(const Json& pod, RunningPod& rp);
+  Result<pid_t> start_echo(const RunningPod& rp, const RunningPod::Container& c);
+  Json container_statuses(const RunningPod& rp);
+  void check_containers();
   void graceful_stop(std::shared_ptr<RunningPod> rp, int prestop_s, int grace_s);
   void stop_now(RunningPod& rp, int grace_ms);
   void set_status(const ObjectKey& key, const std::string& uid, const std::function<void(Json&)>& edit);
@@ -160,6 +172,7 @@ void Kubelet::Impl::loop() {
   while (!stopping) {
     auto wake = store.wait(pods, cursor, std::chrono::steady_clock::now() + std::chrono::milliseconds(200));
     join_finished_workers();
+    check_containers();
     switch (wake.reason) {
       case apiserver::WakeReason::kEvents:
         for (const auto& e : wake.events) handle_safely(*e.object, e.type == apiserver::EventType::kDeleted);
@@ -384,61 +397,135 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
     s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
                                    condition("Initialized", true, now), condition("Ready", true, now),
                                    condition("ContainersReady", true, now), condition("PodScheduled", true, now)});
-    Json statuses = Json::array();
-    size_t i = 0;
-    for (const auto& c : pod["spec"].value("containers", Json::array())) {
-      std::string id = i < rp->pids.size() ? "kpx://" + std::to_string(rp->pids[i]) : "kpx://daemon";
-      statuses.push_back({{"name", str(c, "name")},
-                          {"image", str(c, "image")},
-                          {"imageID", ""},
-                          {"containerID", id},
-                          {"ready", true},
-                          {"started", true},
-                          {"restartCount", 0},
-                          {"state", {{"running", {{"startedAt", now}}}}}});
-      ++i;
-    }
-    s["containerStatuses"] = statuses;
+    s["containerStatuses"] = container_statuses(*rp);
   });
 }
 
 Status Kubelet::Impl::start_containers(const Json& pod, RunningPod& rp) {
   const Json containers = pod["spec"].value("containers", Json::array());
-  if (containers.empty()) return invalid_argument("the pod has no containers");
+  if (!containers.is_array() || containers.empty()) return invalid_argument("the pod has no containers");
   for (const auto& c : containers) {
-    std::string image = str(c, "image"), cname = str(c, "name");
-    std::string base = image.substr(0, image.find(':'));
+    RunningPod::Container rc;
+    rc.image = str(c, "image");
+    rc.name = str(c, "name");
+    rc.port = first_port(c);
+    std::string base = rc.image.substr(0, rc.image.find(':'));
     if (base == "kpx/dns") {
       if (!o.dns_container) return invalid_argument("kpx/dns is not available");
       auto h = o.dns_container(rp.netns);
       if (!h) return h.error();
       rp.in_process.push_back(*h);
-      continue;
-    }
-    if (base != "kpx/echo")
-      return invalid_argument("container " + cname + ": image '" + image +
+      rc.in_process = true;
+    } else if (base != "kpx/echo") {
+      return invalid_argument("container " + rc.name + ": image '" + rc.image +
                               "' cannot run in the lab (it runs kpx/echo and kpx/dns)");
-    int fds[2];
-    if (pipe2(fds, O_CLOEXEC) != 0) return system_error("pipe");
-    SpawnOptions so;
-    so.argv = {o.kpx_binary, "lab", "echo-server", "--name", rp.key.name, "--container", cname,
-               "--port", std::to_string(first_port(c))};
-    so.netns = rp.netns;
-    so.cgroup = o.pods_cgroup;
-    so.log_file = o.log_dir + "/pod-" + rp.key.ns + "-" + rp.key.name + ".log";
-    so.stdout_pipe_fd = fds[1];
-    auto pid = spawn(so);
-    close(fds[1]);
-    if (!pid) {
-      close(fds[0]);
-      return pid.error();
+    } else {
+      auto pid = start_echo(rp, rc);
+      if (!pid) return pid.error();
+      rc.pid = *pid;
     }
-    rp.pids.push_back(*pid);
-    bool ready = wait_ready(fds[0], 5000);
-    close(fds[0]);
-    if (!ready) return system_error("container " + cname + " did not become ready (see " + so.log_file + ")");
+    rc.started_at = apiserver::rfc3339_now();
+    rp.containers.push_back(rc);
   }
   return {};
+}
+
+Result<pid_t> Kubelet::Impl::start_echo(const RunningPod& rp, const RunningPod::Container& c) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return system_error("pipe");
+  SpawnOptions so;
+  so.argv = {o.kpx_binary, "lab", "echo-server", "--name", rp.key.name, "--container", c.name,
+             "--port", std::to_string(c.port)};
+  so.netns = rp.netns;
+  so.cgroup = o.pods_cgroup;
+  so.log_file = o.log_dir + "/pod-" + rp.key.ns + "-" + rp.key.name + ".log";
+  so.stdout_pipe_fd = fds[1];
+  auto pid = spawn(so);
+  close(fds[1]);
+  if (!pid) {
+    close(fds[0]);
+    return pid.error();
+  }
+  bool ready = wait_ready(fds[0], 5000);
+  close(fds[0]);
+  if (!ready) {
+    terminate(*pid, 0);
+    return system_error("container " + c.name + " did not become ready (see " + so.log_file + ")");
+  }
+  return *pid;
+}
+
+Json Kubelet::Impl::container_statuses(const RunningPod& rp) {
+  Json statuses = Json::array();
+  for (const auto& c : rp.containers) {
+    bool up = c.in_process || c.pid > 0;
+    Json st = {{"name", c.name},
+               {"image", c.image},
+               {"imageID", ""},
+               {"containerID", c.in_process ? "kpx://daemon" : "kpx://" + std::to_string(c.pid)},
+               {"ready", up},
+               {"started", up},
+               {"restartCount", c.restarts}};
+    st["state"] = up ? Json{{"running", {{"startedAt", c.started_at}}}}
+                     : Json{{"waiting", {{"reason", "CrashLoopBackOff"}}}};
+    statuses.push_back(st);
+  }
+  return statuses;
+}
+
+// restartPolicy Always, as a kubelet: an echo server that exits takes its
+// pod out of Ready (so out of the Services) until it is running again.
+void Kubelet::Impl::check_containers() {
+  std::vector<std::shared_ptr<RunningPod>> pods;
+  {
+    std::lock_guard lock(mu);
+    for (const auto& [k, rp] : running)
+      if (!rp->terminating) pods.push_back(rp);
+  }
+  for (auto& rp : pods) {
+    std::unique_lock stop_lock(rp->stop_mu, std::try_to_lock);
+    if (!stop_lock || rp->stopped) continue;  // being stopped: not ours to restart
+    for (auto& c : rp->containers) {
+      int wst = 0;
+      if (c.pid <= 0 || waitpid(c.pid, &wst, WNOHANG) != c.pid) continue;
+      int code = WIFEXITED(wst) ? WEXITSTATUS(wst) : 128 + WTERMSIG(wst);
+      kpx::log::warning("lab kubelet: container " + c.name + " of pod " + rp->key.ns + "/" + rp->key.name +
+                        " exited (" + std::to_string(code) + "); restarting it");
+      c.pid = -1;
+      ++c.restarts;
+      std::string now = apiserver::rfc3339_now();
+      set_status(rp->key, rp->uid, [&](Json& s) {
+        s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
+                                       condition("Initialized", true, now), condition("Ready", false, now),
+                                       condition("ContainersReady", false, now),
+                                       condition("PodScheduled", true, now)});
+        s["containerStatuses"] = container_statuses(*rp);
+      });
+      auto pid = start_echo(*rp, c);
+      if (!pid) {
+        kpx::log::warning("lab kubelet: " + pid.error().message);
+        continue;  // tried again on the next round: the pod stays not ready
+      }
+      c.pid = *pid;
+      c.started_at = apiserver::rfc3339_now();
+    }
+    bool all_up = true;
+    for (const auto& c : rp->containers) all_up &= c.in_process || c.pid > 0;
+    if (!all_up) continue;
+    // Ready again (a no-op write when nothing changed).
+    std::string now = apiserver::rfc3339_now();
+    set_status(rp->key, rp->uid, [&](Json& s) {
+      bool was_ready = false;
+      if (s.contains("conditions") && s["conditions"].is_array())
+        for (const auto& cond : s["conditions"])
+          if (str(cond, "type") == "Ready") was_ready = str(cond, "status") == "True";
+      if (was_ready) return;
+      s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
+                                     condition("Initialized", true, now), condition("Ready", true, now),
+                                     condition("ContainersReady", true, now), condition("PodScheduled", true, now)});
+      s["containerStatuses"] = container_statuses(*rp);
+    });
+  }
 }
 
 void Kubelet::Impl::graceful_stop(std::shared_ptr<RunningPod> rp, int prestop_s, int grace_s) {
@@ -458,8 +545,9 @@ void Kubelet::Impl::stop_now(RunningPod& rp, int grace_ms) {
   std::lock_guard stop_lock(rp.stop_mu);
   if (rp.stopped) return;
   rp.stopped = true;
-  for (pid_t pid : rp.pids) terminate(pid, grace_ms);
-  rp.pids.clear();
+  for (auto& c : rp.containers)
+    if (c.pid > 0) terminate(c.pid, grace_ms);
+  rp.containers.clear();
   rp.in_process.clear();
   if (auto st = remove_netns(rp.netns); !st) kpx::log::warning("lab kubelet: " + st.error().message);
   release(rp);
@@ -501,7 +589,8 @@ void Kubelet::stop() {
   }
   // Signal every container first, then wait for each: pods stop together.
   for (auto& rp : left)
-    for (pid_t pid : rp->pids) kill(pid, SIGTERM);
+    for (const auto& c : rp->containers)
+      if (c.pid > 0) kill(c.pid, SIGTERM);
   for (auto& rp : left) impl_->stop_now(*rp, 500);
 }
 
