@@ -82,7 +82,7 @@ class LabTest : public ::testing::Test {
 
   // `kpx lab exec` of a shell command line in a pod, node or `client`.
   std::string exec(const std::string& target, const std::string& cmd, int* status = nullptr) {
-    return sh_out(std::string(KPX_BINARY) + " lab exec --name " + name_ + " " + target + " -- sh -c '" + cmd + "'",
+    return sh_out(std::string(KPX_BINARY) + " lab exec --name " + name_ + " " + target + " -- bash -c '" + cmd + "'",
                   status);
   }
 
@@ -241,6 +241,14 @@ TEST_F(LabTest, DiscoveryByEnvironmentAndByDns) {
   EXPECT_EQ(exec("echo-2-1", "getent hosts kube-dns.kube-system | cut -d\" \" -f1", &st), "10.96.0.10\n");
   exec("echo-2-1", "getent hosts nosuch.default.svc.cluster.local", &st);
   EXPECT_EQ(st, 2) << "an unknown Service does not resolve";
+  EXPECT_EQ(exec("echo-2-1", "getent hosts kubernetes.default | cut -d\" \" -f1", &st), "10.96.0.1\n");
+  // In-cluster API access: the `kubernetes` Service, through kpx, to the
+  // API server on node1's address (plain HTTP in the lab).
+  EXPECT_EQ(exec("echo-2-1", "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"), "10.96.0.1:443\n");
+  std::string version = exec("echo-2-1",
+                             "exec 3<>/dev/tcp/$KUBERNETES_SERVICE_HOST/$KUBERNETES_SERVICE_PORT && "
+                             "printf \"GET /version HTTP/1.0\\r\\nHost: kubernetes\\r\\n\\r\\n\" >&3 && timeout 5 cat <&3");
+  EXPECT_NE(version.find("\"gitVersion\""), std::string::npos) << version;
   // The query really went through the ClusterIP: the DNS Service's backend
   // is in node2's datapath (the client's node).
   std::string svcs;

@@ -32,9 +32,9 @@ namespace {
 
 using apiserver::Json;
 
-// A listening TCP socket on 127.0.0.1:port inside netns. A socket keeps the
+// A listening TCP socket on addr:port inside netns. A socket keeps the
 // namespace it was made in, whichever namespace its owner moves to.
-Result<int> listen_in_netns(const std::string& netns, int port) {
+Result<int> listen_in_netns(const std::string& netns, const std::string& addr, int port) {
   auto scope = net::NetnsScope::enter(netns);
   if (!scope) return scope.error();
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -44,9 +44,9 @@ Result<int> listen_in_netns(const std::string& netns, int port) {
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  inet_pton(AF_INET, addr.c_str(), &a.sin_addr);
   if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 128) != 0) {
-    Error e = system_error("listen on 127.0.0.1:" + std::to_string(port) + " in " + netns + ": " +
+    Error e = system_error("listen on " + addr + ":" + std::to_string(port) + " in " + netns + ": " +
                            std::strerror(errno));
     close(fd);
     return e;
@@ -182,7 +182,15 @@ Status run_daemon(const DaemonOptions& o) {
   auto api = apiserver::ApiServer::start(ao);
   if (!api) return api.error();
   for (const auto& n : plan.nodes) {
-    auto fd = listen_in_netns(n.netns, kNodeApiPort);
+    auto fd = listen_in_netns(n.netns, "127.0.0.1", kNodeApiPort);
+    if (!fd) return fd.error();
+    KPX_TRY((*api)->add_listener(*fd));
+  }
+  {
+    // The control plane "runs on" node1: pods reach the API server at its
+    // address, behind the `kubernetes` Service (cluster_objects()).
+    const NodePlan& cp = plan.nodes.front();
+    auto fd = listen_in_netns(cp.netns, cp.ip, kNodeApiPort);
     if (!fd) return fd.error();
     KPX_TRY((*api)->add_listener(*fd));
   }

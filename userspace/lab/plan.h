@@ -27,6 +27,7 @@ inline constexpr const char* kInternetGatewayIp = "203.0.113.1";
 inline constexpr const char* kInternetIp = "203.0.113.10";
 inline constexpr const char* kClusterCidr = "10.244.0.0/16";
 inline constexpr const char* kServiceCidr = "10.96.0.0/16";
+inline constexpr const char* kApiServiceIp = "10.96.0.1";  // the `kubernetes` Service
 inline constexpr const char* kDnsServiceIp = "10.96.0.10";
 inline constexpr const char* kDnsDomain = "cluster.local";
 inline constexpr int kNodeApiPort = 6443;  // the API server inside each node: 127.0.0.1:6443

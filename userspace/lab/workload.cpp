@@ -49,6 +49,33 @@ json echo_pod(const std::string& name, const std::string& ns, const json& labels
 std::vector<json> cluster_objects(const LabPlan& plan) {
   std::vector<json> out;
   for (const auto& n : plan.nodes) out.push_back(node_object(n));
+  // The `kubernetes` Service, as kube-apiserver keeps it: 10.96.0.1:443,
+  // no selector, its EndpointSlice written by the API server itself (here:
+  // the daemon), pointing at the control plane's address. (The lab's server
+  // speaks plain HTTP on it.)
+  const NodePlan& cp = plan.nodes.front();
+  out.push_back({{"apiVersion", "v1"},
+                 {"kind", "Service"},
+                 {"metadata",
+                  {{"name", "kubernetes"},
+                   {"namespace", "default"},
+                   {"labels", {{"component", "apiserver"}, {"provider", "kubernetes"}}}}},
+                 {"spec",
+                  {{"clusterIP", kApiServiceIp},
+                   {"ports", json::array({{{"name", "https"},
+                                           {"port", 443},
+                                           {"targetPort", kNodeApiPort},
+                                           {"protocol", "TCP"}}})}}}});
+  out.push_back({{"apiVersion", "discovery.k8s.io/v1"},
+                 {"kind", "EndpointSlice"},
+                 {"metadata",
+                  {{"name", "kubernetes"},
+                   {"namespace", "default"},
+                   {"labels", {{"kubernetes.io/service-name", "kubernetes"}}}}},
+                 {"addressType", "IPv4"},
+                 {"endpoints", json::array({{{"addresses", json::array({cp.ip})},
+                                             {"conditions", {{"ready", true}}}}})},
+                 {"ports", json::array({{{"name", "https"}, {"port", kNodeApiPort}, {"protocol", "TCP"}}})}});
   json dns_labels = {{"k8s-app", "kube-dns"}};
   out.push_back({{"apiVersion", "v1"},
                  {"kind", "Service"},
