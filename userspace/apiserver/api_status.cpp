@@ -19,12 +19,6 @@ Json name_details(const std::string& resource, const std::string& group, const s
 
 }  // namespace
 
-std::string string_at(const Json& obj, const char* key) {
-  if (!obj.is_object()) return "";
-  auto it = obj.find(key);
-  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
-}
-
 std::string to_text(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
 Json status_json(const ApiStatus& s) {

@@ -24,8 +24,23 @@ struct ApiStatus {
   int retry_after_s = 0;  // > 0: also sent as the Retry-After header
 };
 
-// obj[key] when it is a string, else "" (Json::value() throws on a wrong type).
-std::string string_at(const Json& obj, const char* key);
+// Reading API objects that may lack any field or hold the wrong type
+// (Json::value() and const operator[] throw or assert there). Templates:
+// they serve the server's ordered Json and the client's plain json alike.
+// obj[key] when obj is an object holding key, else null.
+template <typename J>
+const J& member(const J& obj, const char* key) {
+  static const J kNull;
+  if (!obj.is_object()) return kNull;
+  auto it = obj.find(key);
+  return it == obj.end() ? kNull : *it;
+}
+// obj[key] when it is a string, else "".
+template <typename J>
+std::string string_at(const J& obj, const char* key) {
+  const J& v = member(obj, key);
+  return v.is_string() ? v.template get<std::string>() : "";
+}
 // Compact JSON text; invalid UTF-8 (from a URL, say) is replaced, not thrown on.
 std::string to_text(const Json& j);
 

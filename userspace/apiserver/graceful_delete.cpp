@@ -24,15 +24,6 @@ const Json* field(const Json& obj, const char* a, const char* b) {
 
 }  // namespace
 
-std::string rfc3339(std::chrono::system_clock::time_point t) {
-  char buf[32];
-  time_t secs = std::chrono::system_clock::to_time_t(t);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
-  return buf;
-}
-
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& s) {
   tm utc{};
   const char* end = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%SZ", &utc);

@@ -31,9 +31,8 @@ ApiResult<DeleteOptions> parse_delete_options(const http::Request& req);
 std::optional<Json> pod_graceful_delete(const Json& pod, std::optional<int64_t> grace,
                                         std::chrono::system_clock::time_point now);
 
-// RFC 3339 UTC, seconds, as metav1.Time is serialized.
-std::string rfc3339(std::chrono::system_clock::time_point t);
-// The inverse (only the "YYYY-MM-DDTHH:MM:SSZ" form); nullopt when malformed.
+// The inverse of rfc3339() (store.h), only its "YYYY-MM-DDTHH:MM:SSZ" form;
+// nullopt when malformed.
 std::optional<std::chrono::system_clock::time_point> parse_rfc3339(const std::string& s);
 
 }  // namespace kpx::apiserver

@@ -43,14 +43,16 @@ ObjectPtr with_rv(const Json& obj, uint64_t rv) {
 
 }  // namespace
 
-std::string rfc3339_now() {
+std::string rfc3339(std::chrono::system_clock::time_point t) {
   char buf[32];
-  time_t now = time(nullptr);
-  tm t{};
-  gmtime_r(&now, &t);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
+  time_t secs = std::chrono::system_clock::to_time_t(t);
+  tm utc{};
+  gmtime_r(&secs, &utc);
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &utc);
   return buf;
 }
+
+std::string rfc3339_now() { return rfc3339(std::chrono::system_clock::now()); }
 
 const char* event_type_name(EventType t) {
   switch (t) {

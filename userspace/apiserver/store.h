@@ -185,7 +185,8 @@ class WatchRegistration {
   Store& s_;
 };
 
-// RFC 3339 UTC, seconds: "2024-05-01T12:00:00Z".
+// RFC 3339 UTC, seconds, as metav1.Time is serialized: "2024-05-01T12:00:00Z".
+std::string rfc3339(std::chrono::system_clock::time_point t);
 std::string rfc3339_now();
 
 }  // namespace kpx::apiserver

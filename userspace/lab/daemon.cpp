@@ -24,7 +24,7 @@
 #include "lab/state.h"
 #include "lab/workload.h"
 #include "log/log.h"
-#include "net/netns.h"
+#include "net/socket.h"
 
 namespace kpx::lab {
 
@@ -32,43 +32,11 @@ namespace {
 
 using apiserver::Json;
 
-// A listening TCP socket on addr:port inside netns. A socket keeps the
-// namespace it was made in, whichever namespace its owner moves to.
+// A listening TCP socket on addr:port inside netns, for the API server.
 Result<int> listen_in_netns(const std::string& netns, const std::string& addr, int port) {
-  auto scope = net::NetnsScope::enter(netns);
-  if (!scope) return scope.error();
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return system_error(std::string("socket: ") + std::strerror(errno));
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  inet_pton(AF_INET, addr.c_str(), &a.sin_addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || listen(fd, 128) != 0) {
-    Error e = system_error("listen on " + addr + ":" + std::to_string(port) + " in " + netns + ": " +
-                           std::strerror(errno));
-    close(fd);
-    return e;
-  }
-  return fd;
-}
-
-// The cluster DNS's socket: UDP 0.0.0.0:53 inside the DNS pod's namespace.
-Result<int> udp_socket_in_netns(const std::string& netns, int port) {
-  auto scope = net::NetnsScope::enter(netns);
-  if (!scope) return scope.error();
-  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return system_error(std::string("socket: ") + std::strerror(errno));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-    Error e = system_error("bind UDP port " + std::to_string(port) + " in " + netns + ": " + std::strerror(errno));
-    close(fd);
-    return e;
-  }
-  return fd;
+  auto fd = net::bound_socket_in_netns(netns, SOCK_STREAM, inet_addr(addr.c_str()), static_cast<uint16_t>(port));
+  if (!fd) return fd.error();
+  return fd->release();
 }
 
 // One `kpx agent` per node, restarted if it exits (as a DaemonSet would).
@@ -212,13 +180,12 @@ Status run_daemon(const DaemonOptions& o) {
   ko.pods_cgroup = *pods_cg;
   ko.log_dir = plan.state_dir();
   ko.dns_container = [&store](const std::string& netns) -> Result<InProcessContainer> {
-    auto fd = udp_socket_in_netns(netns, 53);
-    if (!fd) return fd.error();
-    auto server = DnsServer::start(*fd, store, kDnsDomain);
-    if (!server) {
-      close(*fd);  // start() owns the socket only when it succeeds
-      return server.error();
-    }
+    // UDP 0.0.0.0:53 inside the DNS pod's namespace.
+    auto sock = net::bound_socket_in_netns(netns, SOCK_DGRAM, INADDR_ANY, 53);
+    if (!sock) return sock.error();
+    auto server = DnsServer::start(sock->get(), store, kDnsDomain);
+    if (!server) return server.error();  // the socket is still ours, and closes here
+    sock->release();                     // the server owns it now
     return InProcessContainer(std::shared_ptr<DnsServer>(std::move(*server)));
   };
   auto kubelet = Kubelet::start(store, ko);

@@ -12,7 +12,6 @@
 #include "lab/lab.h"
 #include "lab/plan.h"
 #include "lab/proc.h"
-#include "lab/state.h"
 #include "lab/workload.h"
 
 namespace kpx::lab {
@@ -58,11 +57,7 @@ class Demo {
 };
 
 Status Demo::connect() {
-  auto st = read_state(name_);
-  if (!st) return st.error();
-  k8s::ClientConfig cc;
-  cc.server = "http://127.0.0.1:" + std::to_string(st->api_port);
-  auto c = k8s::Client::create(cc);
+  auto c = connect_lab(name_);
   if (!c) return c.error();
   client_ = std::move(*c);
   return {};

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "bpf/fd.h"
+#include "net/socket.h"
 
 namespace kpx::lab {
 
@@ -27,20 +28,6 @@ void on_signal(int) { g_stop = 1; }
 
 std::string peer_string(const sockaddr_in& a) {
   return net::format(net::BackendAddr{a.sin_addr.s_addr, ntohs(a.sin_port)});
-}
-
-Result<UniqueFd> bound_socket(int type, uint16_t port) {
-  UniqueFd fd(socket(AF_INET, type | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) return errno_error("socket", errno);
-  int one = 1;
-  setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(port);
-  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0)
-    return errno_error("bind port " + std::to_string(port), errno);
-  if (type == SOCK_STREAM && listen(fd.get(), 128) != 0) return errno_error("listen", errno);
-  return fd;
 }
 
 // Wait for fd to become ready for `events` until deadline; false on timeout.
@@ -131,9 +118,9 @@ std::string echo_reply(const std::string& name, const std::string& client) {
 }
 
 Status run_echo_server(const EchoServerOptions& o, std::ostream& out) {
-  auto tcp = bound_socket(SOCK_STREAM, o.port);
+  auto tcp = net::bound_socket(SOCK_STREAM, INADDR_ANY, o.port);
   if (!tcp) return tcp.error();
-  auto udp = bound_socket(SOCK_DGRAM, o.port);
+  auto udp = net::bound_socket(SOCK_DGRAM, INADDR_ANY, o.port);
   if (!udp) return udp.error();
   struct sigaction sa {};
   sa.sa_handler = on_signal;

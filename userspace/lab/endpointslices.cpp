@@ -8,24 +8,10 @@ namespace kpx::lab {
 
 namespace {
 
+using apiserver::member;
 using apiserver::string_at;
 
-const Json& member(const Json& obj, const char* key) {
-  static const Json kNull;
-  if (!obj.is_object()) return kNull;
-  auto it = obj.find(key);
-  return it == obj.end() ? kNull : *it;
-}
-
 std::string meta(const Json& obj, const char* key) { return string_at(member(obj, "metadata"), key); }
-
-bool pod_ready(const Json& pod) {
-  const Json& conds = member(member(pod, "status"), "conditions");
-  if (!conds.is_array()) return false;
-  for (const Json& c : conds)
-    if (string_at(c, "type") == "Ready") return string_at(c, "status") == "True";
-  return false;
-}
 
 // targetPort resolved for the Pod, as the real FindPort: a number as is, a
 // name looked up among the containers' ports of the same protocol.

@@ -26,6 +26,17 @@ inline constexpr const char* kHeadlessLabel = "service.kubernetes.io/headless";
 inline constexpr const char* kTriggerTimeAnnotation = "endpoints.kubernetes.io/last-change-trigger-time";
 inline constexpr size_t kMaxEndpointsPerSlice = 100;
 
+// The Pod's Ready condition is True (for the API server's Json and the
+// client's json alike).
+template <typename J>
+bool pod_ready(const J& pod) {
+  const J& conds = apiserver::member(apiserver::member(pod, "status"), "conditions");
+  if (!conds.is_array()) return false;
+  for (const J& c : conds)
+    if (apiserver::string_at(c, "type") == "Ready") return apiserver::string_at(c, "status") == "True";
+  return false;
+}
+
 // The controller's Services: a selector with at least one label, and not ExternalName.
 bool has_managed_slices(const Json& service);
 // spec.selector's labels all on the Pod (same namespace assumed).

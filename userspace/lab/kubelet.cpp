@@ -22,6 +22,7 @@ namespace kpx::lab {
 
 using apiserver::Json;
 using apiserver::ObjectKey;
+using apiserver::string_at;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -40,13 +41,13 @@ struct RunningPod {
   std::vector<Container> containers;
   std::vector<InProcessContainer> in_process;
   bool terminating = false;
+  bool ready = false;  // as last reported; the loop thread's
   // A graceful stop (worker thread) and a forced one (the pod removed with
   // grace 0 meanwhile) can race: the first to get here stops the pod.
   std::mutex stop_mu;
   bool stopped = false;
 };
 
-std::string str(const Json& j, const char* k) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : ""; }
 
 // Waits for the echo server's "ready" line on fd.
 bool wait_ready(int fd, int timeout_ms) {
@@ -99,6 +100,13 @@ Json condition(const char* type, bool ok, const std::string& now) {
   return {{"type", type}, {"status", ok ? "True" : "False"}, {"lastProbeTime", nullptr}, {"lastTransitionTime", now}};
 }
 
+// A started pod's conditions; Ready and ContainersReady follow its containers.
+Json pod_conditions(bool ready, const std::string& now) {
+  return Json::array({condition("PodReadyToStartContainers", true, now), condition("Initialized", true, now),
+                      condition("Ready", ready, now), condition("ContainersReady", ready, now),
+                      condition("PodScheduled", true, now)});
+}
+
 }  // namespace
 
 struct Kubelet::Impl {
@@ -118,6 +126,10 @@ struct Kubelet::Impl {
   void graceful_stop(std::shared_ptr<RunningPod> rp, int prestop_s, int grace_s);
   void stop_now(RunningPod& rp, int grace_ms);
   void set_status(const ObjectKey& key, const std::string& uid, const std::function<void(Json&)>& edit);
+  // A phase with the reason and message kubectl shows.
+  void set_phase(const ObjectKey& key, const std::string& uid, const char* phase, const char* reason,
+                 const std::string& message);
+  void report_ready(RunningPod& rp, bool ready);
   void release(const RunningPod& rp);
 
   apiserver::Store& store;
@@ -161,8 +173,8 @@ void Kubelet::Impl::handle_safely(const Json& pod, bool deleted) {
   try {
     handle(pod, deleted);
   } catch (const std::exception& e) {
-    const Json& md = pod.contains("metadata") && pod["metadata"].is_object() ? pod["metadata"] : Json::object();
-    kpx::log::warning("lab kubelet: pod " + str(md, "namespace") + "/" + str(md, "name") + " skipped: " + e.what());
+    const Json& md = apiserver::member(pod, "metadata");
+    kpx::log::warning("lab kubelet: pod " + string_at(md, "namespace") + "/" + string_at(md, "name") + " skipped: " + e.what());
   }
 }
 
@@ -193,7 +205,7 @@ void Kubelet::Impl::relist(apiserver::Store::WatchCursor& cursor) {
   std::set<ObjectKey> seen;
   for (const auto& p : page->items) {
     if ((*p).contains("metadata") && (*p)["metadata"].is_object())
-      seen.insert({str((*p)["metadata"], "namespace"), str((*p)["metadata"], "name")});
+      seen.insert({string_at((*p)["metadata"], "namespace"), string_at((*p)["metadata"], "name")});
     handle_safely(*p, false);
   }
   std::vector<std::shared_ptr<RunningPod>> gone;
@@ -208,8 +220,8 @@ void Kubelet::Impl::relist(apiserver::Store::WatchCursor& cursor) {
 
 void Kubelet::Impl::handle(const Json& pod, bool deleted) {
   const Json& md = pod["metadata"];
-  ObjectKey key{str(md, "namespace"), str(md, "name")};
-  std::string uid = str(md, "uid");
+  ObjectKey key{string_at(md, "namespace"), string_at(md, "name")};
+  std::string uid = string_at(md, "uid");
   std::shared_ptr<RunningPod> rp;
   {
     std::lock_guard lock(mu);
@@ -229,22 +241,14 @@ void Kubelet::Impl::handle(const Json& pod, bool deleted) {
     return;
   }
   if (!pod.contains("spec") || !pod["spec"].is_object()) {
-    set_status(key, uid, [](Json& st) {
-      st["phase"] = "Failed";
-      st["reason"] = "InvalidSpec";
-      st["message"] = "the pod has no spec object";
-    });
+    set_phase(key, uid, "Failed", "InvalidSpec", "the pod has no spec object");
     return;
   }
   if (!valid_names(key)) {
-    set_status(key, uid, [](Json& st) {
-      st["phase"] = "Failed";
-      st["reason"] = "InvalidName";
-      st["message"] = "namespace must be a DNS label and name a DNS subdomain";
-    });
+    set_phase(key, uid, "Failed", "InvalidName", "namespace must be a DNS label and name a DNS subdomain");
     return;
   }
-  std::string node_name = str(pod["spec"], "nodeName");
+  std::string node_name = string_at(pod["spec"], "nodeName");
   if (md.contains("deletionTimestamp")) {
     if (!rp) {
       // Never started here (or already stopped): nothing to wait for.
@@ -285,7 +289,7 @@ void Kubelet::Impl::handle(const Json& pod, bool deleted) {
     });
     return;
   }
-  if (str(pod["status"], "phase") == "Failed") return;
+  if (string_at(pod["status"], "phase") == "Failed") return;
   start_pod(pod, *node);
 }
 
@@ -303,7 +307,7 @@ void Kubelet::Impl::schedule(const ObjectKey& key, const std::string& uid) {
   }
   auto r = store.update(pods, key, [&](const Json& cur) -> apiserver::ApiResult<Json> {
     Json next = cur;
-    if (str(cur["metadata"], "uid") != uid || !str(cur["spec"], "nodeName").empty()) return next;
+    if (string_at(cur["metadata"], "uid") != uid || !string_at(cur["spec"], "nodeName").empty()) return next;
     next["spec"]["nodeName"] = best;
     Json conds = Json::array({condition("PodScheduled", true, apiserver::rfc3339_now())});
     next["status"]["conditions"] = conds;
@@ -325,7 +329,7 @@ int Kubelet::Impl::load(const std::string& node) const {
 void Kubelet::Impl::set_status(const ObjectKey& key, const std::string& uid, const std::function<void(Json&)>& edit) {
   (void)store.update(pods, key, [&](const Json& cur) -> apiserver::ApiResult<Json> {
     Json next = cur;
-    if (str(cur["metadata"], "uid") != uid) return next;
+    if (string_at(cur["metadata"], "uid") != uid) return next;
     if (!next.contains("status") || !next["status"].is_object()) next["status"] = Json::object();
     edit(next["status"]);
     return next;
@@ -335,8 +339,8 @@ void Kubelet::Impl::set_status(const ObjectKey& key, const std::string& uid, con
 void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
   const Json& md = pod["metadata"];
   auto rp = std::make_shared<RunningPod>();
-  rp->key = {str(md, "namespace"), str(md, "name")};
-  rp->uid = str(md, "uid");
+  rp->key = {string_at(md, "namespace"), string_at(md, "name")};
+  rp->uid = string_at(md, "uid");
   rp->node = node.name;
   rp->netns = o.plan.pod_netns(rp->key.ns, rp->key.name);
   bool full = false;
@@ -355,11 +359,7 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
     }
   }
   if (full) {
-    set_status(rp->key, rp->uid, [&](Json& st) {
-      st["phase"] = "Pending";
-      st["reason"] = "NoPodAddress";
-      st["message"] = "node " + node.name + " has no free address in " + node.pod_cidr;
-    });
+    set_phase(rp->key, rp->uid, "Pending", "NoPodAddress", "node " + node.name + " has no free address in " + node.pod_cidr);
     return;
   }
   {
@@ -379,11 +379,7 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
   if (!st) {
     kpx::log::warning("lab kubelet: pod " + rp->key.ns + "/" + rp->key.name + ": " + st.error().message);
     stop_now(*rp, 0);
-    set_status(rp->key, rp->uid, [&](Json& s) {
-      s["phase"] = "Failed";
-      s["reason"] = "ContainerCannotRun";
-      s["message"] = st.error().message;
-    });
+    set_phase(rp->key, rp->uid, "Failed", "ContainerCannotRun", st.error().message);
     return;
   }
   set_status(rp->key, rp->uid, [&](Json& s) {
@@ -394,11 +390,10 @@ void Kubelet::Impl::start_pod(const Json& pod, const NodePlan& node) {
     s["podIPs"] = Json::array({{{"ip", rp->ip}}});
     s["startTime"] = now;
     s["qosClass"] = "BestEffort";
-    s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
-                                   condition("Initialized", true, now), condition("Ready", true, now),
-                                   condition("ContainersReady", true, now), condition("PodScheduled", true, now)});
+    s["conditions"] = pod_conditions(true, now);
     s["containerStatuses"] = container_statuses(*rp);
   });
+  rp->ready = true;
 }
 
 Status Kubelet::Impl::start_containers(const Json& pod, RunningPod& rp) {
@@ -406,8 +401,8 @@ Status Kubelet::Impl::start_containers(const Json& pod, RunningPod& rp) {
   if (!containers.is_array() || containers.empty()) return invalid_argument("the pod has no containers");
   for (const auto& c : containers) {
     RunningPod::Container rc;
-    rc.image = str(c, "image");
-    rc.name = str(c, "name");
+    rc.image = string_at(c, "image");
+    rc.name = string_at(c, "name");
     rc.port = first_port(c);
     std::string base = rc.image.substr(0, rc.image.find(':'));
     if (base == "kpx/dns") {
@@ -493,14 +488,7 @@ void Kubelet::Impl::check_containers() {
                         " exited (" + std::to_string(code) + "); restarting it");
       c.pid = -1;
       ++c.restarts;
-      std::string now = apiserver::rfc3339_now();
-      set_status(rp->key, rp->uid, [&](Json& s) {
-        s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
-                                       condition("Initialized", true, now), condition("Ready", false, now),
-                                       condition("ContainersReady", false, now),
-                                       condition("PodScheduled", true, now)});
-        s["containerStatuses"] = container_statuses(*rp);
-      });
+      report_ready(*rp, false);
       auto pid = start_echo(*rp, c);
       if (!pid) {
         kpx::log::warning("lab kubelet: " + pid.error().message);
@@ -509,23 +497,29 @@ void Kubelet::Impl::check_containers() {
       c.pid = *pid;
       c.started_at = apiserver::rfc3339_now();
     }
+    if (rp->ready) continue;
     bool all_up = true;
     for (const auto& c : rp->containers) all_up &= c.in_process || c.pid > 0;
-    if (!all_up) continue;
-    // Ready again (a no-op write when nothing changed).
-    std::string now = apiserver::rfc3339_now();
-    set_status(rp->key, rp->uid, [&](Json& s) {
-      bool was_ready = false;
-      if (s.contains("conditions") && s["conditions"].is_array())
-        for (const auto& cond : s["conditions"])
-          if (str(cond, "type") == "Ready") was_ready = str(cond, "status") == "True";
-      if (was_ready) return;
-      s["conditions"] = Json::array({condition("PodReadyToStartContainers", true, now),
-                                     condition("Initialized", true, now), condition("Ready", true, now),
-                                     condition("ContainersReady", true, now), condition("PodScheduled", true, now)});
-      s["containerStatuses"] = container_statuses(*rp);
-    });
+    if (all_up) report_ready(*rp, true);
   }
+}
+
+void Kubelet::Impl::report_ready(RunningPod& rp, bool ready) {
+  std::string now = apiserver::rfc3339_now();
+  set_status(rp.key, rp.uid, [&](Json& s) {
+    s["conditions"] = pod_conditions(ready, now);
+    s["containerStatuses"] = container_statuses(rp);
+  });
+  rp.ready = ready;
+}
+
+void Kubelet::Impl::set_phase(const ObjectKey& key, const std::string& uid, const char* phase, const char* reason,
+                              const std::string& message) {
+  set_status(key, uid, [&](Json& st) {
+    st["phase"] = phase;
+    st["reason"] = reason;
+    st["message"] = message;
+  });
 }
 
 void Kubelet::Impl::graceful_stop(std::shared_ptr<RunningPod> rp, int prestop_s, int grace_s) {

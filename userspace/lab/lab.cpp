@@ -23,6 +23,7 @@
 
 #include "k8s/client.h"
 #include "lab/cgroup.h"
+#include "lab/endpointslices.h"
 #include "lab/manifest.h"
 #include "lab/network.h"
 #include "lab/proc.h"
@@ -65,33 +66,30 @@ Result<Running> running_lab(const std::string& name) {
   return Running{*st, std::move(*c)};
 }
 
+}  // namespace
+
+Result<std::unique_ptr<k8s::Client>> connect_lab(const std::string& name) {
+  auto lab = running_lab(name);
+  if (!lab) return lab.error();
+  return std::move(lab->client);
+}
+
+namespace {
+
 Result<json> items(k8s::Client& c, const std::string& path) {
   auto r = c.get(path);
   if (!r) return r.error().to_error();
   return (*r).value("items", json::array());
 }
 
-// j[k] when it is an object, else an empty object: objects from the API
-// may lack any field (or hold the wrong type) without breaking the output.
-const json& obj(const json& j, const char* k) {
-  static const json empty = json::object();
-  return j.is_object() && j.contains(k) && j[k].is_object() ? j[k] : empty;
-}
-std::string text(const json& j, const char* k, const std::string& dflt = "") {
-  return j.is_object() && j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : dflt;
-}
+using apiserver::member;
+using apiserver::string_at;
 
-bool pod_ready(const json& pod) {
-  const json& st = obj(pod, "status");
-  if (!st.contains("conditions") || !st["conditions"].is_array()) return false;
-  for (const auto& c : st["conditions"])
-    if (text(c, "type") == "Ready") return text(c, "status") == "True";
-  return false;
-}
+std::string or_default(const std::string& s, const std::string& dflt) { return s.empty() ? dflt : s; }
 
 std::string pod_phase(const json& pod) {
-  if (obj(pod, "metadata").contains("deletionTimestamp")) return "Terminating";
-  return text(obj(pod, "status"), "phase", "Pending");
+  if (member(pod, "metadata").contains("deletionTimestamp")) return "Terminating";
+  return or_default(string_at(member(pod, "status"), "phase"), "Pending");
 }
 
 std::string tail_of(const std::string& file, size_t lines) {
@@ -114,7 +112,7 @@ Status wait_settled(const Running& lab, const LabPlan& plan, std::chrono::second
     if (!pods) return pods.error();
     for (const auto& p : *pods)
       if (!pod_ready(p))
-        waiting += " pod " + text(obj(p, "metadata"), "namespace") + "/" + text(obj(p, "metadata"), "name");
+        waiting += " pod " + string_at(member(p, "metadata"), "namespace") + "/" + string_at(member(p, "metadata"), "name");
     for (const auto& n : plan.nodes)
       if (http_get_in_netns(n.netns, 10256, "/healthz") != 200) waiting += " agent on " + n.name;
     if (waiting.empty()) return {};
@@ -341,36 +339,36 @@ Status lab_status(const std::string& name, std::ostream& out) {
   }
   out << "\nPOD                            NODE    IP            STATUS      READY\n";
   for (const auto& p : *pods) {
-    const json& md = obj(p, "metadata");
-    std::string id = text(md, "namespace") + "/" + text(md, "name");
-    std::string ip = text(obj(p, "status"), "podIP");
-    out << std::left << std::setw(31) << id << std::setw(8) << text(obj(p, "spec"), "nodeName", "-") << std::setw(14)
+    const json& md = member(p, "metadata");
+    std::string id = string_at(md, "namespace") + "/" + string_at(md, "name");
+    std::string ip = string_at(member(p, "status"), "podIP");
+    out << std::left << std::setw(31) << id << std::setw(8) << or_default(string_at(member(p, "spec"), "nodeName"), "-") << std::setw(14)
         << (ip.empty() ? "-" : ip) << std::setw(12) << pod_phase(p) << (pod_ready(p) ? "yes" : "no") << "\n";
   }
   out << "\nSERVICE                        CLUSTER-IP    PORTS                ENDPOINTS (ready)\n";
   for (const auto& s : *svcs) {
-    const json& md = obj(s, "metadata");
-    const json& spec = obj(s, "spec");
-    std::string ns = text(md, "namespace"), svc = text(md, "name");
+    const json& md = member(s, "metadata");
+    const json& spec = member(s, "spec");
+    std::string ns = string_at(md, "namespace"), svc = string_at(md, "name");
     std::string ports;
     if (spec.contains("ports") && spec["ports"].is_array())
       for (const auto& p : spec["ports"])
         if (p.is_object() && p.contains("port") && p["port"].is_number_integer())
-          ports += (ports.empty() ? "" : ",") + std::to_string(p["port"].get<int>()) + "/" + text(p, "protocol", "TCP");
+          ports += (ports.empty() ? "" : ",") + std::to_string(p["port"].get<int>()) + "/" + or_default(string_at(p, "protocol"), "TCP");
     std::string eps;
     for (const auto& sl : *slices) {
-      if (text(obj(sl, "metadata"), "namespace") != ns || text(obj(obj(sl, "metadata"), "labels"), "kubernetes.io/service-name") != svc ||
+      if (string_at(member(sl, "metadata"), "namespace") != ns || string_at(member(member(sl, "metadata"), "labels"), "kubernetes.io/service-name") != svc ||
           !sl.contains("endpoints") || !sl["endpoints"].is_array())
         continue;
       for (const auto& e : sl["endpoints"]) {
-        const json& cond = obj(e, "conditions");
+        const json& cond = member(e, "conditions");
         if (cond.contains("ready") && cond["ready"] == false) continue;
         if (e.is_object() && e.contains("addresses") && e["addresses"].is_array())
           for (const auto& a : e["addresses"])
             if (a.is_string()) eps += (eps.empty() ? "" : ",") + a.get<std::string>();
       }
     }
-    out << std::left << std::setw(31) << ns + "/" + svc << std::setw(14) << text(spec, "clusterIP", "-")
+    out << std::left << std::setw(31) << ns + "/" + svc << std::setw(14) << or_default(string_at(spec, "clusterIP"), "-")
         << std::setw(21) << ports << (eps.empty() ? "-" : eps) << "\n";
   }
   return {};
@@ -395,7 +393,7 @@ Status lab_apply(const std::string& name, const std::string& file, std::ostream&
   for (const auto& o : *objs) {
     auto p = collection_path(o);
     if (!p) return p.error();
-    if (text(obj(o, "metadata"), "name").empty())
+    if (string_at(member(o, "metadata"), "name").empty())
       return invalid_argument(describe(o) + ": metadata.name is required (a string)");
   }
   auto lab = running_lab(name);

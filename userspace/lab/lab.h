@@ -2,12 +2,17 @@
 // by name (plan.h) and its API server through state.json (state.h).
 #pragma once
 
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
 
 #include "lab/plan.h"
 #include "status/status.h"
+
+namespace kpx::k8s {
+class Client;
+}
 
 namespace kpx::lab {
 
@@ -25,6 +30,9 @@ Status lab_apply(const std::string& name, const std::string& file, std::ostream&
 // namespace and a resolv.conf pointing at the cluster DNS, as the kubelet
 // gives containers. Replaces the process; returns only on error.
 Status lab_exec(const std::string& name, const std::string& target, const std::vector<std::string>& argv);
+
+// A client of a running lab's API server (127.0.0.1:PORT from its state).
+Result<std::unique_ptr<k8s::Client>> connect_lab(const std::string& name);
 
 // Path of the running kpx executable (to start daemons, agents, servers).
 std::string self_executable();

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <regex>
 
+#include "apiserver/api_status.h"
 #include "k8s/client.h"
 
 namespace kpx::lab {
@@ -55,9 +56,7 @@ json to_json(const YAML::Node& n) {
 
 // metadata.<key> when it is a string, else "".
 std::string meta_string(const json& obj, const char* key) {
-  if (!obj.is_object() || !obj.contains("metadata") || !obj["metadata"].is_object()) return "";
-  const json& m = obj["metadata"];
-  return m.contains(key) && m[key].is_string() ? m[key].get<std::string>() : "";
+  return apiserver::string_at(apiserver::member(obj, "metadata"), key);
 }
 
 struct KindInfo {
