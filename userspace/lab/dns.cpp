@@ -330,8 +330,11 @@ void DnsServer::serve() {
     if (n <= 0) continue;
     auto reply = dns_answer(std::span<const uint8_t>(buf.data(), static_cast<size_t>(n)), lookup, zone_);
     if (reply.empty()) continue;
-    if (sendto(fd_, reply.data(), reply.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), from_len) > 0)
-      ++answered_;
+    // Counted before it is sent: a client holding the reply must see it
+    // counted (the count was racing the client's receive).
+    ++answered_;
+    if (sendto(fd_, reply.data(), reply.size(), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), from_len) <= 0)
+      --answered_;
   }
 }
 
