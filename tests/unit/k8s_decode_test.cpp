@@ -14,7 +14,7 @@ namespace {
 
 using json = nlohmann::json;
 
-const std::filesystem::path kFixtures = KPX_SOURCE_DIR "/../shared/fixtures/k8s-api";
+const std::filesystem::path kFixtures = KPX_SOURCE_DIR "/tests/fixtures/k8s-api";
 
 json load(const std::filesystem::path& p) {
   std::ifstream in(p);
