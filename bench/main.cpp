@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
                    "distinct SYN frames (one test run each) per round and Service count")
       ->check(CLI::Range(1u, 10000u))
       ->capture_default_str();
+  datapath
+      ->add_option("--mix-flows", dp.mix_flows,
+                   "established flows visited round-robin, one test run each (the mix case)")
+      ->check(CLI::Range(1u, 30000u))
+      ->capture_default_str();
 
   kpx::bench::SyncOptions so;
   auto* sync = app.add_subcommand("sync", "control plane: compute+apply, change latency, end to end through kpx apiserver and kpx agent");

@@ -276,7 +276,7 @@ bool programmed(const bpf::PinnedMaps& maps, uint32_t i, uint32_t want_be) {
   auto svc = maps.services.lookup(dataplane::service_key({*net::parse_ipv4(vip(i)), 80, net::Proto::kTcp}));
   if (!svc) return false;
   for (uint32_t s = 0; s < svc->backend_count; ++s) {
-    auto id = maps.service_backends.lookup({svc->svc_id, svc->generation, s});
+    auto id = maps.service_slots.lookup(svc->slot_base + s);
     if (!id) continue;
     auto be = maps.backends.lookup(*id);
     if (be && be->addr == want_be) return true;

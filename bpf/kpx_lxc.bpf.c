@@ -3,14 +3,21 @@
  * kpx pod-side datapath: attached with tc clsact on the host end of each
  * pod's veth.
  *   kpx_from_pod (ingress: frames the pod sends)
+ *     source is a node-owned address -> drop (spoofing), before any state
+ *     destination certainly no frontend (classification filter) -> pass,
+ *                           without touching conntrack
  *     conntrack hit      -> translate to the flow's backend (hot path: the
  *                           per-CPU conntrack cache, else the LRU entry)
- *     hairpin reply      -> restore VIP source and client destination, bounce
- *     Service, new flow  -> pick a backend, create conntrack, translate
+ *     hairpin reply      -> restore frontend source and client destination, bounce
+ *     frontend, new flow -> admission budget, pick a backend, create
+ *                           conntrack, translate
  *     anything else      -> pass unchanged
  *   kpx_to_pod (egress: frames delivered to the pod)
- *     conntrack reply hit -> restore the VIP as source
+ *     source certainly no backend (filter) -> pass
+ *     conntrack reply of a live flow -> restore the frontend as source
  *     anything else       -> pass unchanged
+ * Conntrack entries are bound to the veth (ifindex): the pod's FORWARD
+ * entries to its ingress, the REPLY entries of its flows to its egress.
  * The kernel keeps routing: a translated frame continues with TC_ACT_OK,
  * except hairpin frames, which go straight back out to the pod they came
  * from (the node would drop a frame whose source is its own address).
@@ -18,6 +25,7 @@
 #include "lib/common.h"
 #include "lib/conntrack.h"
 #include "lib/csum.h"
+#include "lib/ctx.h"
 #include "lib/lb.h"
 #include "lib/maps.h"
 #include "lib/nat.h"
@@ -52,85 +60,159 @@ static __always_inline int drop(enum kpx_counter reason)
 	return TC_ACT_SHOT;
 }
 
-/* Translate a frame of a tracked flow to its backend. */
-static __always_inline int forward_translate(struct __sk_buff *skb, struct pkt4 *p,
-					     __be32 be_addr, __be16 be_port, __be32 snat_addr)
+static __always_inline int pass(void)
 {
-	if (nat_rewrite_dst(skb, p, be_addr, be_port, snat_addr))
+	count(KPX_CTR_PASS);
+	return TC_ACT_OK;
+}
+
+/* Translate a frame of a tracked flow to its backend. */
+static __always_inline int forward_translate(struct __sk_buff *skb, struct pkt4 *p, __be32 be_addr,
+					     __be16 be_port, __be32 snat_addr, __be16 snat_port)
+{
+	if (nat_rewrite_dst(skb, p, be_addr, be_port, snat_addr, snat_port))
 		return drop(KPX_CTR_DROP_REWRITE);
 	return snat_addr ? nat_bounce(skb) : TC_ACT_OK;
 }
 
-/* The REPLY entry of a hairpin flow this frame answers, or NULL. */
-static __always_inline struct kpx_ct_value_v4 *hairpin_reply_ct(const struct pkt4 *p)
-{
-	struct kpx_ct_key_v4 key;
-	struct kpx_ct_value_v4 *ct;
-
-	ct_key_from_pkt(&key, p, KPX_CT_REPLY);
-	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	return ct && (ct->flags & KPX_CT_F_HAIRPIN) && ct_reply_live(&key, ct) ? ct : 0;
-}
-
 /* A reply from a pod to the hairpin address: the pod answered itself
- * through its Service. Restore VIP:port as source and the pod as
- * destination, and send it back in. */
-static __always_inline int hairpin_reply(struct __sk_buff *skb, struct pkt4 *p,
-					 struct kpx_ct_value_v4 *ct)
+ * through its Service. Restore frontend:port as source and the pod as
+ * destination, and send it back in. Sets *handled when the frame was one
+ * (the verdict is returned); else the frame is not touched. */
+static __attribute__((noinline)) int hairpin_reply(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex, int *handled)
 {
+	struct kpx_ct_value_v4 rv, fv, *ffp;
+	struct kpx_ct_key_v4 rk, fk;
+
+	*handled = 0;
+	ct_key_from_pkt(&rk, p, KPX_CT_REPLY, ifindex);
+	if (!ct_get(&rk, &rv) || !(rv.flags & KPX_CT_F_HAIRPIN))
+		return 0;
+	ffp = ct_reply_flow(&rk, &rv, &fk, &fv);
+	if (!ffp)
+		return 0;
+	*handled = 1;
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
-	ct_reply_seen(ct, p);
+	ct_reply_seen(ffp, &fv, &fk, p);
 	count(KPX_CTR_REVNAT);
-	if (nat_rewrite_src(skb, p, ct->nat_addr, ct->nat_port, ct->snat_addr))
+	if (nat_rewrite_src(skb, p, rv.nat_addr, rv.nat_port, rv.snat_addr, rv.snat_port))
 		return drop(KPX_CTR_DROP_REWRITE);
 	return nat_bounce(skb);
 }
 
+/* Is addr one the node owns (kpx_node_addr_v4)? Only asked when the filter
+ * slot says it may be. */
+static __always_inline int node_owned(__be32 addr)
+{
+	return bpf_map_lookup_elem(&kpx_node_addr_v4, &addr) != 0;
+}
+
+/* from_pod_slow's locals, kept in the per-CPU scratch (ct_scratch.caller):
+ * its frame is on the same call chain as ct_create's. */
+struct slow_scratch {
+	struct kpx_service_value svc;
+	struct ct_new req;
+	struct ct_nat nat;
+};
+
 /* No usable conntrack entry: a reply to a hairpin flow, a new flow to a
- * Service, or traffic kpx does not touch. */
-static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct pkt4 *p)
+ * frontend, or traffic kpx does not touch. */
+static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex,
+						   __u32 filt, __u32 stale_gen)
 {
 	const struct kpx_config *cfg = config();
-	__be32 hairpin_addr = cfg ? cfg->hairpin_snat_addr_v4 : 0;
-	struct kpx_service_value *svc;
-	struct kpx_backend_value_v4 *be;
-	__be32 snat_addr = 0;
-	__u32 svc_id;
+	__be32 hairpin_addr = cfg ? cfg->hairpin_addr_v4 : 0;
+	struct ct_scratch *sc;
+	__u32 zero = 0;
 	int ret;
 
-	if (hairpin_addr && p->ip->daddr == hairpin_addr) {
-		struct kpx_ct_value_v4 *ct = hairpin_reply_ct(p);
+	if ((filt & KPX_FILT_NODE_ADDR) && hairpin_addr && p->ip->daddr == hairpin_addr) {
+		int handled;
 
-		if (ct)
-			return hairpin_reply(skb, p, ct);
+		ret = hairpin_reply(skb, p, ifindex, &handled);
+		if (handled)
+			return ret;
 	}
 
-	svc = lb_lookup_service(p);
-	if (!svc) {
-		count(KPX_CTR_PASS);
-		return TC_ACT_OK;
-	}
+	_Static_assert(sizeof(struct slow_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
+		return pass();
+#define svc (((struct slow_scratch *)sc->caller)->svc)
+#define req (((struct slow_scratch *)sc->caller)->req)
+#define nat (((struct slow_scratch *)sc->caller)->nat)
+	__builtin_memset(&req, 0, sizeof(req));
+	req.ifindex = ifindex;
+	req.stale_gen = stale_gen;
+	if (!lb_lookup_from_pod(p, filt, &svc))
+		return pass();
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
-	svc_id = svc->svc_id;
-	be = lb_pick_backend(p, svc);
-	if (!be)
-		return drop(KPX_CTR_DROP_NO_BACKEND);
-
-	if (be->addr == p->ip->saddr) {
+	if (!lb_pick_backend(&svc, &req.be)) {
+		/* The frontend changed under this packet (its old slots freed):
+		 * read it once more. */
+		if (!svc.backend_count || !lb_lookup_from_pod(p, filt, &svc) || !lb_pick_backend(&svc, &req.be))
+			return drop(KPX_CTR_DROP_NO_BACKEND);
+	}
+	if (req.be.addr == p->ip->saddr) {
 		if (!hairpin_addr)
 			return drop(KPX_CTR_DROP_NO_HAIRPIN_ADDR);
-		snat_addr = hairpin_addr;
-		count(KPX_CTR_HAIRPIN);
+		req.snat_addr = hairpin_addr;
 	}
-	ret = ct_create(p, be, svc_id, snat_addr);
-	if (ret == -2)
+	if (!ct_admit(ifindex))
+		return drop(KPX_CTR_DROP_CT_BUDGET);
+	req.svc_id = svc.svc_id;
+	ret = ct_create(p, &req, &nat);
+	if (ret == CT_ERR_CLASH)
 		return drop(KPX_CTR_DROP_CT_CLASH);
-	if (ret)
+	if (ret < 0)
 		return drop(KPX_CTR_DROP_CT_FULL);
+	if (ret == CT_ADOPTED) {
+		count(KPX_CTR_CT_ADOPTED);
+	} else {
+		if (nat.snat_addr)
+			count(KPX_CTR_HAIRPIN);
+		if (nat.snat_port)
+			count(KPX_CTR_CT_PORT_REMAP);
+	}
 	count(KPX_CTR_DNAT_NEW);
-	return forward_translate(skb, p, be->addr, be->port, snat_addr);
+	return forward_translate(skb, p, nat.nat_addr, nat.nat_port, nat.snat_addr, nat.snat_port);
+#undef svc
+#undef req
+#undef nat
+}
+
+/* A packet of a flow the per-CPU cache did not hold: the conntrack entry
+ * (its own frame, so that from_pod_slow's chain fits the stack). Sets *done
+ * when it returned the verdict; else *stale_gen is the gen of an unusable
+ * entry (0: none) and nothing was changed. */
+static __attribute__((noinline)) int from_pod_ct(struct __sk_buff *skb, struct pkt4 *p,
+						 const struct kpx_ct_key_v4 *key, __u32 hash, __u32 *out)
+{
+	struct kpx_ct_value_v4 fv, *fp;
+	__u32 ver = 0, epoch, *verp;
+
+	out[0] = 0; /* done */
+	out[1] = 0; /* stale gen */
+	epoch = ct_epoch();
+	verp = ct_ver_word(hash);
+	if (verp)
+		ver = *verp;
+	fp = ct_get(key, &fv);
+	if (!fp)
+		return 0;
+	if (!ct_forward_usable(fp, &fv, key, p)) {
+		out[1] = fv.gen;
+		return 0;
+	}
+	out[0] = 1;
+	if (unlikely(p->is_fragment))
+		return drop(KPX_CTR_DROP_FRAGMENT);
+	if (ct_cache_usable(p))
+		ct_cache_put(key, hash, &fv, ver, epoch);
+	count(KPX_CTR_DNAT_ESTABLISHED);
+	return forward_translate(skb, p, fv.nat_addr, fv.nat_port, fv.snat_addr, fv.snat_port);
 }
 
 SEC("tc")
@@ -138,74 +220,90 @@ int kpx_from_pod(struct __sk_buff *skb)
 {
 	struct kpx_ct_cache_entry_v4 *cached;
 	struct kpx_ct_key_v4 key;
-	struct kpx_ct_value_v4 *ct;
+	__u32 ifindex = skb->ifindex, hash, filt, res[2];
 	struct pkt4 p;
-	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
 	if (r != PARSE_OK)
 		return pass_unparsed(r);
 
-	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD);
+	/* A pod never sends from an address of the node's own. */
+	if (unlikely(filter_bits(kpx_filter_slot_addr_v4(p.ip->saddr)) & KPX_FILT_NODE_ADDR) &&
+	    node_owned(p.ip->saddr))
+		return drop(KPX_CTR_DROP_SPOOF);
+	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
+	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))
+		return pass();
+
+	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
+	hash = kpx_ct_hash_v4(&key);
 	if (ct_cache_usable(&p)) {
-		cached = ct_cache_get(&key);
+		cached = ct_cache_get(&key, hash);
 		if (likely(cached)) {
 			count(KPX_CTR_DNAT_ESTABLISHED);
 			return forward_translate(skb, &p, cached->nat_addr, cached->nat_port,
-						 cached->snat_addr);
+						 cached->snat_addr, cached->snat_port);
 		}
 	}
-	epoch = ct_epoch();
-	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	if (ct && ct_forward_usable(ct, &p)) {
-		if (unlikely(p.is_fragment))
-			return drop(KPX_CTR_DROP_FRAGMENT);
-		if (ct_cache_usable(&p))
-			ct_cache_put(&key, ct, epoch);
-		count(KPX_CTR_DNAT_ESTABLISHED);
-		return forward_translate(skb, &p, ct->nat_addr, ct->nat_port, ct->snat_addr);
-	}
-	return from_pod_slow(skb, &p);
+	r = from_pod_ct(skb, &p, &key, hash, res);
+	if (res[0])
+		return r;
+	return from_pod_slow(skb, &p, ifindex, filt, res[1]);
 }
 
 SEC("tc")
 int kpx_to_pod(struct __sk_buff *skb)
 {
 	struct kpx_ct_cache_entry_v4 *cached;
-	struct kpx_ct_key_v4 key;
-	struct kpx_ct_value_v4 *ct;
+	struct kpx_ct_value_v4 rv, fv, *ffp, *rp;
+	struct kpx_ct_key_v4 key, fk;
+	__u32 ifindex = skb->ifindex, hash, ver = 0, epoch, *verp;
+	__u16 add;
 	struct pkt4 p;
-	__u32 epoch;
 	int r;
 
 	r = parse_pkt4(skb, &p);
 	if (r != PARSE_OK)
 		return pass_unparsed(r);
 
-	ct_key_from_pkt(&key, &p, KPX_CT_REPLY);
+	/* Replies come from a backend: anything else passes untouched. */
+	if (likely(!(filter_bits(kpx_filter_slot_backend_v4(p.ip->saddr, p.sport, p.proto)) &
+		     KPX_FILT_BACKEND)))
+		return pass();
+
+	ct_key_from_pkt(&key, &p, KPX_CT_REPLY, ifindex);
+	hash = kpx_ct_hash_v4(&key);
 	if (ct_cache_usable(&p)) {
-		cached = ct_cache_get(&key);
+		cached = ct_cache_get(&key, hash);
 		if (likely(cached)) {
 			count(KPX_CTR_REVNAT);
-			if (nat_rewrite_src(skb, &p, cached->nat_addr, cached->nat_port, 0))
+			if (nat_rewrite_src(skb, &p, cached->nat_addr, cached->nat_port, cached->snat_addr,
+					    cached->snat_port))
 				return drop(KPX_CTR_DROP_REWRITE);
 			return TC_ACT_OK;
 		}
 	}
 	epoch = ct_epoch();
-	ct = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	if (!ct || !ct_reply_live(&key, ct)) {
-		count(KPX_CTR_PASS);
-		return TC_ACT_OK;
-	}
+	verp = ct_ver_word(hash);
+	if (verp)
+		ver = *verp;
+	rp = ct_get(&key, &rv);
+	if (!rp)
+		return pass();
+	ffp = ct_reply_flow(&key, &rv, &fk, &fv);
+	if (!ffp)
+		return pass();
 	if (unlikely(p.is_fragment))
 		return drop(KPX_CTR_DROP_FRAGMENT);
-	ct_reply_seen(ct, &p);
+	ct_reply_seen(ffp, &fv, &fk, &p);
+	add = ct_flags_of(&p);
+	if ((rv.flags & add) != add)
+		rp->flags |= add; /* what the server sent, for `kpx ct list` */
 	if (ct_cache_usable(&p))
-		ct_cache_put(&key, ct, epoch);
+		ct_cache_put(&key, hash, &rv, ver, epoch);
 	count(KPX_CTR_REVNAT);
-	if (nat_rewrite_src(skb, &p, ct->nat_addr, ct->nat_port, 0))
+	if (nat_rewrite_src(skb, &p, rv.nat_addr, rv.nat_port, rv.snat_addr, rv.snat_port))
 		return drop(KPX_CTR_DROP_REWRITE);
 	return TC_ACT_OK;
 }

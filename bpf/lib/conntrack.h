@@ -1,11 +1,25 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Connection tracking for translated flows (LRU hash, two entries a flow).
+ * Connection tracking for translated flows: an LRU hash, two entries a flow
+ * (FORWARD, REPLY; see kpx/abi.h), both bound to an interface, both carrying
+ * the flow's gen and a check word.
  *
- * Timeouts are evaluated lazily: an entry idle longer than its state's
- * timeout is treated as absent and overwritten by the next new flow. The
- * last-seen stamp is written at most once a second, so an established flow
- * does not dirty its entry's cache line on every packet.
+ * Rules the code below keeps:
+ *  - Every value is copied to the stack and validated (kpx_ct_check_v4 over
+ *    the key and the immutable fields, gen not DEAD) before use: the kernel
+ *    reuses a preallocated element without a grace period, so a pointer may
+ *    meanwhile hold another flow.
+ *  - Inserts use BPF_NOEXIST: of two CPUs creating one flow, the loser adopts
+ *    the winner's entry; replacing a dead entry re-reads what won.
+ *  - A flow that lost an entry heals: a FORWARD whose REPLY is gone re-creates
+ *    it (checked once a second per flow, when the entry is stamped); a REPLY
+ *    that cannot be inserted takes its FORWARD away with it.
+ *  - Dead flows (RST seen, or idle past their timeout) are not clashes and
+ *    never translate replies; a live clash gets another source port.
+ *  - Every create, replace or delete bumps the tuple's version word, voiding
+ *    its per-CPU cache slots on every CPU with one store.
+ * Timeouts are evaluated lazily; last-seen is written at most once a second,
+ * by either direction, on the FORWARD entry.
  */
 #ifndef KPX_BPF_CONNTRACK_H
 #define KPX_BPF_CONNTRACK_H
@@ -14,8 +28,14 @@
 #include "maps.h"
 #include "parse.h"
 
-static __always_inline void ct_key_from_pkt(struct kpx_ct_key_v4 *k, const struct pkt4 *p,
-					    __u8 dir)
+/* Source ports a clashing flow may be given (netfilter's NAT range for
+ * unprivileged ports), and how many candidates one packet tries. */
+#define KPX_PORT_MIN 1024
+#define KPX_PORT_SPAN (65536 - KPX_PORT_MIN)
+#define KPX_PORT_TRIES 8
+
+static __always_inline void ct_key_from_pkt(struct kpx_ct_key_v4 *k, const struct pkt4 *p, __u8 dir,
+					    __u32 ifindex)
 {
 	k->saddr = p->ip->saddr;
 	k->daddr = p->ip->daddr;
@@ -24,33 +44,43 @@ static __always_inline void ct_key_from_pkt(struct kpx_ct_key_v4 *k, const struc
 	k->proto = p->proto;
 	k->dir = dir;
 	k->pad = 0;
+	k->ifindex = ifindex;
 }
 
 /* The REPLY key of the flow a FORWARD entry describes: the backend
- * answering the client (or the hairpin address standing in for it). */
+ * answering the client as the backend sees it (translated source). */
 static __always_inline void ct_reply_key_of_forward(struct kpx_ct_key_v4 *rk, const struct kpx_ct_key_v4 *fk,
 						    const struct kpx_ct_value_v4 *fv)
 {
 	rk->saddr = fv->nat_addr;
 	rk->daddr = fv->snat_addr ? fv->snat_addr : fk->saddr;
 	rk->sport = fv->nat_port;
-	rk->dport = fk->sport;
+	rk->dport = fv->snat_port ? fv->snat_port : fk->sport;
 	rk->proto = fk->proto;
 	rk->dir = KPX_CT_REPLY;
 	rk->pad = 0;
+	rk->ifindex = fk->ifindex;
 }
 
 /* The FORWARD key of the flow a REPLY entry belongs to. */
 static __always_inline void ct_forward_key_of_reply(struct kpx_ct_key_v4 *fk, const struct kpx_ct_key_v4 *rk,
 						    const struct kpx_ct_value_v4 *rv)
 {
-	fk->saddr = rv->snat_addr ? rv->snat_addr : rk->daddr; /* hairpin: the original client */
+	fk->saddr = rv->snat_addr ? rv->snat_addr : rk->daddr;
 	fk->daddr = rv->nat_addr;
-	fk->sport = rk->dport;
+	fk->sport = rv->snat_port ? rv->snat_port : rk->dport;
 	fk->dport = rv->nat_port;
 	fk->proto = rk->proto;
 	fk->dir = KPX_CT_FORWARD;
 	fk->pad = 0;
+	fk->ifindex = rk->ifindex;
+}
+
+static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const struct kpx_ct_key_v4 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+
+	return x[0] == y[0] && x[1] == y[1] && a->ifindex == b->ifindex;
 }
 
 /* The ct flags a packet adds: TCP state bits, nothing for UDP. */
@@ -73,17 +103,20 @@ static __always_inline __u32 cfg_or(__u32 v, __u32 dflt)
 	return v ? v : dflt;
 }
 
-static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u8 proto)
+/* A FORWARD entry's timeout for its flags (userspace/dataplane/conntrack.cpp
+ * ct_timeout_ns is the same rule). */
+static __always_inline __u64 ct_timeout_ns(__u16 flags, __u8 proto)
 {
 	const struct kpx_config *cfg = config();
 	__u32 s;
 
 	if (proto == IPPROTO_TCP) {
-		if (ct->flags & KPX_CT_F_RST)
+		if ((flags & KPX_CT_F_RST) ||
+		    (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN)) == (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
 			s = cfg_or(cfg ? cfg->tcp_closing_timeout_s : 0, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
-		else if (ct->flags & KPX_CT_F_FIN)
+		else if (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
 			s = cfg_or(cfg ? cfg->tcp_fin_timeout_s : 0, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
-		else if (ct->flags & KPX_CT_F_ESTABLISHED)
+		else if (flags & KPX_CT_F_ESTABLISHED)
 			s = cfg_or(cfg ? cfg->tcp_established_timeout_s : 0,
 				   KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
 		else
@@ -94,97 +127,57 @@ static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *ct, __u
 	return (__u64)s * KPX_NSEC_PER_SEC;
 }
 
-/* Traffic in either direction keeps a flow alive (as the kernel's
- * conntrack): a FORWARD entry idle past its timeout still stands while its
- * REPLY entry saw a packet within the timeout (a server that streams to a
- * client that rarely speaks). Only on this rare path. */
-static __always_inline int ct_reply_recent(const struct kpx_ct_value_v4 *ct, const struct pkt4 *p, __u64 now)
+/* Idle time of an entry; a stamp ahead of now (another CPU's clock read) is
+ * "just now", never a huge unsigned idle time. */
+static __always_inline __u64 ct_idle(const struct kpx_ct_value_v4 *v, __u64 now)
 {
-	struct kpx_ct_key_v4 fk, rk;
-	struct kpx_ct_value_v4 *r;
-
-	ct_key_from_pkt(&fk, p, KPX_CT_FORWARD);
-	ct_reply_key_of_forward(&rk, &fk, ct);
-	r = bpf_map_lookup_elem(&kpx_ct_v4, &rk);
-	/* A stamp at or ahead of now (another CPU's clock read) is recent. */
-	return r && (r->last_seen_ns >= now || now - r->last_seen_ns <= ct_timeout_ns(ct, p->proto));
+	return now > v->last_seen_ns ? now - v->last_seen_ns : 0;
 }
 
-/*
- * Account a packet to a FORWARD entry. Returns 0 when the entry no longer
- * describes this packet's flow and a new one must be made: it timed out, or
- * a fresh SYN reuses the tuple of a connection that completed or closed.
- */
-static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *ct, const struct pkt4 *p)
+/* A flow is over: reset by either side, or idle past its timeout. */
+static __always_inline int ct_forward_dead(const struct kpx_ct_value_v4 *fv, __u8 proto, __u64 now)
 {
-	__u16 add = ct_flags_of(p);
-	__u64 now, last, idle;
+	return (fv->flags & KPX_CT_F_RST) || ct_idle(fv, now) > ct_timeout_ns(fv->flags, proto);
+}
 
-	if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
-	    (ct->flags & (KPX_CT_F_ESTABLISHED | KPX_CT_F_FIN | KPX_CT_F_RST)))
+/* ---- validated access ---------------------------------------------------- */
+
+/* Look key up and copy its entry to *out if it is whole and not reaped.
+ * Returns the map pointer (for the mutable fields: flags, last_seen_ns), or
+ * NULL. */
+static __always_inline struct kpx_ct_value_v4 *ct_get(const struct kpx_ct_key_v4 *k,
+						       struct kpx_ct_value_v4 *out)
+{
+	struct kpx_ct_value_v4 *v = bpf_map_lookup_elem(&kpx_ct_v4, k);
+
+	if (!v)
 		return 0;
-	now = bpf_ktime_get_coarse_ns();
-	/* Another CPU may have stamped the entry after this one read the clock:
-	 * a stamp ahead of now means "seen just now", not a huge (unsigned,
-	 * wrapped) idle time that would expire a live flow. */
-	last = ct->last_seen_ns;
-	idle = now > last ? now - last : 0;
-	if (unlikely(idle > KPX_NSEC_PER_SEC)) {
-		if (idle > ct_timeout_ns(ct, p->proto) && !ct_reply_recent(ct, p, now))
-			return 0;
-		ct->last_seen_ns = now;
-	}
-	if ((ct->flags & add) != add)
-		ct->flags |= add;
-	return 1;
+	__builtin_memcpy(out, v, sizeof(*out));
+	if (out->gen == KPX_CT_GEN_DEAD || out->check != kpx_ct_check_v4(k, out))
+		return 0;
+	return v;
 }
 
-/* Account a packet to a REPLY entry. Replies never expire on their own:
- * their FORWARD entry decides, and rewrites them when the flow is remade. */
-static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ct, const struct pkt4 *p)
-{
-	__u16 add = ct_flags_of(p);
-	__u64 now = bpf_ktime_get_coarse_ns();
-
-	if (now - ct->last_seen_ns > KPX_NSEC_PER_SEC)
-		ct->last_seen_ns = now;
-	if ((ct->flags & add) != add)
-		ct->flags |= add;
-}
-
-/* ---- per-CPU conntrack cache (see struct kpx_ct_cache_entry_v4) ---------- */
+/* ---- versions and the per-CPU cache ---------------------------------------- */
 
 /* The kernel's HZ (libbpf reads it from the kernel config; 0 when that is
- * not available, which turns the cache off) and the number of possible
- * CPUs (set by the loader). */
+ * not available, which turns the cache off). */
 extern unsigned int CONFIG_HZ __kconfig __weak;
-const volatile __u32 kpx_nr_cpus = 1;
 
-static __always_inline __u32 ct_cache_slot(const struct kpx_ct_key_v4 *k)
+static __always_inline __u32 *ct_ver_word(__u32 hash)
 {
-	__u32 h = k->saddr * 0x9e3779b1u;
+	__u32 idx = hash & (KPX_CT_VER_SLOTS - 1);
 
-	h ^= k->daddr * 0x85ebca6bu;
-	h ^= (((__u32)k->sport << 16) | k->dport) * 0xc2b2ae35u;
-	h ^= ((__u32)k->proto << 1) | k->dir;
-	h ^= h >> 16;
-	h *= 0x7feb352du;
-	h ^= h >> 15;
-	return h & (KPX_CT_CACHE_SLOTS - 1);
+	return bpf_map_lookup_elem(&kpx_ct_ver, &idx);
 }
 
-/* Packets that change TCP state always go through the conntrack entry, and
- * so do fragments (which it drops). */
-static __always_inline int ct_cache_usable(const struct pkt4 *p)
+/* The tuple's entry changed: every CPU's cache slot of it is void. */
+static __always_inline void ct_ver_bump(const struct kpx_ct_key_v4 *k)
 {
-	return CONFIG_HZ && !(p->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST)) && !p->is_fragment;
-}
+	__u32 *w = ct_ver_word(kpx_ct_hash_v4(k));
 
-static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const struct kpx_ct_key_v4 *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-
-	return x[0] == y[0] && x[1] == y[1];
+	if (w)
+		__sync_fetch_and_add(w, 1);
 }
 
 /* The current conntrack epoch (see struct kpx_config). */
@@ -195,141 +188,458 @@ static __always_inline __u32 ct_epoch(void)
 	return cfg ? cfg->ct_epoch : 0;
 }
 
-/* This CPU's cached translation of key, or NULL: the slot must hold key,
- * be of the current epoch and have been synced within the last second. */
-static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct kpx_ct_key_v4 *k)
+/* Packets that change TCP state always go through the conntrack entry, and
+ * so do fragments (which it drops). */
+static __always_inline int ct_cache_usable(const struct pkt4 *p)
 {
-	__u32 slot = ct_cache_slot(k);
-	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
+	return CONFIG_HZ && !(p->tcp_flags & (TCPF_SYN | TCPF_FIN | TCPF_RST)) && !p->is_fragment;
+}
 
-	if (!e || !ct_key_equal(&e->key, k) || e->epoch != ct_epoch())
+/* This CPU's cached translation of key (hash = kpx_ct_hash_v4(key)), or
+ * NULL: the slot must hold key, the tuple's version, the current epoch, and
+ * have been synced within the last second. */
+static __always_inline struct kpx_ct_cache_entry_v4 *ct_cache_get(const struct kpx_ct_key_v4 *k, __u32 hash)
+{
+	__u32 slot = hash & (KPX_CT_CACHE_SLOTS - 1);
+	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
+	__u32 *ver;
+
+	if (!e || !ct_key_equal(&e->key, k))
+		return 0;
+	ver = ct_ver_word(hash);
+	if (!ver || e->ver != *ver || e->epoch != ct_epoch())
 		return 0;
 	if (bpf_jiffies64() - e->synced_jiffies >= CONFIG_HZ)
 		return 0;
 	return e;
 }
 
-/* epoch must have been read before the conntrack entry was: an entry that
- * userspace deleted meanwhile then goes in under the old epoch, void. */
-static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k,
-					 const struct kpx_ct_value_v4 *ct, __u32 epoch)
+/* ver and epoch must have been read before the conntrack entry was: an entry
+ * changed meanwhile then goes in under the old version, void. */
+static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k, __u32 hash,
+					 const struct kpx_ct_value_v4 *v, __u32 ver, __u32 epoch)
 {
-	__u32 slot = ct_cache_slot(k);
+	__u32 slot = hash & (KPX_CT_CACHE_SLOTS - 1);
 	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
 
 	if (!e)
 		return;
 	e->key = *k;
-	e->nat_addr = ct->nat_addr;
-	e->snat_addr = ct->snat_addr;
-	e->nat_port = ct->nat_port;
-	e->flags = ct->flags;
-	e->svc_id = ct->svc_id;
+	e->nat_addr = v->nat_addr;
+	e->snat_addr = v->snat_addr;
+	e->nat_port = v->nat_port;
+	e->snat_port = v->snat_port;
+	e->svc_id = v->svc_id;
+	e->ver = ver;
 	e->epoch = epoch;
 	e->synced_jiffies = bpf_jiffies64();
 }
 
-struct ct_forget_ctx {
-	const struct kpx_ct_key_v4 *key;
-	__u32 slot;
+/* ---- entry writes ---------------------------------------------------------- */
+
+static __always_inline int ct_put(const struct kpx_ct_key_v4 *k, struct kpx_ct_value_v4 *v, __u64 flags)
+{
+	int r;
+
+	v->check = kpx_ct_check_v4(k, v);
+	r = bpf_map_update_elem(&kpx_ct_v4, k, v, flags);
+	if (r == 0)
+		ct_ver_bump(k);
+	return r;
+}
+
+static __always_inline void ct_del(const struct kpx_ct_key_v4 *k)
+{
+	if (bpf_map_delete_elem(&kpx_ct_v4, k) == 0)
+		ct_ver_bump(k);
+}
+
+/* The REPLY entry value of a flow whose FORWARD key/value are fk/fv. */
+static __always_inline void ct_reply_value_of(struct kpx_ct_value_v4 *rv, const struct kpx_ct_key_v4 *fk,
+					      const struct kpx_ct_value_v4 *fv)
+{
+	__builtin_memset(rv, 0, sizeof(*rv));
+	rv->nat_addr = fk->daddr;
+	rv->nat_port = fk->dport;
+	rv->snat_addr = fv->snat_addr ? fk->saddr : 0;
+	rv->snat_port = fv->snat_port ? fk->sport : 0;
+	rv->nat_kind = fv->nat_kind;
+	rv->svc_id = fv->svc_id;
+	rv->gen = fv->gen;
+	rv->flags = fv->flags & (KPX_CT_F_HAIRPIN | KPX_CT_F_PORT_REMAP);
+	rv->last_seen_ns = fv->last_seen_ns;
+	rv->created_ns = fv->created_ns;
+}
+
+/* Per-CPU scratch space for ct_create's two entry values: a BPF call chain
+ * has 512 bytes of stack, too few for them beside the callers' frames. Not
+ * pinned (no state: every use writes it before reading). */
+struct ct_scratch {
+	struct kpx_ct_value_v4 fv;    /* ct_create's */
+	struct kpx_ct_value_v4 tmp;   /* ct_create's */
+	struct kpx_ct_key_v4 fk, rk;  /* ct_create's */
+	struct kpx_ct_value_v4 probe; /* ct_reply_taken's */
+	__u8 caller[128];             /* the entry program's (from_pod_slow) */
 };
 
-static long ct_cache_forget_on_cpu(__u32 cpu, void *arg)
-{
-	struct ct_forget_ctx *c = arg;
-	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_percpu_elem(&kpx_ct_cache_v4, &c->slot, cpu);
-
-	/* One byte store: a reader on that CPU sees the slot whole or void. */
-	if (e && ct_key_equal(&e->key, c->key))
-		e->key.dir = 0xff;
-	return 0;
-}
-
-/* A flow's translation changed (a new flow took the tuple): void the tuple's
- * cache slot on every CPU, so none keeps translating it the old way. */
-static __always_inline void ct_cache_forget(const struct kpx_ct_key_v4 *k)
-{
-	struct ct_forget_ctx c = {.key = k, .slot = ct_cache_slot(k)};
-
-	if (CONFIG_HZ)
-		bpf_loop(kpx_nr_cpus, ct_cache_forget_on_cpu, &c, 0);
-}
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ct_scratch);
+} kpx_ct_scratch SEC(".maps");
 
 /*
- * Create both entries of a new flow: FORWARD keyed by the client's packet,
- * REPLY keyed by the backend's answer (to the client, or to the hairpin
- * address when the source is NATed).
+ * Whether the REPLY tuple rk is taken by a live flow other than the one whose
+ * FORWARD key is `self`. A REPLY entry whose FORWARD is gone, points
+ * elsewhere, has another gen or is over belongs to nobody. Not inlined: one
+ * stack frame for the two entries it reads, off the callers' stacks.
  */
-/* A REPLY entry is only good while its FORWARD entry exists and still
- * sends the flow to the backend the reply comes from: a REPLY entry left by
- * a flow that ended or moved must not rewrite other traffic (a direct
- * connection to the pod, a probe from the node) to the VIP. */
-static __always_inline int ct_reply_live(const struct kpx_ct_key_v4 *rk, const struct kpx_ct_value_v4 *rv)
+static __attribute__((noinline)) int ct_reply_taken(const struct kpx_ct_key_v4 *rk,
+						     const struct kpx_ct_key_v4 *self, __u64 now)
 {
 	struct kpx_ct_key_v4 fk;
-	struct kpx_ct_value_v4 *f;
+	struct ct_scratch *sc;
+	__u32 gen, zero = 0;
 
-	ct_forward_key_of_reply(&fk, rk, rv);
-	f = bpf_map_lookup_elem(&kpx_ct_v4, &fk);
-	return f && f->nat_addr == rk->saddr && f->nat_port == rk->sport;
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc || !ct_get(rk, &sc->probe))
+		return 0;
+	gen = sc->probe.gen;
+	ct_forward_key_of_reply(&fk, rk, &sc->probe);
+	if (self && ct_key_equal(&fk, self))
+		return 0;
+	if (!ct_get(&fk, &sc->probe) || sc->probe.gen != gen)
+		return 0;
+	return !ct_forward_dead(&sc->probe, rk->proto, now);
 }
 
 /*
- * Create both entries of a new flow: FORWARD keyed by the client's packet,
- * REPLY keyed by the backend's answer (to the client, or to the hairpin
- * address when the source is NATed). Returns -2 when the REPLY tuple is
- * taken by another live flow (the same client port to the same backend
- * through another Service): kpx does not remap ports yet, and answering
- * one flow's replies as the other's would break both. A flow this one
- * replaces (same tuple, new backend) loses its REPLY entry.
+ * Claim the REPLY entry of a new flow (BPF_NOEXIST, taking over a tuple only
+ * from a flow that is over or from this tuple's own previous flow). 0 on
+ * success, -2 when a live flow holds it, -1 on another failure.
  */
-static __always_inline int ct_create(const struct pkt4 *p, const struct kpx_backend_value_v4 *be,
-				     __u32 svc_id, __be32 snat_addr)
+static __always_inline int ct_claim_reply(const struct kpx_ct_key_v4 *rk, struct kpx_ct_value_v4 *rv,
+					  const struct kpx_ct_key_v4 *self, __u64 now)
 {
-	struct kpx_ct_key_v4 key, rkey;
-	struct kpx_ct_value_v4 val = {};
-	struct kpx_ct_value_v4 *old;
-	__u64 now = bpf_ktime_get_coarse_ns();
+	int r = ct_put(rk, rv, BPF_NOEXIST);
 
-	ct_key_from_pkt(&key, p, KPX_CT_FORWARD);
-	val.nat_addr = be->addr;
-	val.nat_port = be->port;
-	val.snat_addr = snat_addr;
-	val.svc_id = svc_id;
-	val.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
-	val.last_seen_ns = now;
-	val.created_ns = now;
-	ct_reply_key_of_forward(&rkey, &key, &val);
-
-	old = bpf_map_lookup_elem(&kpx_ct_v4, &rkey);
-	if (old && ct_reply_live(&rkey, old)) {
-		struct kpx_ct_key_v4 owner;
-
-		ct_forward_key_of_reply(&owner, &rkey, old);
-		if (!ct_key_equal(&owner, &key))
-			return -2;
-	}
-	old = bpf_map_lookup_elem(&kpx_ct_v4, &key);
-	if (old && (old->nat_addr != be->addr || old->nat_port != be->port)) {
-		struct kpx_ct_key_v4 stale;
-
-		ct_reply_key_of_forward(&stale, &key, old);
-		bpf_map_delete_elem(&kpx_ct_v4, &stale);
-		ct_cache_forget(&stale);
-	}
-
-	if (bpf_map_update_elem(&kpx_ct_v4, &key, &val, BPF_ANY))
+	if (r == 0)
+		return 0;
+	if (r != -17 /* EEXIST */)
 		return -1;
-	ct_cache_forget(&key);
+	if (ct_reply_taken(rk, self, now))
+		return -2;
+	return ct_put(rk, rv, BPF_ANY) ? -1 : 0;
+}
 
-	val.nat_addr = p->ip->daddr;
-	val.nat_port = p->dport;
-	val.snat_addr = snat_addr ? p->ip->saddr : 0;
-	val.flags = snat_addr ? KPX_CT_F_HAIRPIN : 0;
-	if (bpf_map_update_elem(&kpx_ct_v4, &rkey, &val, BPF_ANY))
-		return -1;
-	ct_cache_forget(&rkey);
+/* What a new flow's packets become. */
+struct ct_nat {
+	__be32 nat_addr;
+	__be32 snat_addr;
+	__be16 nat_port;
+	__be16 snat_port;
+};
+
+static __always_inline void ct_nat_of(struct ct_nat *n, const struct kpx_ct_value_v4 *fv)
+{
+	n->nat_addr = fv->nat_addr;
+	n->nat_port = fv->nat_port;
+	n->snat_addr = fv->snat_addr;
+	n->snat_port = fv->snat_port;
+}
+
+/* A source port for a flow whose natural reply tuple is taken: candidates
+ * spread by the tuple's hash (as netfilter's get_unique_tuple does), the
+ * first whose reply tuple is free. 0 when none of them is. */
+static __always_inline __be16 ct_alloc_port(struct kpx_ct_key_v4 *rk, const struct kpx_ct_key_v4 *fk,
+					    __u64 now)
+{
+	__u32 h = kpx_ct_hash_v4(fk), i;
+
+	for (i = 0; i < KPX_PORT_TRIES; i++) {
+		__u16 port = KPX_PORT_MIN + (h + i * 0x9e37u) % KPX_PORT_SPAN;
+
+		rk->dport = bpf_htons(port);
+		if (rk->dport != fk->sport && !ct_reply_taken(rk, fk, now))
+			return rk->dport;
+	}
 	return 0;
+}
+
+/* Remove the REPLY entry of a FORWARD entry that is being replaced, if it is
+ * still that flow's (never another flow's). */
+static __always_inline void ct_drop_reply_of(const struct kpx_ct_key_v4 *fk, struct kpx_ct_value_v4 *fv)
+{
+	struct kpx_ct_key_v4 rk;
+	__u32 gen = fv->gen;
+
+	ct_reply_key_of_forward(&rk, fk, fv);
+	if (ct_get(&rk, fv) && fv->gen == gen) /* fv is the caller's scratch copy */
+		ct_del(&rk);
+}
+
+enum {
+	CT_CREATED = 0,
+	CT_ADOPTED = 1,    /* another CPU made this flow first: its translation */
+	CT_ERR_FULL = -1,  /* an insert failed */
+	CT_ERR_CLASH = -2, /* no free source port */
+};
+
+/*
+ * Create both entries of a new flow from the packet (FORWARD keyed by it,
+ * on interface req->ifindex) to backend req->be, with the source translated
+ * to req->snat_addr (hairpin) when not 0. req->stale_gen is the gen of the
+ * FORWARD entry the caller found unusable (0: none). Fills *out with what
+ * the packet becomes.
+ */
+/* What a new flow is made of (a struct: a BPF function takes 5 arguments). */
+struct ct_new {
+	struct kpx_backend_value_v4 be;
+	__u32 ifindex;
+	__u32 svc_id;
+	__be32 snat_addr;
+	__u32 stale_gen;
+};
+
+static __attribute__((noinline)) int ct_create(const struct pkt4 *p, const struct ct_new *req,
+						struct ct_nat *out)
+{
+	const struct kpx_backend_value_v4 *be = &req->be;
+	__be32 snat_addr = req->snat_addr;
+	__u32 stale_gen = req->stale_gen, ifindex = req->ifindex, svc_id = req->svc_id;
+	struct kpx_ct_value_v4 *fvp, *tmpp; /* tmp: another entry's copy, then the REPLY value */
+	struct kpx_ct_key_v4 *fkp, *rkp;
+	__u64 now = bpf_ktime_get_coarse_ns();
+	struct ct_scratch *sc;
+	__u32 zero = 0;
+	int r;
+
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
+		return CT_ERR_FULL;
+	fvp = &sc->fv;
+	tmpp = &sc->tmp;
+	fkp = &sc->fk;
+	rkp = &sc->rk;
+	__builtin_memset(fvp, 0, sizeof(*fvp));
+#define fv (*fvp)
+#define tmp (*tmpp)
+#define fk (*fkp)
+#define rk (*rkp)
+	ct_key_from_pkt(&fk, p, KPX_CT_FORWARD, ifindex);
+	fv.nat_addr = be->addr;
+	fv.nat_port = be->port;
+	fv.snat_addr = snat_addr;
+	fv.svc_id = svc_id;
+	fv.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
+	fv.last_seen_ns = now;
+	fv.created_ns = now;
+	fv.gen = bpf_get_prandom_u32() | 1; /* never KPX_CT_GEN_DEAD */
+
+	/* A live flow answered by the same backend to the same client port
+	 * (the client's port towards another frontend): give this one another
+	 * source port, so the two flows' replies stay apart. */
+	ct_reply_key_of_forward(&rk, &fk, &fv);
+	if (ct_reply_taken(&rk, &fk, now)) {
+		fv.snat_port = ct_alloc_port(&rk, &fk, now);
+		if (!fv.snat_port)
+			return CT_ERR_CLASH;
+		fv.flags |= KPX_CT_F_PORT_REMAP;
+	}
+	fv.nat_kind = (fv.snat_addr || fv.snat_port) ? KPX_NAT_DNAT_SNAT : KPX_NAT_DNAT;
+
+	r = ct_put(&fk, &fv, BPF_NOEXIST);
+	if (r == -17 /* EEXIST */) {
+		struct kpx_ct_value_v4 *old = ct_get(&fk, &tmp);
+
+		/* Another CPU created this flow after the caller looked: adopt. */
+		if (old && tmp.gen != stale_gen && !ct_forward_dead(&tmp, p->proto, now)) {
+			ct_nat_of(out, &tmp);
+			return CT_ADOPTED;
+		}
+		/* The entry the caller found unusable (or a torn one): replace it,
+		 * with its REPLY entry, then use whatever is there now (a CPU
+		 * replacing it at the same time may have won). */
+		if (old)
+			ct_drop_reply_of(&fk, &tmp);
+		if (ct_put(&fk, &fv, BPF_ANY))
+			return CT_ERR_FULL;
+		if (ct_get(&fk, &tmp) && tmp.gen != fv.gen) {
+			ct_nat_of(out, &tmp);
+			return CT_ADOPTED;
+		}
+	} else if (r) {
+		return CT_ERR_FULL;
+	}
+
+	ct_reply_value_of(&tmp, &fk, &fv);
+	r = ct_claim_reply(&rk, &tmp, &fk, now);
+	if (r) {
+		/* A flow without its REPLY entry would send replies out untranslated:
+		 * take the FORWARD entry away again. */
+		if (ct_get(&fk, &tmp) && tmp.gen == fv.gen)
+			ct_del(&fk);
+		return r == -2 ? CT_ERR_CLASH : CT_ERR_FULL;
+	}
+	ct_nat_of(out, &fv);
+	return CT_CREATED;
+#undef fv
+#undef tmp
+#undef fk
+#undef rk
+}
+
+/* The once-a-second check of a FORWARD entry: re-create its REPLY entry if
+ * it was evicted or lost. Not inlined: off the hot path's stack. */
+static __attribute__((noinline)) int ct_heal(const struct kpx_ct_key_v4 *fk, const struct kpx_ct_value_v4 *fv)
+{
+	struct kpx_ct_key_v4 rk;
+	struct kpx_ct_value_v4 rv;
+
+	ct_reply_key_of_forward(&rk, fk, fv);
+	if (ct_get(&rk, &rv) && rv.gen == fv->gen)
+		return 0;
+	/* Only into a free tuple: one another flow took meanwhile stays its. */
+	ct_reply_value_of(&rv, fk, fv);
+	if (ct_put(&rk, &rv, BPF_NOEXIST))
+		return 0;
+	count(KPX_CTR_CT_HEALED);
+	return 1;
+}
+
+/* A flow was reset: no cache slot may keep translating either direction
+ * (a dead flow's replies are never rewritten). */
+static __always_inline void ct_flow_ended(const struct kpx_ct_key_v4 *fk, const struct kpx_ct_value_v4 *fv)
+{
+	struct kpx_ct_key_v4 rk;
+
+	ct_reply_key_of_forward(&rk, fk, fv);
+	ct_ver_bump(fk);
+	ct_ver_bump(&rk);
+}
+
+/*
+ * Account a packet to a FORWARD entry (fv: its validated copy, fp: the map
+ * element). Returns 0 when the entry no longer describes this packet's flow
+ * and a new one must be made: it is over and a fresh SYN reuses its tuple,
+ * or it timed out. Once a second (when the stamp is renewed) the REPLY
+ * entry is checked and re-created if it went missing.
+ */
+static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *fp, const struct kpx_ct_value_v4 *fv,
+					     const struct kpx_ct_key_v4 *fk, const struct pkt4 *p)
+{
+	__u16 add = ct_flags_of(p);
+	__u64 now;
+
+	if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) == TCPF_SYN &&
+	    (fv->flags & (KPX_CT_F_ESTABLISHED | KPX_CT_F_FIN | KPX_CT_F_RST)))
+		return 0;
+	now = bpf_ktime_get_coarse_ns();
+	if (unlikely(ct_idle(fv, now) > KPX_NSEC_PER_SEC)) {
+		if (ct_idle(fv, now) > ct_timeout_ns(fv->flags, p->proto))
+			return 0;
+		ct_heal(fk, fv);
+		fp->last_seen_ns = now;
+	}
+	if ((fv->flags & add) != add) {
+		fp->flags |= add;
+		if ((add & KPX_CT_F_RST) && !(fv->flags & KPX_CT_F_RST))
+			ct_flow_ended(fk, fv);
+	}
+	return 1;
+}
+
+/*
+ * Account a reply to its flow: the FORWARD entry (ffp: element, ffv: copy)
+ * learns a server's FIN or RST and is stamped once a second.
+ */
+static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ffp, const struct kpx_ct_value_v4 *ffv,
+					  const struct kpx_ct_key_v4 *fk, const struct pkt4 *p)
+{
+	__u16 add = 0;
+	__u64 now;
+
+	if (p->proto == IPPROTO_TCP) {
+		if (p->tcp_flags & TCPF_FIN)
+			add |= KPX_CT_F_REPLY_FIN;
+		if (p->tcp_flags & TCPF_RST)
+			add |= KPX_CT_F_RST;
+		if ((ffv->flags & add) != add) {
+			ffp->flags |= add;
+			if ((add & KPX_CT_F_RST) && !(ffv->flags & KPX_CT_F_RST))
+				ct_flow_ended(fk, ffv);
+		}
+	}
+	now = bpf_ktime_get_coarse_ns();
+	if (ct_idle(ffv, now) > KPX_NSEC_PER_SEC)
+		ffp->last_seen_ns = now;
+}
+
+/*
+ * The flow a REPLY entry (rk; rv its copy) answers, if it is live and
+ * still sends to the backend the reply comes from: a REPLY entry left by a
+ * flow that ended or moved must not rewrite other traffic (a direct
+ * connection to the pod, a probe from the node). Fills *fk, *fv and returns the
+ * FORWARD element, or NULL.
+ */
+static __always_inline struct kpx_ct_value_v4 *ct_reply_flow(const struct kpx_ct_key_v4 *rk,
+							      const struct kpx_ct_value_v4 *rv,
+							      struct kpx_ct_key_v4 *fk,
+							      struct kpx_ct_value_v4 *fv)
+{
+	struct kpx_ct_value_v4 *f;
+
+	ct_forward_key_of_reply(fk, rk, rv);
+	f = ct_get(fk, fv);
+	if (!f || fv->gen != rv->gen || fv->nat_addr != rk->saddr || fv->nat_port != rk->sport)
+		return 0;
+	if (ct_forward_dead(fv, rk->proto, bpf_ktime_get_coarse_ns()))
+		return 0;
+	return f;
+}
+
+/* ---- admission ------------------------------------------------------------- */
+
+/*
+ * Per-interface new-flow budget: a token bucket of ct_new_burst flows,
+ * refilled at ct_new_per_sec. One pod flooding new flows spends its own
+ * budget only. The update is not atomic across CPUs: the budget is
+ * approximate, never unbounded.
+ */
+static __always_inline int ct_admit(__u32 ifindex)
+{
+	const struct kpx_config *cfg = config();
+	__u64 rate = cfg_or(cfg ? cfg->ct_new_per_sec : 0, KPX_DEFAULT_CT_NEW_PER_SEC);
+	__u64 burst = (__u64)cfg_or(cfg ? cfg->ct_new_burst : 0, KPX_DEFAULT_CT_NEW_BURST) * 1000;
+	__u64 now = bpf_ktime_get_coarse_ns(), tokens, elapsed;
+	struct kpx_ct_budget *b = bpf_map_lookup_elem(&kpx_ct_budget, &ifindex);
+
+	if (!b) {
+		struct kpx_ct_budget nb = {.tokens_milli = burst - 1000, .last_refill_ns = now};
+
+		bpf_map_update_elem(&kpx_ct_budget, &ifindex, &nb, BPF_NOEXIST);
+		return 1;
+	}
+	elapsed = now > b->last_refill_ns ? now - b->last_refill_ns : 0;
+	if (rate > 100000000)
+		rate = 100000000;
+	/* rate flows a second = rate * 1000 milli-flows per 1e9 ns; after 10 s
+	 * idle the bucket is full (and the product cannot overflow). */
+	if (elapsed >= 10 * KPX_NSEC_PER_SEC)
+		tokens = burst;
+	else
+		tokens = b->tokens_milli + elapsed * rate / 1000000;
+	if (tokens > burst)
+		tokens = burst;
+	if (tokens < 1000) {
+		b->tokens_milli = tokens;
+		b->last_refill_ns = now;
+		return 0;
+	}
+	b->tokens_milli = tokens - 1000;
+	b->last_refill_ns = now;
+	return 1;
 }
 
 #endif

@@ -13,6 +13,7 @@
  * CHECKSUM_COMPLETE the kernel's skb->csum must follow too, which only the
  * helper can do, so that state goes through bpf_l4_csum_replace.
  * UDP checksum 0 means "none" and stays 0; a computed 0 is sent as 0xffff.
+ * At XDP (KPX_CTX_XDP) there is no skb: the field is the full checksum.
  */
 #ifndef KPX_BPF_CSUM_H
 #define KPX_BPF_CSUM_H
@@ -20,8 +21,17 @@
 #include <bpf/bpf_core_read.h>
 
 #include "common.h"
+#include "ctx.h"
 #include "parse.h"
 
+enum { KPX_CSUM_NONE = 0, KPX_CSUM_UNNECESSARY = 1, KPX_CSUM_COMPLETE = 2, KPX_CSUM_PARTIAL = 3 };
+
+#ifdef KPX_CTX_XDP
+static __always_inline __u8 ctx_ip_summed(struct xdp_md *ctx)
+{
+	return KPX_CSUM_NONE;
+}
+#else
 /* The kernel's skb, for ip_summed only (CO-RE: the offset comes from the
  * running kernel's BTF). */
 struct sk_buff {
@@ -30,14 +40,13 @@ struct sk_buff {
 
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
-enum { KPX_CSUM_NONE = 0, KPX_CSUM_UNNECESSARY = 1, KPX_CSUM_COMPLETE = 2, KPX_CSUM_PARTIAL = 3 };
-
-static __always_inline __u8 skb_ip_summed(struct __sk_buff *skb)
+static __always_inline __u8 ctx_ip_summed(struct __sk_buff *skb)
 {
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
 
 	return BPF_CORE_READ_BITFIELD(kskb, ip_summed);
 }
+#endif
 
 static __always_inline __u32 csum_fold32(__u32 s)
 {
@@ -75,11 +84,11 @@ static __always_inline __u32 l4_csum_off(const struct pkt4 *p)
  * before any helper that invalidates p's packet pointers. Returns -1 when
  * the caller must use the helpers instead (CHECKSUM_COMPLETE).
  */
-static __always_inline int l4_csum_update(struct __sk_buff *skb, const struct pkt4 *p, __u32 pseudo,
+static __always_inline int l4_csum_update(struct kpx_ctx *ctx, const struct pkt4 *p, __u32 pseudo,
 					  __u32 ports)
 {
-	void *data_end = (void *)(long)skb->data_end;
-	__u8 state = skb_ip_summed(skb);
+	void *data_end = ctx_data_end(ctx);
+	__u8 state = ctx_ip_summed(ctx);
 	__sum16 *check;
 	__u32 s;
 
@@ -101,6 +110,18 @@ static __always_inline int l4_csum_update(struct __sk_buff *skb, const struct pk
 	return 0;
 }
 
+#ifdef KPX_CTX_XDP
+/* Never reached at XDP (no CHECKSUM_COMPLETE state there). */
+static __always_inline int l4_csum_addr(struct xdp_md *ctx, const struct pkt4 *p, __be32 from, __be32 to)
+{
+	return -1;
+}
+
+static __always_inline int l4_csum_port(struct xdp_md *ctx, const struct pkt4 *p, __be16 from, __be16 to)
+{
+	return -1;
+}
+#else
 static __always_inline __u64 l4_csum_flags(const struct pkt4 *p)
 {
 	return p->proto == IPPROTO_UDP ? BPF_F_MARK_MANGLED_0 : 0;
@@ -110,6 +131,8 @@ static __always_inline __u64 l4_csum_flags(const struct pkt4 *p)
 static __always_inline int l4_csum_addr(struct __sk_buff *skb, const struct pkt4 *p,
 					__be32 from, __be32 to)
 {
+	if (from == to)
+		return 0;
 	return bpf_l4_csum_replace(skb, l4_csum_off(p), from, to,
 				   BPF_F_PSEUDO_HDR | sizeof(__u32) | l4_csum_flags(p));
 }
@@ -123,5 +146,6 @@ static __always_inline int l4_csum_port(struct __sk_buff *skb, const struct pkt4
 	return bpf_l4_csum_replace(skb, l4_csum_off(p), from, to,
 				   sizeof(__u16) | l4_csum_flags(p));
 }
+#endif
 
 #endif

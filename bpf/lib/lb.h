@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Service lookup and backend selection. */
+/* Frontend lookup and backend selection. */
 #ifndef KPX_BPF_LB_H
 #define KPX_BPF_LB_H
 
@@ -7,50 +7,77 @@
 #include "maps.h"
 #include "parse.h"
 
-static __always_inline struct kpx_service_value *lb_lookup_service(const struct pkt4 *p)
+/*
+ * The frontend of scope `scope` for the packet's destination, copied into
+ * *svc. The copy is checked against the key (kpx_service_check): a value
+ * read while userspace replaced it, or while the kernel reused its element
+ * for another key, fails the check and is read once more. Returns 0 when
+ * there is no (consistent) frontend.
+ */
+static __always_inline int lb_lookup_service(const struct pkt4 *p, __u8 scope,
+					     struct kpx_service_value *svc)
 {
 	struct kpx_service_key_v4 key = {
 		.addr = p->ip->daddr,
 		.port = p->dport,
 		.proto = p->proto,
-		.scope = KPX_SCOPE_INTERNAL,
+		.scope = scope,
 	};
-
-	return bpf_map_lookup_elem(&kpx_svc_v4, &key);
-}
-
-/*
- * Pick a backend uniformly at random among the service's live slots. If the
- * slot (or its backend) vanished because userspace flipped the generation between our two
- * lookups, read the service again once: the new generation is complete.
- */
-static __always_inline struct kpx_backend_value_v4 *
-lb_pick_backend(const struct pkt4 *p, struct kpx_service_value *svc)
-{
-	struct kpx_backend_slot_key slot = {};
-	__u32 *backend_id;
 	int attempt;
 
 	for (attempt = 0; attempt < 2; attempt++) {
-		__u32 count = svc->backend_count;
+		struct kpx_service_value *v = bpf_map_lookup_elem(&kpx_svc_v4, &key);
 
-		if (count == 0)
+		if (!v)
 			return 0;
-		slot.svc_id = svc->svc_id;
-		slot.generation = svc->generation;
-		slot.slot = bpf_get_prandom_u32() % count;
-		backend_id = bpf_map_lookup_elem(&kpx_svc_be, &slot);
-		if (backend_id) {
-			struct kpx_backend_value_v4 *be = bpf_map_lookup_elem(&kpx_be_v4, backend_id);
-
-			if (be)
-				return be;
-		}
-		svc = lb_lookup_service(p);
-		if (!svc)
-			return 0;
+		__builtin_memcpy(svc, v, sizeof(*svc));
+		if (svc->check == kpx_service_check(&key, svc))
+			return 1;
 	}
 	return 0;
+}
+
+/*
+ * The frontend a pod's packet is for: the scopes the classification filter
+ * says the destination address has frontends of, ClusterIP first. (NodePort
+ * from pods comes with the node-port issue.)
+ */
+static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
+					      struct kpx_service_value *svc)
+{
+	if ((filt & KPX_FILT_CLUSTER_IP) && lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, svc))
+		return 1;
+	if ((filt & KPX_FILT_EXTERNAL_IP) && lb_lookup_service(p, KPX_SCOPE_EXTERNAL_IP, svc))
+		return 1;
+	if ((filt & KPX_FILT_LOAD_BALANCER) && lb_lookup_service(p, KPX_SCOPE_LOAD_BALANCER, svc))
+		return 1;
+	return 0;
+}
+
+/*
+ * Pick a backend uniformly at random among the frontend's cluster set and
+ * copy it into *be. Slots and backends are ARRAY maps (inlined lookups); a
+ * slot freed by userspace after this packet read the frontend holds 0, a
+ * removed backend address 0: then no backend is returned and the caller
+ * drops (the next packet reads the new frontend value).
+ */
+static __always_inline int lb_pick_backend(const struct kpx_service_value *svc,
+					   struct kpx_backend_value_v4 *be)
+{
+	struct kpx_backend_value_v4 *b;
+	__u32 slot, *id;
+
+	if (svc->backend_count == 0)
+		return 0;
+	slot = svc->slot_base + bpf_get_prandom_u32() % svc->backend_count;
+	id = bpf_map_lookup_elem(&kpx_svc_be, &slot);
+	if (!id || !*id)
+		return 0;
+	b = bpf_map_lookup_elem(&kpx_be_v4, id);
+	if (!b)
+		return 0;
+	__builtin_memcpy(be, b, sizeof(*be));
+	return be->addr != 0;
 }
 
 #endif

@@ -1,74 +1,24 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* The kpx maps, pinned by name under the instance's bpffs directory so that
- * every program of an instance, the CLI and a restarted agent share them. */
+/* The kpx maps, defined from the one list in kpx/abi.h (KPX_MAPS) and
+ * pinned by name under the instance's bpffs directory so that every program
+ * of an instance, the CLI and a restarted agent share them. */
 #ifndef KPX_BPF_MAPS_H
 #define KPX_BPF_MAPS_H
 
 #include "common.h"
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KPX_MAX_SERVICES);
-	__type(key, struct kpx_service_key_v4);
-	__type(value, struct kpx_service_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_svc_v4 SEC(".maps");
+#define KPX_BPF_MAP(_name, _type, _key, _value, _max)       \
+	struct {                                             \
+		__uint(type, BPF_MAP_TYPE_##_type);          \
+		__uint(max_entries, _max);                   \
+		__type(key, _key);                           \
+		__type(value, _value);                       \
+		__uint(pinning, LIBBPF_PIN_BY_NAME);         \
+	} _name SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KPX_MAX_SERVICE_BACKENDS);
-	__type(key, struct kpx_backend_slot_key);
-	__type(value, __u32);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_svc_be SEC(".maps");
+KPX_MAPS(KPX_BPF_MAP)
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KPX_MAX_BACKENDS);
-	__type(key, __u32);
-	__type(value, struct kpx_backend_value_v4);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_be_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, KPX_MAX_SERVICES);
-	__type(key, __u32);
-	__type(value, struct kpx_revnat_value_v4);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_revnat_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, KPX_MAX_CONNTRACK);
-	__type(key, struct kpx_ct_key_v4);
-	__type(value, struct kpx_ct_value_v4);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_ct_v4 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KPX_CTR_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_counters SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct kpx_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_config SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, KPX_CT_CACHE_SLOTS);
-	__type(key, __u32);
-	__type(value, struct kpx_ct_cache_entry_v4);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} kpx_ct_cache_v4 SEC(".maps");
+#undef KPX_BPF_MAP
 
 static __always_inline void count(enum kpx_counter reason)
 {
@@ -84,6 +34,15 @@ static __always_inline const struct kpx_config *config(void)
 	__u32 key = 0;
 
 	return bpf_map_lookup_elem(&kpx_config, &key);
+}
+
+/* The classification filter's bits for slot (see enum kpx_filter_bits). */
+static __always_inline __u32 filter_bits(__u32 slot)
+{
+	__u32 word = slot >> 3;
+	__u64 *w = bpf_map_lookup_elem(&kpx_filter, &word);
+
+	return w ? (__u32)(*w >> ((slot & 7) * 8)) & 0xff : 0;
 }
 
 #endif

@@ -1,86 +1,92 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Address and port rewrites. Header fields are written directly (the
- * verifier unclones the skb first); checksums are updated in place, or
- * through the kernel helper for CHECKSUM_COMPLETE skbs (see csum.h). Helper
- * calls come last: they invalidate the packet pointers.
+ * Address and port rewrites, for tc and XDP (ctx.h). Header fields are
+ * written directly (at tc the verifier unclones the skb first); checksums
+ * are updated in place, or through the kernel helper for CHECKSUM_COMPLETE
+ * skbs (see csum.h). Helper calls come last: they invalidate the packet
+ * pointers.
  */
 #ifndef KPX_BPF_NAT_H
 #define KPX_BPF_NAT_H
 
 #include "common.h"
 #include "csum.h"
+#include "ctx.h"
 #include "parse.h"
 
-/* Rewrite the destination to addr:port and, when snat_addr is not 0, the
- * source address to snat_addr. Returns 0, or -1 if a helper failed. */
-static __always_inline int nat_rewrite_dst(struct __sk_buff *skb, struct pkt4 *p, __be32 addr,
-					   __be16 port, __be32 snat_addr)
+/*
+ * Rewrite one end of the packet to addr:port (the destination when dst,
+ * else the source) and, where addr2 / port2 are not 0, the other end's
+ * address / port. dst is a constant at every call, so the choice folds
+ * away. Returns 0, or -1 if a helper failed.
+ */
+static __always_inline int nat_rewrite(struct kpx_ctx *ctx, struct pkt4 *p, const int dst,
+				       __be32 addr, __be16 port, __be32 addr2, __be16 port2)
 {
-	__be32 old_daddr = p->ip->daddr, old_saddr = p->ip->saddr;
-	__be16 old_dport = p->dport;
+	__be32 *a = dst ? &p->ip->daddr : &p->ip->saddr;
+	__be32 *a2 = dst ? &p->ip->saddr : &p->ip->daddr;
+	__be16 *pt = (__be16 *)(p->l4 + (dst ? 2 : 0));
+	__be16 *pt2 = (__be16 *)(p->l4 + (dst ? 0 : 2));
+	__be32 old_a = *a, old_a2 = *a2;
+	__be16 old_p = *pt, old_p2 = *pt2;
+	__u32 pseudo, ports;
 
-	p->ip->daddr = addr;
-	ip_csum_replace4(&p->ip->check, old_daddr, addr);
-	if (snat_addr) {
-		p->ip->saddr = snat_addr;
-		ip_csum_replace4(&p->ip->check, old_saddr, snat_addr);
+	*a = addr;
+	ip_csum_replace4(&p->ip->check, old_a, addr);
+	pseudo = csum_diff32(old_a, addr);
+	*pt = port;
+	ports = csum_diff16(old_p, port);
+	if (addr2) {
+		*a2 = addr2;
+		ip_csum_replace4(&p->ip->check, old_a2, addr2);
+		pseudo += csum_diff32(old_a2, addr2);
 	}
-	*(__be16 *)(p->l4 + 2) = port;
+	if (port2) {
+		*pt2 = port2;
+		ports += csum_diff16(old_p2, port2);
+	}
 
-	if (l4_csum_update(skb, p,
-			   csum_diff32(old_daddr, addr) + (snat_addr ? csum_diff32(old_saddr, snat_addr) : 0),
-			   csum_diff16(old_dport, port)) == 0)
+	if (l4_csum_update(ctx, p, pseudo, ports) == 0)
 		return 0;
-	if (l4_csum_addr(skb, p, old_daddr, addr))
+	if (l4_csum_addr(ctx, p, old_a, addr))
 		return -1;
-	if (snat_addr && l4_csum_addr(skb, p, old_saddr, snat_addr))
+	if (addr2 && l4_csum_addr(ctx, p, old_a2, addr2))
 		return -1;
-	return l4_csum_port(skb, p, old_dport, port);
+	if (port2 && l4_csum_port(ctx, p, old_p2, port2))
+		return -1;
+	return l4_csum_port(ctx, p, old_p, port);
 }
 
-/* Rewrite the source to addr:port and, when dnat_addr is not 0, the
- * destination address to dnat_addr (the reverse of nat_rewrite_dst). */
-static __always_inline int nat_rewrite_src(struct __sk_buff *skb, struct pkt4 *p, __be32 addr,
-					   __be16 port, __be32 dnat_addr)
+/* Destination to addr:port; source address / port to saddr / sport unless 0. */
+static __always_inline int nat_rewrite_dst(struct kpx_ctx *ctx, struct pkt4 *p, __be32 addr,
+					   __be16 port, __be32 saddr, __be16 sport)
 {
-	__be32 old_saddr = p->ip->saddr, old_daddr = p->ip->daddr;
-	__be16 old_sport = p->sport;
+	return nat_rewrite(ctx, p, 1, addr, port, saddr, sport);
+}
 
-	p->ip->saddr = addr;
-	ip_csum_replace4(&p->ip->check, old_saddr, addr);
-	if (dnat_addr) {
-		p->ip->daddr = dnat_addr;
-		ip_csum_replace4(&p->ip->check, old_daddr, dnat_addr);
-	}
-	*(__be16 *)p->l4 = port;
-
-	if (l4_csum_update(skb, p,
-			   csum_diff32(old_saddr, addr) + (dnat_addr ? csum_diff32(old_daddr, dnat_addr) : 0),
-			   csum_diff16(old_sport, port)) == 0)
-		return 0;
-	if (l4_csum_addr(skb, p, old_saddr, addr))
-		return -1;
-	if (dnat_addr && l4_csum_addr(skb, p, old_daddr, dnat_addr))
-		return -1;
-	return l4_csum_port(skb, p, old_sport, port);
+/* Source to addr:port; destination address / port to daddr / dport unless 0
+ * (the reverse of nat_rewrite_dst). */
+static __always_inline int nat_rewrite_src(struct kpx_ctx *ctx, struct pkt4 *p, __be32 addr,
+					   __be16 port, __be32 daddr, __be16 dport)
+{
+	return nat_rewrite(ctx, p, 0, addr, port, daddr, dport);
 }
 
 /* Send a rewritten frame back out of the interface it came in on, towards
- * the pod that sent it (hairpin): swap the MACs, redirect to egress. */
-static __always_inline int nat_bounce(struct __sk_buff *skb)
+ * the pod that sent it (hairpin): swap the MACs, bounce. */
+static __always_inline int nat_bounce(struct kpx_ctx *ctx)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx);
+	void *data_end = ctx_data_end(ctx);
 	struct ethhdr *eth = data;
 	__u8 tmp[ETH_ALEN];
 
 	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_SHOT;
+		return KPX_DROP;
 	__builtin_memcpy(tmp, eth->h_source, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, tmp, ETH_ALEN);
-	return bpf_redirect(skb->ifindex, 0);
+	return ctx_bounce(ctx);
 }
 
 #endif

@@ -17,6 +17,7 @@
 #define KPX_BPF_PARSE_H
 
 #include "common.h"
+#include "ctx.h"
 
 enum parse_result {
 	PARSE_OK = 0,
@@ -51,10 +52,10 @@ struct pkt4 {
 /* Bytes of headers the parser may need in the linear area. */
 #define KPX_MAX_HDR (ETH_HLEN + 60 + sizeof(struct tcphdr))
 
-static __always_inline int parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
+static __always_inline int parse_pkt4(struct kpx_ctx *ctx, struct pkt4 *p)
 {
-	void *data = (void *)(long)skb->data;
-	void *data_end = (void *)(long)skb->data_end;
+	void *data = ctx_data(ctx);
+	void *data_end = ctx_data_end(ctx);
 	struct iphdr *ip;
 	__u32 ihl_len, l4_need;
 
@@ -68,12 +69,14 @@ static __always_inline int parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
 	if ((void *)(ip + 1) > data_end) {
 		/* Headers may sit partly outside the linear area: pull them in
 		 * once (never on the common path, where they are linear). */
-		if (skb->len < ETH_HLEN + sizeof(*ip))
+		__u32 len = ctx_len(ctx);
+
+		if (len < ETH_HLEN + sizeof(*ip))
 			return PARSE_BAD_IP;
-		if (bpf_skb_pull_data(skb, skb->len < KPX_MAX_HDR ? skb->len : KPX_MAX_HDR))
+		if (ctx_pull(ctx, len < KPX_MAX_HDR ? len : KPX_MAX_HDR))
 			return PARSE_BAD_IP;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = ctx_data(ctx);
+		data_end = ctx_data_end(ctx);
 		p->eth = data;
 		ip = (void *)(p->eth + 1);
 		if ((void *)(ip + 1) > data_end)
@@ -84,7 +87,7 @@ static __always_inline int parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
 	if (ip->version != 4 || ip->ihl < 5)
 		return PARSE_BAD_IP;
 	ihl_len = ip->ihl * 4;
-	if (bpf_ntohs(ip->tot_len) < ihl_len || bpf_ntohs(ip->tot_len) > skb->len - ETH_HLEN)
+	if (bpf_ntohs(ip->tot_len) < ihl_len || bpf_ntohs(ip->tot_len) > ctx_len(ctx) - ETH_HLEN)
 		return PARSE_BAD_IP;
 
 	p->proto = ip->protocol;
@@ -105,10 +108,10 @@ static __always_inline int parse_pkt4(struct __sk_buff *skb, struct pkt4 *p)
 	if (bpf_ntohs(ip->tot_len) < ihl_len + l4_need)
 		return PARSE_TRUNC_L4;
 	if (data + p->l4_off + l4_need > data_end) {
-		if (bpf_skb_pull_data(skb, p->l4_off + l4_need))
+		if (ctx_pull(ctx, p->l4_off + l4_need))
 			return PARSE_TRUNC_L4;
-		data = (void *)(long)skb->data;
-		data_end = (void *)(long)skb->data_end;
+		data = ctx_data(ctx);
+		data_end = ctx_data_end(ctx);
 		p->eth = data;
 		p->ip = (void *)(p->eth + 1);
 		if ((void *)(p->ip + 1) > data_end)

@@ -1,109 +1,132 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * kpx map ABI: the keys, values and constants shared by the BPF programs
- * (bpf/) and the C++ userspace (userspace/). Fixed-width types only; every
- * size is pinned by a static assert at the end of this file, so a change
- * that would make pinned maps of an older kpx unreadable fails to compile.
+ * kpx map ABI, version 2: the keys, values and constants shared by the BPF
+ * programs (bpf/) and the C++ userspace (userspace/). Fixed-width types
+ * only; every size is pinned by a static assert at the end of this file.
  *
- * Address-family layout: every map that holds an address is per family and
- * carries a _v4 suffix (Cilium's lb4_* / lb6_* split). IPv6 and dual-stack
- * add *_v6 maps with the same shape and 16-byte addresses; the family-free
- * maps (service_backends, counters, config) and the ids stay as they are.
- * Addresses and ports are stored in network byte order, as they appear in
- * packets, so the datapath never byte-swaps on its hot path.
+ * Versioning: the pinned map kpx_abi holds KPX_ABI_MAGIC and the version of
+ * the kpx that created an instance's pins. A kpx that finds pins of another
+ * version (or kpx maps without kpx_abi: version 1) refuses to use them and
+ * names `kpx agent --cleanup`; it never reads them with this layout. A
+ * change of any layout below bumps KPX_ABI_VERSION. New features use the
+ * fields marked "reserved (issue N)" and add maps; they do not change a
+ * layout.
+ *
+ * Address families: every map holding an address is per family and carries
+ * a _v4 suffix (Cilium's lb4_* / lb6_* split). IPv6 (issue 16) adds *_v6
+ * maps of the same shape with 16-byte addresses; the family-free maps
+ * (slots, counters, config, filter, ct versions) and the ids stay as they
+ * are. Addresses and ports are in network byte order, as in packets.
+ *
+ * KPX_MAPS below is the one list of maps: bpf/lib/maps.h defines the BPF
+ * maps from it, userspace/bpf/pinned_maps.cpp opens, checks (type, key and
+ * value size) and removes pins from it, and the tests iterate it.
  */
 #ifndef KPX_ABI_H
 #define KPX_ABI_H
 
 #include <linux/types.h>
 
-/* Map names: the pinned file names under the instance's bpffs directory. */
-#define KPX_MAP_SERVICES_V4 "kpx_svc_v4"
-#define KPX_MAP_SERVICE_BACKENDS "kpx_svc_be"
-#define KPX_MAP_BACKENDS_V4 "kpx_be_v4"
-#define KPX_MAP_REVNAT_V4 "kpx_revnat_v4"
-#define KPX_MAP_CONNTRACK_V4 "kpx_ct_v4"
-#define KPX_MAP_COUNTERS "kpx_counters"
-#define KPX_MAP_CONFIG "kpx_config"
-#define KPX_MAP_CT_CACHE_V4 "kpx_ct_cache_v4"
+#define KPX_ABI_MAGIC 0x6b707841u /* "kpxA" */
+#define KPX_ABI_VERSION 2u
 
 /* Map sizes. */
-#define KPX_MAX_SERVICES 65536         /* service ports (VIP, port, proto) */
-#define KPX_MAX_SERVICE_BACKENDS 1048576 /* slots over all services, 2 generations */
-#define KPX_MAX_BACKENDS 262144
-#define KPX_MAX_CONNTRACK 262144       /* entries, both directions */
+#define KPX_MAX_SERVICES 65536           /* frontends (address, port, proto, scope) */
+#define KPX_MAX_SERVICE_SLOTS 1048576    /* backend slots over all frontends, both generations */
+#define KPX_MAX_BACKENDS 262144          /* backend ids 1..KPX_MAX_BACKENDS-1; 0 = none */
 #define KPX_MAX_BACKENDS_PER_SERVICE 65535
-#define KPX_CT_CACHE_SLOTS 4096        /* per CPU, power of two */
+#define KPX_DEFAULT_CT_ENTRIES 262144    /* entries (two a flow) when no flag sets the size */
+#define KPX_MIN_CT_ENTRIES 1024
+#define KPX_CT_CACHE_SLOTS 4096          /* per CPU, power of two */
+#define KPX_CT_VER_SLOTS 65536           /* conntrack version words, power of two */
+#define KPX_FILTER_SLOTS (1u << 20)      /* classification filter slots (8 bits each) */
+#define KPX_FILTER_WORDS (KPX_FILTER_SLOTS / 8)
+#define KPX_MAX_NODE_ADDRS 256
+#define KPX_MAX_INTERFACES 16384         /* admission budgets (one an interface) */
 
-/* Service scope: which traffic a services entry answers (later issues add
- * external scopes for NodePort/LoadBalancer; ClusterIP is internal). */
+/*
+ * Service scope: which traffic a frontend answers. The datapath takes it
+ * from the hook and the address kind (the classification filter says which
+ * scopes an address has frontends of), never from a constant.
+ */
 enum kpx_scope {
-	KPX_SCOPE_INTERNAL = 0,
+	KPX_SCOPE_CLUSTER_IP = 0,
+	KPX_SCOPE_NODE_PORT = 1,     /* issue 10: address = a node address, or 0 for every one */
+	KPX_SCOPE_EXTERNAL_IP = 2,   /* issue 10 */
+	KPX_SCOPE_LOAD_BALANCER = 3, /* issue 10 */
+	KPX_SCOPE_MAX,
 };
 
 /* kpx_service_value.flags */
 enum kpx_service_flags {
 	KPX_SVC_F_NONE = 0,
+	KPX_SVC_F_AFFINITY = 1 << 0,      /* sessionAffinity ClientIP (issue 12) */
+	KPX_SVC_F_LOCAL_ONLY = 1 << 1,    /* traffic policy Local: only the local set (issues 10, 12) */
+	KPX_SVC_F_REJECT_EMPTY = 1 << 2,  /* no backends: reject (ICMP/RST, issue 12) instead of drop */
+	KPX_SVC_F_MASQUERADE = 1 << 3,    /* source NAT to the node address (issue 10) */
+	KPX_SVC_F_SOURCE_RANGES = 1 << 4, /* loadBalancerSourceRanges present (issue 10) */
 };
 
 struct kpx_service_key_v4 {
-	__be32 addr;  /* service VIP */
-	__be16 port;  /* service port */
+	__be32 addr;  /* frontend address */
+	__be16 port;  /* frontend port */
 	__u8 proto;   /* IPPROTO_TCP / IPPROTO_UDP */
 	__u8 scope;   /* enum kpx_scope */
 };
 
-struct kpx_service_value {
-	__u32 svc_id;        /* also the revnat key */
-	__u32 backend_count; /* slots 0..backend_count-1 of `generation` */
-	__u32 generation;    /* which slot set of service_backends is live */
-	__u32 flags;         /* enum kpx_service_flags */
-	__u32 affinity_timeout_s;
-	__u32 reserved;
-};
-
 /*
- * service_backends: (svc_id, generation, slot) -> backend id.
- * A change of a service's backends writes generation g+1's slots, then
- * rewrites the services value with generation g+1 and the new count (one
- * atomic element replace), then deletes generation g's slots. A packet
- * reads the services value first, so it never sees a half-written set.
+ * A frontend's backends are slots slot_base .. slot_base+backend_count-1 of
+ * kpx_svc_be (the cluster set), followed by local_count slots (the local
+ * set, issue 10/12). A change writes a new slot range, then replaces this
+ * value (one element replace), then frees the old range. Readers copy the
+ * value to the stack and check `check` (kpx_service_check), so a value seen
+ * while the kernel reuses its element for another key is never used.
  */
-struct kpx_backend_slot_key {
-	__u32 svc_id;
-	__u32 generation;
-	__u32 slot;
+struct kpx_service_value {
+	__u32 svc_id;            /* stable id of the frontend (conntrack svc_id) */
+	__u32 slot_base;
+	__u32 backend_count;     /* cluster set */
+	__u32 local_count;       /* local set (issues 10, 12), after the cluster set */
+	__u32 flags;             /* enum kpx_service_flags */
+	__u32 affinity_timeout_s; /* issue 12 */
+	__u32 check;             /* kpx_service_check(key, value) */
+	__u32 reserved;          /* issue 13: Maglev table id */
 };
 
 /* kpx_backend_value_v4.flags */
 enum kpx_backend_flags {
 	KPX_BE_F_NONE = 0,
 	KPX_BE_F_TERMINATING = 1 << 0,
+	KPX_BE_F_SERVING = 1 << 1,
+	KPX_BE_F_LOCAL = 1 << 2, /* on this node */
 };
 
+/* kpx_be_v4: ARRAY indexed by backend id; addr 0 = no backend. */
 struct kpx_backend_value_v4 {
 	__be32 addr;
 	__be16 port;
-	__u8 flags; /* enum kpx_backend_flags */
-	__u8 pad;
-};
-
-/* revnat: svc_id -> the VIP and port that replies are rewritten back to. */
-struct kpx_revnat_value_v4 {
-	__be32 addr;
-	__be16 port;
-	__u16 pad;
+	__u8 flags;      /* enum kpx_backend_flags */
+	__u8 reserved8;
+	__be32 node_addr; /* the backend's node (issue 10: remote backends, DSR in issue 13); 0 unknown */
+	__u16 zone;      /* zone id (issue 12: topology hints); 0 unknown */
+	__u16 reserved16;
 };
 
 /* Conntrack direction. A translated flow has two entries: FORWARD, keyed by
- * the packet as the client sent it (client -> VIP), and REPLY, keyed by the
- * reply as the backend sends it (backend -> client, or backend -> hairpin
- * address). */
+ * the packet as the client sent it (client -> frontend), and REPLY, keyed by
+ * the reply as the backend sends it (backend -> client, or -> the address
+ * and port the client's source was translated to). */
 enum kpx_ct_dir {
 	KPX_CT_FORWARD = 0,
 	KPX_CT_REPLY = 1,
 };
 
+/*
+ * ifindex binds an entry to an interface: FORWARD entries to the interface
+ * the client's packets arrive on, REPLY entries to the interface the reply is
+ * looked up on (for a pod client: its own veth, at egress). A frame from
+ * another interface never matches, whatever addresses it claims.
+ */
 struct kpx_ct_key_v4 {
 	__be32 saddr;
 	__be32 daddr;
@@ -112,63 +135,121 @@ struct kpx_ct_key_v4 {
 	__u8 proto;
 	__u8 dir; /* enum kpx_ct_dir */
 	__u16 pad;
+	__u32 ifindex;
 };
 
-/* kpx_ct_value_v4.flags: TCP state as far as timeouts need it, plus NAT kind. */
+/* kpx_ct_value_v4.flags: TCP state as far as timeouts need it. */
 enum kpx_ct_flags {
 	KPX_CT_F_SYN = 1 << 0,         /* a SYN was seen in this direction */
 	KPX_CT_F_ESTABLISHED = 1 << 1, /* a segment without SYN was seen (handshake done) */
-	KPX_CT_F_FIN = 1 << 2,
-	KPX_CT_F_RST = 1 << 3,
+	KPX_CT_F_FIN = 1 << 2,         /* FORWARD: the client sent FIN */
+	KPX_CT_F_RST = 1 << 3,         /* either side sent RST: the flow is over */
 	KPX_CT_F_HAIRPIN = 1 << 4,     /* source was NATed to the hairpin address */
+	KPX_CT_F_REPLY_FIN = 1 << 5,   /* FORWARD: the server sent FIN */
+	KPX_CT_F_PORT_REMAP = 1 << 6,  /* source port reallocated (a reply tuple clash) */
+};
+
+/* kpx_ct_value_v4.nat_kind */
+enum kpx_nat_kind {
+	KPX_NAT_DNAT = 1,       /* destination to a backend (ClusterIP and every frontend) */
+	KPX_NAT_DNAT_SNAT = 2,  /* and the source: hairpin, port remap, masquerade (issue 10) */
+	KPX_NAT_DSR = 3,        /* issue 13: destination only, replies bypass this node */
 };
 
 /*
- * FORWARD entry: nat_addr/nat_port = the backend the flow is pinned to,
- * snat_addr = the hairpin source address (0 when the source is unchanged).
- * REPLY entry: nat_addr/nat_port = the service VIP and port to restore as the
- * reply's source, snat_addr = the client address to restore as the reply's
- * destination (hairpin only, else 0).
+ * FORWARD entry: nat_addr:nat_port = the backend the flow is pinned to;
+ * snat_addr / snat_port = the source the client's packets get (0: kept).
+ * REPLY entry: nat_addr:nat_port = the frontend address and port to restore
+ * as the reply's source; snat_addr / snat_port = the client's address and
+ * port to restore as the reply's destination (0: kept).
+ * gen is unique per flow instance (both entries share it): the GC reaps an
+ * entry only if it still holds the gen it read. check = kpx_ct_check_v4(key,
+ * value) over the immutable fields: readers copy and validate.
  */
 struct kpx_ct_value_v4 {
 	__be32 nat_addr;
 	__be32 snat_addr;
 	__be16 nat_port;
-	__u16 flags; /* enum kpx_ct_flags */
+	__be16 snat_port;
+	__u16 flags;  /* enum kpx_ct_flags */
+	__u8 nat_kind; /* enum kpx_nat_kind */
+	__u8 reserved8;
 	__u32 svc_id;
+	__u32 out_ifindex; /* issue 10/13: interface to redirect to (0: the kernel routes) */
+	__u32 gen;
+	__u32 check;
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns) */
 	__u64 created_ns;
+	__u32 reserved[4]; /* issue 14: per-flow packet and byte counts */
 };
+
+/* gen of an entry the GC reaped (the datapath treats it as absent). */
+#define KPX_CT_GEN_DEAD 0u
 
 /*
  * conntrack cache: a per-CPU, direct-mapped exact-match cache in front of
- * the conntrack LRU (like Open vSwitch's EMC). Its lookup is an inlined
- * array access, so a cached flow's packet makes no function call at all;
- * it is a cache only: every slot is filled from a conntrack entry, void
- * after ct_epoch changes, refreshed through the LRU entry once per second
- * (keeping its last-seen time and expiry right), and TCP segments with
- * SYN, FIN or RST always go through the LRU entry.
+ * the conntrack LRU (like Open vSwitch's EMC). A slot is usable while its
+ * ver equals the tuple's version word in kpx_ct_ver (bumped whenever an entry
+ * of a tuple hashing there is created, replaced or deleted, by the datapath
+ * or userspace), its epoch equals config.ct_epoch (bumped by bulk deletes)
+ * and it was synced from the LRU entry within the last second (keeping the
+ * entry's last-seen time, the expiry and the heal check right). TCP segments
+ * with SYN, FIN or RST always go through the LRU entry. No loop over CPUs.
  */
 struct kpx_ct_cache_entry_v4 {
 	struct kpx_ct_key_v4 key;
 	__be32 nat_addr;
 	__be32 snat_addr;
 	__be16 nat_port;
-	__u16 flags;
+	__be16 snat_port;
+	__u32 ver;
 	__u32 epoch;
-	__u64 synced_jiffies; /* when the slot was last filled from the LRU entry */
 	__u32 svc_id;
-	__u32 pad[5];
+	__u64 synced_jiffies; /* when the slot was last filled from the LRU entry */
+	__u32 pad[2];
 };
 
-/* Per-reason counters: PERCPU_ARRAY indexed by enum kpx_counter. The
- * names (kpx_counter_names in userspace) are part of the CLI/metrics ABI. */
+/* Per-interface new-flow admission (token bucket, refilled lazily). */
+struct kpx_ct_budget {
+	__u64 tokens_milli;   /* thousandths of a flow */
+	__u64 last_refill_ns;
+};
+
+/*
+ * Classification filter: KPX_FILTER_SLOTS slots of 8 bits, packed 8 to a
+ * __u64 word of the kpx_filter ARRAY. A slot is chosen by hashing an
+ * address (kpx_filter_slot_addr: the frontend and node-address bits) or a
+ * backend (kpx_filter_slot_backend: the backend bit). Userspace sets the
+ * bits of every frontend, node address and backend, and keeps them while
+ * conntrack holds flows through them. A clear bit means "certainly not":
+ * the datapath passes such traffic without touching conntrack; a set bit
+ * may be another address's and leads to the exact lookup.
+ */
+enum kpx_filter_bits {
+	KPX_FILT_CLUSTER_IP = 1 << KPX_SCOPE_CLUSTER_IP,
+	KPX_FILT_NODE_PORT = 1 << KPX_SCOPE_NODE_PORT,
+	KPX_FILT_EXTERNAL_IP = 1 << KPX_SCOPE_EXTERNAL_IP,
+	KPX_FILT_LOAD_BALANCER = 1 << KPX_SCOPE_LOAD_BALANCER,
+	KPX_FILT_FRONTEND = 0x0f,
+	KPX_FILT_NODE_ADDR = 1 << 4, /* an address the node owns (kpx_node_addr_v4) */
+	KPX_FILT_BACKEND = 1 << 5,   /* a backend address:port:proto */
+};
+
+/* kpx_node_addr_v4 values */
+enum kpx_node_addr_flags {
+	KPX_NODE_ADDR_F_NODE = 1 << 0,    /* an address of the node's interfaces */
+	KPX_NODE_ADDR_F_HAIRPIN = 1 << 1, /* the hairpin source address */
+};
+
+/* Per-reason counters: PERCPU_ARRAY indexed by enum kpx_counter. Their
+ * names (userspace/dataplane/counters.cpp counter_name) are part of the
+ * CLI and metrics interface. */
 enum kpx_counter {
 	KPX_CTR_PASS = 0,           /* not Service traffic, passed unchanged */
 	KPX_CTR_PASS_NON_IPV4,      /* not IPv4 (ARP, IPv6, ...), passed unchanged */
 	KPX_CTR_DNAT_NEW,           /* new flow translated to a backend */
 	KPX_CTR_DNAT_ESTABLISHED,   /* conntrack hit, translated */
-	KPX_CTR_REVNAT,             /* reply translated back to the VIP */
+	KPX_CTR_REVNAT,             /* reply translated back to the frontend */
 	KPX_CTR_HAIRPIN,            /* new hairpin flow (source NATed) */
 	KPX_CTR_DROP_NO_BACKEND,    /* Service with no backends */
 	KPX_CTR_DROP_FRAGMENT,      /* IPv4 fragment of Service traffic */
@@ -176,49 +257,172 @@ enum kpx_counter {
 	KPX_CTR_DROP_CT_FULL,       /* conntrack insert failed */
 	KPX_CTR_DROP_REWRITE,       /* a packet rewrite helper failed */
 	KPX_CTR_PASS_MALFORMED,     /* truncated/invalid IPv4 not aimed at a Service, passed */
-	KPX_CTR_DROP_CT_CLASH,      /* new flow's reply tuple taken by another live flow */
+	KPX_CTR_DROP_CT_CLASH,      /* no free source port for a clashing reply tuple */
+	KPX_CTR_DROP_SPOOF,         /* source is a node-owned address, from a pod */
+	KPX_CTR_DROP_CT_BUDGET,     /* the interface's new-flow budget is spent */
+	KPX_CTR_CT_HEALED,          /* a flow's missing REPLY entry was re-created */
+	KPX_CTR_CT_PORT_REMAP,      /* a new flow got another source port (reply clash) */
+	KPX_CTR_CT_ADOPTED,         /* a new flow adopted another CPU's entry for it */
 	KPX_CTR_MAX,
 };
 
-/* config: ARRAY with one element, updatable at run time. */
+/* config: ARRAY with one element, updatable at run time. A zero means "use
+ * the default". */
 struct kpx_config {
-	__be32 hairpin_snat_addr_v4; /* node-owned address for hairpin source NAT; 0 = unset */
 	__u32 tcp_syn_timeout_s;     /* SYN seen, no established segment yet */
 	__u32 tcp_established_timeout_s;
-	__u32 tcp_closing_timeout_s; /* after RST */
-	__u32 udp_timeout_s;         /* no reply seen */
-	__u32 reserved_udp_stream_timeout_s; /* unused: UDP has one timeout for now */
-	__u32 ct_epoch;              /* bumped by userspace after deleting conntrack entries:
-				      * every per-CPU conntrack cache slot of an older epoch is void */
-	__u32 tcp_fin_timeout_s;     /* FIN seen (no RST): the kernel's FIN_WAIT / CLOSE_WAIT */
-	__u32 reserved[8];
+	__u32 tcp_closing_timeout_s; /* after RST, or FIN from both sides */
+	__u32 tcp_fin_timeout_s;     /* FIN from one side: the kernel's FIN_WAIT / CLOSE_WAIT */
+	__u32 udp_timeout_s;         /* UDP */
+	__u32 udp_stream_timeout_s;  /* reserved (issue 12): UDP with replies, kube-proxy's udpStreamTimeout */
+	__u32 ct_epoch;              /* bumped by userspace after bulk conntrack deletes:
+				      * every per-CPU cache slot of an older epoch is void */
+	__u32 ct_new_per_sec;        /* per-interface admission: new flows a second (0: default) */
+	__u32 ct_new_burst;          /* per-interface admission: burst (0: default) */
+	__u32 flags;                 /* reserved (issue 10): datapath features switched on */
+	__be32 hairpin_addr_v4;      /* node-owned address for hairpin source NAT; 0 = unset */
+	__be32 node_addr_v4;         /* issue 10: the node's primary address (masquerade source) */
+	__be32 service_cidr_v4;      /* issue 10/11: Service CIDR (0: unknown) */
+	__u8 service_prefix_v4;
+	__u8 cluster_prefix_v4;
+	__u16 reserved16;
+	__be32 cluster_cidr_v4;      /* issue 10: pod CIDR, masquerade decisions */
+	__u16 nodeport_min;          /* issue 10: NodePort range (host order) */
+	__u16 nodeport_max;
+	__u8 hairpin_addr_v6[16];    /* issue 16 */
+	__u8 node_addr_v6[16];       /* issue 16 */
+	__u8 service_cidr_v6[16];    /* issue 16 */
+	__u8 cluster_cidr_v6[16];    /* issue 16 */
+	__u8 service_prefix_v6;      /* issue 16 */
+	__u8 cluster_prefix_v6;      /* issue 16 */
+	__u16 reserved16b;
+	__u32 reserved[31];
+};
+
+/* kpx_abi: ARRAY with one element, written when the pins are created. */
+struct kpx_abi_info {
+	__u32 magic;          /* KPX_ABI_MAGIC */
+	__u32 version;        /* KPX_ABI_VERSION of the kpx that made the pins */
+	__u32 ct_max_entries; /* the conntrack map's size */
+	__u32 reserved[13];
 };
 
 /* Defaults, matching kube-proxy's conntrack settings and the kernel's
- * nf_conntrack defaults where kube-proxy sets none. A zero in config
- * means "use the default". */
+ * nf_conntrack defaults where kube-proxy sets none. */
 #define KPX_DEFAULT_TCP_SYN_TIMEOUT_S 120
 #define KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S 86400
 #define KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S 10
 #define KPX_DEFAULT_TCP_FIN_TIMEOUT_S 120
 #define KPX_DEFAULT_UDP_TIMEOUT_S 30
 #define KPX_DEFAULT_UDP_STREAM_TIMEOUT_S 120
+#define KPX_DEFAULT_CT_NEW_PER_SEC 20000
+#define KPX_DEFAULT_CT_NEW_BURST 40000
 
-/* Sizes pinned: pinned maps outlive a kpx binary. */
+/*
+ * The one list of maps: X(name, type, key, value, max_entries). type is the
+ * suffix of BPF_MAP_TYPE_*. kpx_ct_v4's size is the default; the agent sizes
+ * it at creation (--conntrack-max-per-core, --conntrack-min).
+ */
+#define KPX_MAPS(X)                                                                              \
+	X(kpx_abi, ARRAY, __u32, struct kpx_abi_info, 1)                                          \
+	X(kpx_svc_v4, HASH, struct kpx_service_key_v4, struct kpx_service_value, KPX_MAX_SERVICES) \
+	X(kpx_svc_be, ARRAY, __u32, __u32, KPX_MAX_SERVICE_SLOTS)                                 \
+	X(kpx_be_v4, ARRAY, __u32, struct kpx_backend_value_v4, KPX_MAX_BACKENDS)                 \
+	X(kpx_ct_v4, LRU_HASH, struct kpx_ct_key_v4, struct kpx_ct_value_v4, KPX_DEFAULT_CT_ENTRIES) \
+	X(kpx_ct_cache_v4, PERCPU_ARRAY, __u32, struct kpx_ct_cache_entry_v4, KPX_CT_CACHE_SLOTS) \
+	X(kpx_ct_ver, ARRAY, __u32, __u32, KPX_CT_VER_SLOTS)                                      \
+	X(kpx_ct_budget, HASH, __u32, struct kpx_ct_budget, KPX_MAX_INTERFACES)                  \
+	X(kpx_filter, ARRAY, __u32, __u64, KPX_FILTER_WORDS)                                      \
+	X(kpx_node_addr_v4, HASH, __be32, __u32, KPX_MAX_NODE_ADDRS)                              \
+	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_MAX)                                  \
+	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)
+
+/* ---- hashes shared by the datapath and userspace ------------------------ */
+
+static inline __u32 kpx_mix32(__u32 h, __u32 v)
+{
+	h ^= v;
+	h *= 0x9e3779b1u;
+	h ^= h >> 16;
+	return h;
+}
+
+static inline __u32 kpx_fmix32(__u32 h)
+{
+	h ^= h >> 16;
+	h *= 0x85ebca6bu;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35u;
+	h ^= h >> 16;
+	return h;
+}
+
+/* The conntrack tuple's hash: cache slot and version word. */
+static inline __u32 kpx_ct_hash_v4(const struct kpx_ct_key_v4 *k)
+{
+	__u32 h = kpx_mix32(0x6b7078u, k->saddr);
+
+	h = kpx_mix32(h, k->daddr);
+	h = kpx_mix32(h, ((__u32)k->sport << 16) | k->dport);
+	h = kpx_mix32(h, ((__u32)k->proto << 8) | k->dir);
+	h = kpx_mix32(h, k->ifindex);
+	return kpx_fmix32(h);
+}
+
+static inline __u32 kpx_ct_check_v4(const struct kpx_ct_key_v4 *k, const struct kpx_ct_value_v4 *v)
+{
+	__u32 h = kpx_ct_hash_v4(k);
+
+	h = kpx_mix32(h, v->nat_addr);
+	h = kpx_mix32(h, v->snat_addr);
+	h = kpx_mix32(h, ((__u32)v->nat_port << 16) | v->snat_port);
+	h = kpx_mix32(h, ((__u32)v->nat_kind << 24) ^ v->svc_id);
+	h = kpx_mix32(h, v->gen);
+	h = kpx_mix32(h, v->out_ifindex);
+	return kpx_fmix32(h) | 1; /* never 0: a zeroed value never checks */
+}
+
+static inline __u32 kpx_service_check(const struct kpx_service_key_v4 *k,
+				      const struct kpx_service_value *v)
+{
+	__u32 h = kpx_mix32(0x737663u, k->addr);
+
+	h = kpx_mix32(h, ((__u32)k->port << 16) | ((__u32)k->proto << 8) | k->scope);
+	h = kpx_mix32(h, v->svc_id);
+	h = kpx_mix32(h, v->slot_base);
+	h = kpx_mix32(h, v->backend_count);
+	h = kpx_mix32(h, v->local_count);
+	h = kpx_mix32(h, v->flags);
+	h = kpx_mix32(h, v->affinity_timeout_s);
+	return kpx_fmix32(h) | 1;
+}
+
+static inline __u32 kpx_filter_slot_addr_v4(__be32 addr)
+{
+	return kpx_fmix32(addr ^ 0x61646472u) & (KPX_FILTER_SLOTS - 1);
+}
+
+static inline __u32 kpx_filter_slot_backend_v4(__be32 addr, __be16 port, __u8 proto)
+{
+	return kpx_fmix32(kpx_mix32(addr, ((__u32)port << 8) | proto)) & (KPX_FILTER_SLOTS - 1);
+}
+
+/* Sizes pinned. */
 #if defined(__cplusplus)
 #define KPX_STATIC_ASSERT(c, m) static_assert(c, m)
 #else
 #define KPX_STATIC_ASSERT(c, m) _Static_assert(c, m)
 #endif
 KPX_STATIC_ASSERT(sizeof(struct kpx_service_key_v4) == 8, "kpx_service_key_v4 ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_service_value) == 24, "kpx_service_value ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_backend_slot_key) == 12, "kpx_backend_slot_key ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_backend_value_v4) == 8, "kpx_backend_value_v4 ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_revnat_value_v4) == 8, "kpx_revnat_value_v4 ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_ct_key_v4) == 16, "kpx_ct_key_v4 ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_ct_value_v4) == 32, "kpx_ct_value_v4 ABI");
-KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 64, "kpx_config ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_service_value) == 32, "kpx_service_value ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_backend_value_v4) == 16, "kpx_backend_value_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_ct_key_v4) == 20, "kpx_ct_key_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_ct_value_v4) == 64, "kpx_ct_value_v4 ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_ct_cache_entry_v4) == 64, "kpx_ct_cache_entry_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_ct_budget) == 16, "kpx_ct_budget ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 256, "kpx_config ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_abi_info) == 64, "kpx_abi_info ABI");
 KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
+KPX_STATIC_ASSERT((KPX_CT_VER_SLOTS & (KPX_CT_VER_SLOTS - 1)) == 0, "ct versions: power of two");
 
 #endif /* KPX_ABI_H */

@@ -40,10 +40,20 @@ struct RunResult {
   Frame out;
 };
 
-inline RunResult test_run(int prog_fd, const Frame& in) {
+// BPF_PROG_TEST_RUN gives a tc program the loopback device (ifindex 1)
+// unless ctx names another device of the caller's network namespace.
+constexpr uint32_t kLoIfindex = 1;
+
+inline RunResult test_run(int prog_fd, const Frame& in, uint32_t ifindex = 0) {
   RunResult r;
   r.out.assign(in.size() + 512, 0);
   LIBBPF_OPTS(bpf_test_run_opts, o);
+  __sk_buff ctx{};
+  if (ifindex > kLoIfindex) {
+    ctx.ifindex = ifindex;
+    o.ctx_in = &ctx;
+    o.ctx_size_in = sizeof(ctx);
+  }
   o.data_in = in.empty() ? nullptr : in.data();
   o.data_size_in = static_cast<__u32>(in.size());
   o.data_out = r.out.data();
@@ -144,8 +154,19 @@ class DatapathTest : public ::testing::Test {
     obj.reset();
   }
 
-  RunResult from_pod(const Frame& f) { return test_run(obj->from_pod_fd(), f); }
-  RunResult to_pod(const Frame& f) { return test_run(obj->to_pod_fd(), f); }
+  RunResult from_pod(const Frame& f, uint32_t ifindex = 0) { return test_run(obj->from_pod_fd(), f, ifindex); }
+  RunResult to_pod(const Frame& f, uint32_t ifindex = 0) { return test_run(obj->to_pod_fd(), f, ifindex); }
+
+  // The node's hairpin address (and other node-owned addresses), as the
+  // agent programs them: map, classification filter and config.
+  void set_node_addresses(const char* hairpin, const std::vector<const char*>& nodes = {}) {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    std::vector<uint32_t> addrs;
+    for (const char* n : nodes) addrs.push_back(ipv4(n));
+    auto st = dp->set_node_addresses(addrs, hairpin ? ipv4(hairpin) : 0);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
 
   // Program a Service; returns its svc_id (0 on failure, with a test failure).
   uint32_t set_service(const char* vip, uint16_t port, net::Proto proto,
@@ -181,8 +202,9 @@ class DatapathTest : public ::testing::Test {
   }
 
   static kpx_ct_key_v4 ct_key(const char* saddr, uint16_t sport, const char* daddr, uint16_t dport,
-                              uint8_t proto, uint8_t dir) {
+                              uint8_t proto, uint8_t dir, uint32_t ifindex = kLoIfindex) {
     kpx_ct_key_v4 k{};
+    k.ifindex = ifindex;
     k.saddr = ipv4(saddr);
     k.daddr = ipv4(daddr);
     k.sport = htons(sport);
@@ -211,8 +233,15 @@ class DatapathTest : public ::testing::Test {
     ASSERT_TRUE(maps->conntrack.update(rk, *rv).ok());
   }
 
+  // Make a hand-written entry whole, as the datapath writes them: a gen and
+  // the check word over the key and the immutable fields.
+  static kpx_ct_value_v4 sealed(const kpx_ct_key_v4& k, kpx_ct_value_v4 v) {
+    if (v.gen == KPX_CT_GEN_DEAD) v.gen = 0x5eed0001u;
+    v.check = kpx_ct_check_v4(&k, &v);
+    return v;
+  }
   void ct_write(const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
-    auto st = maps->conntrack.update(k, v);
+    auto st = maps->conntrack.update(k, sealed(k, v));
     ASSERT_TRUE(st.ok()) << st.error().message;
     age_reply_like(k, v);
     auto ep = maps->bump_ct_epoch();

@@ -205,6 +205,11 @@ TEST_F(Datapath, TcpReplyGetsTheVipAsSource) {
   EXPECT_TRUE(rep->flags & KPX_CT_F_SYN);
   EXPECT_TRUE(rep->flags & KPX_CT_F_ESTABLISHED);
   EXPECT_TRUE(rep->flags & KPX_CT_F_FIN);
+  // The server's FIN is the flow's: its FORWARD entry knows it.
+  auto fwd = ct(kClient, 40002, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD);
+  ASSERT_TRUE(fwd.has_value());
+  EXPECT_TRUE(fwd->flags & KPX_CT_F_REPLY_FIN);
+  EXPECT_FALSE(fwd->flags & KPX_CT_F_FIN) << "the client sent no FIN";
 }
 
 TEST_F(Datapath, ReplyWithoutConntrackEntryPassesUnchanged) {
@@ -571,9 +576,7 @@ TEST_F(Datapath, HairpinWithoutHairpinAddressDrops) {
 TEST_F(Datapath, HairpinIsSourceNatedAndBounced) {
   const uint32_t svc_id = set_service(kVip, 80, Proto::kTcp, {{kBe1, 8080}});
   constexpr const char* kHairpin = "10.244.1.1";
-  kpx_config cfg{};
-  cfg.hairpin_snat_addr_v4 = ipv4(kHairpin);
-  set_config(cfg);
+  set_node_addresses(kHairpin);
 
   auto d = delta();
   const FrameSpec syn = spec(IPPROTO_TCP, kBe1, 44001, kVip, 80, kSyn);
@@ -939,21 +942,44 @@ TEST_F(Datapath, StaleReplyEntryDoesNotRewriteADirectConnection) {
 }
 
 // Two flows whose replies would share one tuple (the same client port to
-// the same backend through two Services): the second is refused, the first
-// keeps its replies.
-TEST_F(Datapath, ReplyTupleClashRefusesTheSecondFlow) {
+// the same backend through two Services): the second gets another source
+// port (as netfilter's NAT does), both connect, each keeps its replies.
+TEST_F(Datapath, ReplyTupleClashGetsANewSourcePort) {
   set_service("10.96.0.10", 53, net::Proto::kUdp, {{"10.244.2.3", 53}});
   set_service("10.96.0.11", 53, net::Proto::kUdp, {{"10.244.2.3", 53}});
   ASSERT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.10", 53)).retval, TC_ACT_OK);
-  const uint64_t clashes = counter(KPX_CTR_DROP_CT_CLASH);
-  EXPECT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.11", 53)).retval, TC_ACT_SHOT);
-  EXPECT_EQ(counter(KPX_CTR_DROP_CT_CLASH), clashes + 1);
+  auto r2 = from_pod(udp("10.244.1.2", 5000, "10.96.0.11", 53));
+  EXPECT_EQ(r2.retval, TC_ACT_OK);
+  EXPECT_EQ(counter(KPX_CTR_DROP_CT_CLASH), 0u);
+  EXPECT_EQ(counter(KPX_CTR_CT_PORT_REMAP), 1u);
+  auto p2 = packet::parse_frame(r2.out);
+  ASSERT_TRUE(p2);
+  EXPECT_EQ(addr_str(p2->daddr_be), "10.244.2.3");
+  EXPECT_EQ(addr_str(p2->saddr_be), "10.244.1.2");
+  const uint16_t new_port = p2->sport;
+  EXPECT_NE(new_port, 5000) << "the second flow must leave with another source port";
+  EXPECT_TRUE(p2->l4_csum_ok && p2->ip_csum_ok);
+  // The first flow's replies keep their VIP and port.
   auto r = to_pod(udp("10.244.2.3", 53, "10.244.1.2", 5000));
   auto p = packet::parse_frame(r.out);
   ASSERT_TRUE(p);
   EXPECT_EQ(addr_str(p->saddr_be), "10.96.0.10") << "the first flow's replies keep their VIP";
-  // The same flow again (a retransmission) is not a clash.
+  EXPECT_EQ(p->dport, 5000);
+  // The second's come to the new port and go back to the client's own.
+  auto rr = to_pod(udp("10.244.2.3", 53, "10.244.1.2", new_port));
+  auto pp = packet::parse_frame(rr.out);
+  ASSERT_TRUE(pp);
+  EXPECT_EQ(addr_str(pp->saddr_be), "10.96.0.11");
+  EXPECT_EQ(pp->dport, 5000) << "the reply must reach the client's socket port";
+  EXPECT_TRUE(pp->l4_csum_ok && pp->ip_csum_ok);
+  // Retransmissions of either flow keep their translation.
+  auto again = from_pod(udp("10.244.1.2", 5000, "10.96.0.11", 53));
+  auto pa = packet::parse_frame(again.out);
+  ASSERT_TRUE(pa);
+  EXPECT_EQ(pa->sport, new_port);
   EXPECT_EQ(from_pod(udp("10.244.1.2", 5000, "10.96.0.10", 53)).retval, TC_ACT_OK);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), 2u);
+  EXPECT_EQ(ct_size(), 4u);
 }
 
 }  // namespace
@@ -980,17 +1006,21 @@ TEST_F(Datapath, ConntrackGcDeletesDeadFlowsAndOrphansOnly) {
   kpx_ct_value_v4 ov{};
   ov.nat_addr = ipv4("10.96.0.10");
   ov.nat_port = htons(80);
-  ASSERT_TRUE(maps->conntrack.update(orphan, ov).ok());
-  const uint32_t epoch = maps->read_config().ct_epoch;
+  ASSERT_TRUE(maps->conntrack.update(orphan, sealed(orphan, ov)).ok());
+  auto version = [&](const kpx_ct_key_v4& k) {
+    return maps->ct_versions.lookup(kpx_ct_hash_v4(&k) & (KPX_CT_VER_SLOTS - 1)).value_or(0);
+  };
+  const uint32_t dead_ver = version(dead_key), orphan_ver = version(orphan);
 
-  auto gc = dataplane::collect_conntrack(*maps, now);
+  auto gc = *dataplane::collect_conntrack(*maps, pins.path(), now);
   EXPECT_EQ(gc.expired, 1u);
   EXPECT_EQ(gc.orphans, 1u);
   EXPECT_EQ(ct_size(), 2u) << "only the live flow's two entries remain";
   EXPECT_TRUE(ct("10.244.1.2", 40000, "10.96.0.10", 80, IPPROTO_TCP, KPX_CT_FORWARD).has_value());
-  EXPECT_NE(maps->read_config().ct_epoch, epoch) << "deleting entries must void the per-CPU cache";
+  EXPECT_NE(version(dead_key), dead_ver) << "deleting an entry must void its per-CPU cache slots";
+  EXPECT_NE(version(orphan), orphan_ver);
   // Nothing more to do the second time.
-  gc = dataplane::collect_conntrack(*maps, now);
+  gc = *dataplane::collect_conntrack(*maps, pins.path(), now);
   EXPECT_EQ(gc.expired + gc.orphans, 0u);
 }
 
@@ -1000,27 +1030,35 @@ TEST_F(Datapath, ConntrackGcDeletesDeadFlowsAndOrphansOnly) {
 namespace kpx::bpftest {
 namespace {
 
-// Traffic in either direction keeps a flow: a UDP client silent for 40 s
-// (timeout 30 s) while the server kept answering stays on its backend.
+// Traffic in either direction keeps a flow: the server's answers stamp the
+// flow's FORWARD entry (once a second), so a UDP client silent for longer
+// than the timeout while the server kept answering keeps its backend.
 TEST_F(Datapath, RepliesKeepAFlowAlive) {
   set_service("10.96.0.10", 53, net::Proto::kUdp, {{"10.244.2.3", 53}, {"10.244.2.4", 53}});
   ASSERT_EQ(from_pod(udp("10.244.1.2", 5300, "10.96.0.10", 53)).retval, TC_ACT_OK);
   const auto fk = ct_key("10.244.1.2", 5300, "10.96.0.10", 53, IPPROTO_UDP, KPX_CT_FORWARD);
   auto fv = *maps->conntrack.lookup(fk);
   const uint64_t now = dataplane::monotonic_coarse_ns();
-  fv.last_seen_ns = now - 40ULL * 1000000000ULL;
+  // The client has been silent for 25 s of the 30 s timeout.
+  fv.last_seen_ns = now - 25ULL * 1000000000ULL;
   fv.created_ns = 777;
-  ASSERT_TRUE(maps->conntrack.update(fk, fv).ok());
-  ASSERT_TRUE(maps->bump_ct_epoch().ok());
-  // The server's answers: the REPLY entry was seen just now.
+  ct_write(fk, fv);
+  // The server answers: that stamps the flow.
   const std::string be = addr_str(fv.nat_addr);
   ASSERT_EQ(to_pod(udp(be.c_str(), 53, "10.244.1.2", 5300)).retval, TC_ACT_OK);
+  const auto stamped = maps->conntrack.lookup(fk);
+  ASSERT_TRUE(stamped.has_value());
+  EXPECT_GE(stamped->last_seen_ns, now) << "a reply must keep its flow alive";
+  // 25 s later than the client's last datagram plus more: still the same flow.
   const uint64_t new_flows = counter(KPX_CTR_DNAT_NEW);
   ASSERT_EQ(from_pod(udp("10.244.1.2", 5300, "10.96.0.10", 53)).retval, TC_ACT_OK);
-  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), new_flows) << "a flow whose replies flow was expired";
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), new_flows);
   EXPECT_EQ(maps->conntrack.lookup(fk)->created_ns, 777u);
-  // And the GC agrees.
-  EXPECT_EQ(dataplane::collect_conntrack(*maps, dataplane::monotonic_coarse_ns()).expired, 0u);
+  // And the GC agrees, even 20 s from now (45 s after the client spoke).
+  auto gc = dataplane::collect_conntrack(*maps, pins.path(), now + 20ULL * 1000000000ULL);
+  ASSERT_TRUE(gc.ok()) << gc.error().message;
+  EXPECT_EQ(gc->expired, 0u);
+  EXPECT_EQ(ct_size(), 2u);
 }
 
 }  // namespace

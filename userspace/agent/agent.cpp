@@ -1,8 +1,11 @@
 #include "agent/agent.h"
 
+#include <bpf/libbpf.h>
+
 #include <signal.h>
 
 #include <condition_variable>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -110,21 +113,21 @@ const Kind<k8s::EndpointSlice> kEndpointSlices{
 
 Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   kpx_config c = maps.read_config();
-  if (!o.hairpin_snat_ip.empty()) {
-    auto ip = net::parse_ipv4(o.hairpin_snat_ip);
-    if (!ip) return invalid_argument("--hairpin-snat-ip: " + ip.error().message);
-    c.hairpin_snat_addr_v4 = *ip;
-  }
   auto secs = [](std::chrono::seconds s) { return static_cast<uint32_t>(s.count()); };
   if (o.tcp_established_timeout.count() > 0) c.tcp_established_timeout_s = secs(o.tcp_established_timeout);
   if (o.tcp_close_wait_timeout.count() > 0) c.tcp_fin_timeout_s = secs(o.tcp_close_wait_timeout);
   if (o.udp_timeout.count() > 0) c.udp_timeout_s = secs(o.udp_timeout);
+  if (o.conntrack_new_per_sec > 100000000) return invalid_argument("--conntrack-new-flows-per-sec: at most 100000000");
+  c.ct_new_per_sec = o.conntrack_new_per_sec;
+  c.ct_new_burst = o.conntrack_new_burst;
   return maps.config.update(0, c);
 }
 
 Status cleanup(const Options& o) {
   std::optional<bpf::UniqueFd> lock;  // held until the maps are gone
-  if (auto maps = bpf::PinnedMaps::open(o.pin_dir); maps) {
+  // Pins of any kpx ABI version (the refusal of another version names this).
+  KPX_TRY(bpf::check_pin_dir(o.pin_dir));
+  if (std::filesystem::is_directory(o.pin_dir)) {
     auto l = bpf::lock_pin_dir(o.pin_dir, "a running kpx agent: stop it first");
     if (!l) return l.error();
     lock = std::move(*l);
@@ -170,11 +173,24 @@ Status run_agent(const Options& o) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  uint32_t hairpin = 0;
+  if (!o.hairpin_snat_ip.empty()) {
+    auto ip = net::parse_ipv4(o.hairpin_snat_ip);
+    if (!ip) return invalid_argument("--hairpin-snat-ip: " + ip.error().message);
+    hairpin = *ip;
+  }
   // Load the datapath first: its maps are created, or reused as pinned.
-  auto object = bpf::LxcObject::load(o.pin_dir, /*load_programs=*/!o.pod_interfaces.empty());
+  const int ncpu = libbpf_num_possible_cpus();
+  const uint32_t ct_entries =
+      bpf::conntrack_entries(o.conntrack_max_per_core, o.conntrack_min, ncpu > 0 ? static_cast<uint32_t>(ncpu) : 1);
+  auto object = bpf::LxcObject::load(o.pin_dir, /*load_programs=*/!o.pod_interfaces.empty(), ct_entries);
   if (!object) return object.error();
   auto maps = bpf::PinnedMaps::open(o.pin_dir);
   if (!maps) return maps.error();
+  if (maps->ct_max_entries != ct_entries)
+    log::warning("the pinned conntrack table holds " + std::to_string(maps->ct_max_entries) +
+                 " entries, the conntrack flags ask for " + std::to_string(ct_entries) +
+                 ": kept (a table is sized when made; `kpx agent --cleanup` drops it)");
   // Held for the agent's life: it alone writes these maps.
   auto pin_lock = bpf::lock_pin_dir(o.pin_dir, "another process (is a kpx agent already running on them?)");
   if (!pin_lock) return pin_lock.error();
@@ -182,6 +198,7 @@ Status run_agent(const Options& o) {
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();
   dp->remove_leftovers();
+  KPX_TRY(dp->set_node_addresses({}, hairpin));
   log::info("recovered " + std::to_string(dp->services().size()) + " service addresses from " + o.pin_dir);
 
   auto client = k8s::Client::create(*client_config);
@@ -235,11 +252,19 @@ Status run_agent(const Options& o) {
       std::unique_lock lk(mu);
       cv.wait_for(lk, st, std::chrono::seconds(10), [] { return false; });
       if (st.stop_requested()) return;
-      auto gc = dataplane::collect_conntrack(*maps_ptr, dataplane::monotonic_coarse_ns());
-      metrics.conntrack_gc_deleted += gc.expired + gc.orphans;
-      if (gc.expired + gc.orphans > 0)
-        log::debug(1, "conntrack GC: " + std::to_string(gc.expired) + " expired flows, " +
-                          std::to_string(gc.orphans) + " orphan reply entries");
+      auto gc = dataplane::collect_conntrack(*maps_ptr, o.pin_dir, dataplane::monotonic_coarse_ns());
+      if (!gc) {
+        log::warning("conntrack GC: " + gc.error().message);
+        continue;
+      }
+      metrics.conntrack_gc_deleted += gc->reaped;
+      if (gc->reaped > 0)
+        log::debug(1, "conntrack GC: " + std::to_string(gc->expired) + " expired flows, " +
+                          std::to_string(gc->orphans) + " orphan reply entries, " +
+                          std::to_string(gc->half_flows) + " flows without a reply entry; " +
+                          std::to_string(gc->reaped) + " entries removed");
+      if (auto st = sync.release_unreferenced(gc->live); !st)
+        log::warning("classification filter: " + st.error().message);
     }
   });
 

@@ -88,6 +88,20 @@ Status load_config_file(const std::string& path, Options& o) {
       KPX_TRY(dur(ct["tcpEstablishedTimeout"], o.tcp_established_timeout, "conntrack.tcpEstablishedTimeout"));
       KPX_TRY(dur(ct["tcpCloseWaitTimeout"], o.tcp_close_wait_timeout, "conntrack.tcpCloseWaitTimeout"));
       KPX_TRY(dur(ct["udpTimeout"], o.udp_timeout, "conntrack.udpTimeout"));
+      auto count = [](const YAML::Node& n, uint32_t& out, const char* name) -> Status {
+        if (!n || n.IsNull()) return {};
+        long long v = 0;
+        try {
+          v = n.as<long long>();
+        } catch (const YAML::Exception&) {
+          return invalid_argument(std::string(name) + ": not an integer");
+        }
+        if (v < 0 || v > (1LL << 30)) return invalid_argument(std::string(name) + ": out of range");
+        out = static_cast<uint32_t>(v);
+        return {};
+      };
+      KPX_TRY(count(ct["maxPerCore"], o.conntrack_max_per_core, "conntrack.maxPerCore"));
+      KPX_TRY(count(ct["min"], o.conntrack_min, "conntrack.min"));
     }
   } catch (const YAML::Exception& e) {
     return invalid_argument("--config " + path + ": " + e.what());

@@ -21,6 +21,15 @@ struct Options {
   std::chrono::seconds tcp_established_timeout{0};      // conntrack.tcpEstablishedTimeout (0: datapath default)
   std::chrono::seconds tcp_close_wait_timeout{0};       // conntrack.tcpCloseWaitTimeout
   std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout
+  // conntrack.maxPerCore / conntrack.min (kube-proxy's defaults): the table
+  // holds max(maxPerCore * CPUs, min) flows; maxPerCore 0 keeps kpx's
+  // default size. Fixed when the maps are created.
+  uint32_t conntrack_max_per_core = 32768;
+  uint32_t conntrack_min = 131072;
+  // kpx's own: new flows a pod interface may open a second, and its burst
+  // (0: the datapath defaults, KPX_DEFAULT_CT_NEW_PER_SEC / _BURST).
+  uint32_t conntrack_new_per_sec = 0;
+  uint32_t conntrack_new_burst = 0;
   std::string pin_dir;             // --pin-dir
   std::string pod_interfaces;      // --pod-interfaces GLOB (empty: attach to nothing)
   std::string hairpin_snat_ip;     // --hairpin-snat-ip

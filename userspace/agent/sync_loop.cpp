@@ -179,4 +179,9 @@ uint64_t SyncLoop::full_syncs() const {
   return full_syncs_;
 }
 
+Status SyncLoop::release_unreferenced(const dataplane::FlowRefs& live) {
+  std::lock_guard sync_lk(sync_mu_);
+  return dp_.release_unreferenced(live);
+}
+
 }  // namespace kpx::agent

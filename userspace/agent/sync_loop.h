@@ -59,6 +59,10 @@ class SyncLoop {
   uint64_t syncs() const;
   uint64_t full_syncs() const;
 
+  // Between syncs, with the dataplane to itself: drop the filter bits of
+  // removed frontends and backends no live flow uses (after a GC).
+  Status release_unreferenced(const dataplane::FlowRefs& live);
+
  private:
   dataplane::Dataplane& dp_;
   Metrics& metrics_;

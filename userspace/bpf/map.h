@@ -3,6 +3,7 @@
 
 #include <bpf/bpf.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <functional>
 #include <optional>
@@ -54,6 +55,52 @@ class Map {
     if (int rc = bpf_map_delete_batch(fd_.get(), keys, done, &opts); rc != 0)
       return errno_error("bpf map delete batch", rc);
     return {};
+  }
+
+  // Every element, read with BPF_MAP_LOOKUP_BATCH (chunk elements a
+  // syscall): what the GC and recovery scan. Hash maps may show an element
+  // twice or miss one changed during the scan, as get_next_key does.
+  // False if the kernel refused batching (the caller falls back to for_each).
+  bool for_each_batch(const std::function<void(const K&, const V&)>& fn, uint32_t chunk = 4096) const {
+    std::vector<K> keys(chunk);
+    std::vector<V> values(chunk);
+    K out_batch{};
+    bool first = true;
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    for (;;) {
+      uint32_t count = chunk;
+      int rc = bpf_map_lookup_batch(fd_.get(), first ? nullptr : &out_batch, &out_batch, keys.data(),
+                                    values.data(), &count, &opts);
+      if (rc != 0 && rc != -ENOENT) {
+        if (first) return false;
+        return true;  // the map changed under the scan: what was read stands
+      }
+      for (uint32_t i = 0; i < count; ++i) fn(keys[i], values[i]);
+      if (rc == -ENOENT) return true;
+      first = false;
+    }
+  }
+  // for_each_batch, or for_each where batching is not available.
+  void scan(const std::function<void(const K&, const V&)>& fn) const {
+    if (!for_each_batch(fn)) for_each(fn);
+  }
+  // The keys, by BPF_MAP_DELETE_BATCH in chunks; missing keys are skipped.
+  // Returns how many were deleted.
+  size_t erase_many(const std::vector<K>& keys) {
+    size_t deleted = 0, i = 0;
+    while (i < keys.size()) {
+      uint32_t done = 0;
+      uint32_t n = static_cast<uint32_t>(std::min<size_t>(keys.size() - i, 4096));
+      Status st = erase_batch(keys.data() + i, n, &done);
+      deleted += std::min<uint32_t>(done, n);
+      i += std::min<uint32_t>(done, n);
+      if (st.ok()) continue;
+      if (i < keys.size()) {
+        if (erase(keys[i])) ++deleted;  // the key the batch stopped at (ENOENT: gone already)
+        ++i;
+      }
+    }
+    return deleted;
   }
 
   // Every key, then each value looked up. Entries deleted meanwhile are

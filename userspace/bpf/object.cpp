@@ -1,6 +1,8 @@
 #include "bpf/object.h"
 
+#include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <unistd.h>
 
 #include <utility>
 
@@ -9,17 +11,23 @@
 
 namespace kpx::bpf {
 
-Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs) {
+Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs, uint32_t ct_entries) {
   KPX_TRY(check_pin_dir(pin_dir));
+  // Before libbpf reuses any pin: pins of another ABI are never touched.
+  KPX_TRY(check_pinned_abi(pin_dir));
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
   struct kpx_lxc* skel = kpx_lxc__open_opts(&opts);
   if (!skel) return errno_error("open kpx_lxc BPF object", errno);
-  int ncpu = libbpf_num_possible_cpus();
-  if (ncpu <= 0) {
-    kpx_lxc__destroy(skel);
-    return errno_error("count possible CPUs", ncpu);
+  // libbpf reuses a pin only if its size matches: a pinned conntrack map
+  // keeps the size it was made with.
+  uint32_t entries = ct_entries ? ct_entries : KPX_DEFAULT_CT_ENTRIES;
+  if (int fd = bpf_obj_get((pin_dir + "/kpx_ct_v4").c_str()); fd >= 0) {
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) entries = info.max_entries;
+    close(fd);
   }
-  skel->rodata->kpx_nr_cpus = static_cast<uint32_t>(ncpu);
+  bpf_map__set_max_entries(skel->maps.kpx_ct_v4, entries);
   if (!load_programs) {
     bpf_program__set_autoload(skel->progs.kpx_from_pod, false);
     bpf_program__set_autoload(skel->progs.kpx_to_pod, false);
@@ -27,6 +35,19 @@ Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs
   if (int rc = kpx_lxc__load(skel); rc != 0) {
     kpx_lxc__destroy(skel);
     return errno_error("load kpx_lxc BPF object (pin dir " + pin_dir + ")", rc);
+  }
+  // Stamp a new instance's ABI (an existing stamp was checked above).
+  uint32_t zero = 0;
+  kpx_abi_info info{};
+  int abi_fd = bpf_map__fd(skel->maps.kpx_abi);
+  if (bpf_map_lookup_elem(abi_fd, &zero, &info) == 0 && info.magic == 0) {
+    info.magic = KPX_ABI_MAGIC;
+    info.version = KPX_ABI_VERSION;
+    info.ct_max_entries = entries;
+    if (int rc = bpf_map_update_elem(abi_fd, &zero, &info, BPF_ANY); rc != 0) {
+      kpx_lxc__destroy(skel);
+      return errno_error("stamp " + pin_dir + "/kpx_abi", rc);
+    }
   }
   return LxcObject(skel);
 }

@@ -2,6 +2,7 @@
 // maps, with maps pinned under (and reused from) the instance's directory.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -15,8 +16,11 @@ class LxcObject {
  public:
   // Load the object with its maps pinned by name in pin_dir: maps already
   // pinned there are reused (their contents survive), missing ones are
-  // created and pinned. With load_programs false only the maps are made.
-  static Result<LxcObject> load(const std::string& pin_dir, bool load_programs = true);
+  // created and pinned (kpx_ct_v4 with ct_entries entries, 0: the default;
+  // a pinned one keeps its size) and kpx_abi is stamped. Pins of another
+  // ABI version are refused before anything is loaded. With load_programs
+  // false only the maps are made.
+  static Result<LxcObject> load(const std::string& pin_dir, bool load_programs = true, uint32_t ct_entries = 0);
 
   LxcObject(LxcObject&&) noexcept;
   LxcObject& operator=(LxcObject&&) noexcept;

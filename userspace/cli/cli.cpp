@@ -101,7 +101,7 @@ int svc_list(const Io& io, const std::string& pin_dir, const std::string& format
                      {"port", s.svc.port},
                      {"protocol", net::proto_name(s.svc.proto)},
                      {"id", s.svc_id},
-                     {"generation", s.generation},
+                     {"slot_base", s.slot_base},
                      {"backends", backends}});
     }
     io.out << arr.dump(2) << "\n";
@@ -133,6 +133,8 @@ int ct_list(const Io& io, const std::string& pin_dir, const std::string& format)
                      {"dst", ep(e.key.daddr, e.key.dport)},
                      {"nat", ep(e.value.nat_addr, e.value.nat_port)},
                      {"snat", e.value.snat_addr ? net::format_ipv4(e.value.snat_addr) : ""},
+                     {"snat_port", e.value.snat_port ? ntohs(e.value.snat_port) : 0},
+                     {"interface", e.key.ifindex},
                      {"service_id", e.value.svc_id},
                      {"flags", dataplane::ct_flags_string(e.value.flags)},
                      {"age_s", e.age_s},
@@ -216,8 +218,16 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   if (!maps) return report(io, maps.error());
   auto lock = bpf::lock_pin_dir(pin_dir, kAgentHint);
   if (!lock) return report(io, lock.error());
+  if (hairpin) {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    if (!dp) return report(io, dp.error());
+    std::vector<uint32_t> nodes;
+    maps->node_addrs.for_each([&](const uint32_t& addr, const uint32_t& flags) {
+      if (flags & KPX_NODE_ADDR_F_NODE) nodes.push_back(addr);
+    });
+    if (auto st = dp->set_node_addresses(nodes, *hairpin); !st) return report(io, st.error());
+  }
   kpx_config c = maps->read_config();
-  if (hairpin) c.hairpin_snat_addr_v4 = *hairpin;
   if (a.tcp_syn) c.tcp_syn_timeout_s = *a.tcp_syn;
   if (a.tcp_established) c.tcp_established_timeout_s = *a.tcp_established;
   if (a.tcp_fin) c.tcp_fin_timeout_s = *a.tcp_fin;
@@ -233,7 +243,7 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
   kpx_config c = maps->read_config();
   auto or_default = [](uint32_t v, uint32_t d) { return v ? v : d; };
   json obj = {
-      {"hairpin_snat_ip", c.hairpin_snat_addr_v4 ? net::format_ipv4(c.hairpin_snat_addr_v4) : ""},
+      {"hairpin_snat_ip", c.hairpin_addr_v4 ? net::format_ipv4(c.hairpin_addr_v4) : ""},
       {"tcp_syn_timeout_s", or_default(c.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S)},
       {"tcp_established_timeout_s", or_default(c.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)},
       {"tcp_fin_timeout_s", or_default(c.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S)},
@@ -389,6 +399,17 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   agent_cmd->add_option("--pod-interfaces", ag.pod_interfaces,
                         "glob of the pod veths' host ends to attach to, followed as they come (none: attach nowhere)");
   agent_cmd->add_option("--hairpin-snat-ip", ag.hairpin_snat_ip, "node address for hairpin source NAT");
+  auto* o_ct_per_core = agent_cmd->add_option("--conntrack-max-per-core", ag.conntrack_max_per_core,
+                                              "flows per CPU the conntrack table holds (0: kpx's default size)");
+  auto* o_ct_min = agent_cmd->add_option("--conntrack-min", ag.conntrack_min, "least flows the conntrack table holds");
+  agent_cmd
+      ->add_option("--conntrack-new-flows-per-sec", ag.conntrack_new_per_sec,
+                   "new flows one pod interface may open a second (0: " +
+                       std::to_string(KPX_DEFAULT_CT_NEW_PER_SEC) + ")")
+      ->check(CLI::Range(0u, 100000000u));
+  agent_cmd->add_option("--conntrack-new-flows-burst", ag.conntrack_new_burst,
+                        "new flows one pod interface may open at once (0: " +
+                            std::to_string(KPX_DEFAULT_CT_NEW_BURST) + ")");
   agent_cmd->add_flag("--cleanup", ag.cleanup, "remove the datapath (maps, attachments) and exit");
   agent_cmd->add_option("-v", ag.verbosity, "log verbosity")->check(CLI::Range(0, 10));
   agent_cmd->callback([&] {
@@ -412,6 +433,8 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       o.tcp_established_timeout = from_file.tcp_established_timeout;
       o.tcp_close_wait_timeout = from_file.tcp_close_wait_timeout;
       o.udp_timeout = from_file.udp_timeout;
+      if (o_ct_per_core->count() == 0) o.conntrack_max_per_core = from_file.conntrack_max_per_core;
+      if (o_ct_min->count() == 0) o.conntrack_min = from_file.conntrack_min;
     }
     if (o_min_sync->count() > 0 || ag_config.empty()) {
       auto d = agent::parse_duration(ag_min_sync);

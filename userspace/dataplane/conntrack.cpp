@@ -1,9 +1,14 @@
 #include "dataplane/conntrack.h"
 
+#include "bpf/gc_object.h"
+
 #include <arpa/inet.h>
 #include <time.h>
 
 #include <algorithm>
+#include <cstring>
+#include <map>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -15,18 +20,25 @@ uint64_t monotonic_coarse_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+bool ct_valid(const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+  return v.gen != KPX_CT_GEN_DEAD && v.check == kpx_ct_check_v4(&k, &v);
+}
+
 std::vector<CtEntry> list_conntrack(const bpf::PinnedMaps& maps) {
   const uint64_t now = monotonic_coarse_ns();
   auto since = [now](uint64_t t) { return t < now ? (now - t) / 1000000000ULL : 0; };
   std::vector<CtEntry> out;
-  maps.conntrack.for_each([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
-    out.push_back({k, v, since(v.created_ns), since(v.last_seen_ns)});
+  maps.conntrack.scan([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+    if (ct_valid(k, v)) out.push_back({k, v, since(v.created_ns), since(v.last_seen_ns)});
   });
   auto order = [](const CtEntry& e) {
     return std::make_tuple(ntohl(e.key.saddr), ntohs(e.key.sport), ntohl(e.key.daddr), ntohs(e.key.dport),
-                           e.key.proto, e.key.dir);
+                           e.key.proto, e.key.dir, e.key.ifindex);
   };
   std::sort(out.begin(), out.end(), [&](const CtEntry& a, const CtEntry& b) { return order(a) < order(b); });
+  out.erase(std::unique(out.begin(), out.end(),
+                        [&](const CtEntry& a, const CtEntry& b) { return order(a) == order(b); }),
+            out.end());
   return out;
 }
 
@@ -35,9 +47,10 @@ kpx_ct_key_v4 reply_key_of(const kpx_ct_key_v4& forward, const kpx_ct_value_v4& 
   r.saddr = fv.nat_addr;
   r.daddr = fv.snat_addr ? fv.snat_addr : forward.saddr;
   r.sport = fv.nat_port;
-  r.dport = forward.sport;
+  r.dport = fv.snat_port ? fv.snat_port : forward.sport;
   r.proto = forward.proto;
   r.dir = KPX_CT_REPLY;
+  r.ifindex = forward.ifindex;
   return r;
 }
 
@@ -45,20 +58,22 @@ kpx_ct_key_v4 forward_key_of(const kpx_ct_key_v4& reply, const kpx_ct_value_v4& 
   kpx_ct_key_v4 f{};
   f.saddr = rv.snat_addr ? rv.snat_addr : reply.daddr;  // hairpin: the original client
   f.daddr = rv.nat_addr;
-  f.sport = reply.dport;
+  f.sport = rv.snat_port ? rv.snat_port : reply.dport;  // port remap: the client's own port
   f.dport = rv.nat_port;
   f.proto = reply.proto;
   f.dir = KPX_CT_FORWARD;
+  f.ifindex = reply.ifindex;
   return f;
 }
 
 uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg) {
   auto pick = [](uint32_t configured, uint32_t dflt) { return static_cast<uint64_t>(configured ? configured : dflt); };
+  constexpr uint16_t kBothFin = KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN;
   uint64_t s;
   if (proto == IPPROTO_TCP) {
-    if (v.flags & KPX_CT_F_RST)
+    if ((v.flags & KPX_CT_F_RST) || (v.flags & kBothFin) == kBothFin)
       s = pick(cfg.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
-    else if (v.flags & KPX_CT_F_FIN)
+    else if (v.flags & kBothFin)
       s = pick(cfg.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
     else if (v.flags & KPX_CT_F_ESTABLISHED)
       s = pick(cfg.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
@@ -70,47 +85,112 @@ uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config
   return s * 1000000000ULL;
 }
 
-GcStats collect_conntrack(bpf::PinnedMaps& maps, uint64_t now_ns) {
+namespace {
+
+struct KeyLess {
+  bool operator()(const kpx_ct_key_v4& a, const kpx_ct_key_v4& b) const {
+    return std::memcmp(&a, &b, sizeof(a)) < 0;
+  }
+};
+using Table = std::map<kpx_ct_key_v4, kpx_ct_value_v4, KeyLess>;
+
+Table read_table(const bpf::PinnedMaps& maps) {
+  Table t;
+  maps.conntrack.scan([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) { t[k] = v; });
+  return t;
+}
+
+void add_refs(FlowRefs& refs, const kpx_ct_key_v4& fk, const kpx_ct_value_v4& fv) {
+  refs.frontend_slots.insert(kpx_filter_slot_addr_v4(fk.daddr));
+  refs.backend_slots.insert(kpx_filter_slot_backend_v4(fv.nat_addr, fv.nat_port, fk.proto));
+}
+
+}  // namespace
+
+FlowRefs flow_refs(const bpf::PinnedMaps& maps) {
+  FlowRefs refs;
+  maps.conntrack.scan([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+    if (k.dir == KPX_CT_FORWARD && ct_valid(k, v)) add_refs(refs, k, v);
+  });
+  return refs;
+}
+
+GcPlan plan_conntrack_gc(const bpf::PinnedMaps& maps, uint64_t now_ns) {
   // The datapath stamps last-seen at most once a second, and a flow served
   // from the per-CPU cache reaches its entry once a second: keep a margin.
+  // A FORWARD entry without its REPLY heals at its next stamp; one that
+  // stays without it for longer than kHealWindowNs carries no traffic.
   constexpr uint64_t kMarginNs = 5ULL * 1000000000ULL;
+  constexpr uint64_t kHealWindowNs = 3ULL * 1000000000ULL;
   const kpx_config cfg = maps.read_config();
-  GcStats st;
-  std::vector<kpx_ct_key_v4> replies;
-  for (const auto& k : maps.conntrack.keys()) {
-    if (k.dir == KPX_CT_REPLY) {
-      replies.push_back(k);
+  const Table t = read_table(maps);
+  GcPlan plan;
+  auto idle = [&](const kpx_ct_value_v4& v) { return v.last_seen_ns < now_ns ? now_ns - v.last_seen_ns : 0; };
+  std::set<kpx_ct_key_v4, KeyLess> doomed;
+  auto doom = [&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+    if (doomed.insert(k).second) plan.items.push_back({k, v.gen});
+  };
+  for (const auto& [k, v] : t) {
+    if (k.dir != KPX_CT_FORWARD || !ct_valid(k, v)) continue;
+    const kpx_ct_key_v4 r = reply_key_of(k, v);
+    auto rit = t.find(r);
+    const bool has_reply = rit != t.end() && ct_valid(r, rit->second) && rit->second.gen == v.gen;
+    if (idle(v) > ct_timeout_ns(v, k.proto, cfg) + kMarginNs) {
+      doom(k, v);
+      if (has_reply) doom(r, rit->second);
+      ++plan.expired;
       continue;
     }
-    auto v = maps.conntrack.lookup(k);
-    if (!v || v->last_seen_ns > now_ns) continue;
-    const uint64_t limit = ct_timeout_ns(*v, k.proto, cfg) + kMarginNs;
-    if (now_ns - v->last_seen_ns <= limit) continue;
-    const kpx_ct_key_v4 r = reply_key_of(k, *v);
-    // Replies keep a flow alive too (bpf/lib/conntrack.h ct_reply_recent).
-    if (auto rv = maps.conntrack.lookup(r); rv && (rv->last_seen_ns >= now_ns || now_ns - rv->last_seen_ns <= limit))
+    if (!has_reply && idle(v) > kHealWindowNs) {
+      doom(k, v);
+      ++plan.half_flows;
       continue;
-    maps.conntrack.erase(k);
-    maps.conntrack.erase(r);
-    ++st.expired;
+    }
+    add_refs(plan.live, k, v);
   }
-  for (const auto& r : replies) {
-    auto v = maps.conntrack.lookup(r);
-    if (!v) continue;
-    auto fv = maps.conntrack.lookup(forward_key_of(r, *v));
-    if (fv && fv->nat_addr == r.saddr && fv->nat_port == r.sport) continue;
+  for (const auto& [r, v] : t) {
+    if (r.dir != KPX_CT_REPLY || doomed.count(r) || !ct_valid(r, v)) continue;
+    const kpx_ct_key_v4 f = forward_key_of(r, v);
+    auto fit = t.find(f);
     // A flow being created writes FORWARD first, then REPLY: a REPLY without
     // its FORWARD is never a half-made flow.
-    if (maps.conntrack.erase(r)) ++st.orphans;
+    if (fit != t.end() && ct_valid(f, fit->second) && fit->second.gen == v.gen && !doomed.count(f)) continue;
+    doom(r, v);
+    ++plan.orphans;
   }
-  if (st.expired + st.orphans > 0) (void)maps.bump_ct_epoch();
+  return plan;
+}
+
+Result<size_t> reap_conntrack(const bpf::PinnedMaps& maps, const std::string& pin_dir, const GcPlan& plan) {
+  if (plan.items.empty()) return size_t{0};
+  auto gc = bpf::GcObject::load(pin_dir);
+  if (!gc) return gc.error();
+  std::vector<bpf::ReapItem> items;
+  items.reserve(plan.items.size());
+  for (const auto& it : plan.items) items.push_back({it.key, it.gen});
+  auto n = gc->reap(items);
+  (void)maps;
+  return n;
+}
+
+Result<GcStats> collect_conntrack(const bpf::PinnedMaps& maps, const std::string& pin_dir, uint64_t now_ns) {
+  GcPlan plan = plan_conntrack_gc(maps, now_ns);
+  GcStats st;
+  st.expired = plan.expired;
+  st.orphans = plan.orphans;
+  st.half_flows = plan.half_flows;
+  auto n = reap_conntrack(maps, pin_dir, plan);
+  if (!n) return n.error();
+  st.reaped = *n;
+  st.live = std::move(plan.live);
   return st;
 }
 
 std::string ct_flags_string(uint16_t flags) {
   static const std::pair<uint16_t, const char*> kNames[] = {
       {KPX_CT_F_SYN, "SYN"}, {KPX_CT_F_ESTABLISHED, "ESTABLISHED"}, {KPX_CT_F_FIN, "FIN"},
-      {KPX_CT_F_RST, "RST"}, {KPX_CT_F_HAIRPIN, "HAIRPIN"},
+      {KPX_CT_F_RST, "RST"}, {KPX_CT_F_HAIRPIN, "HAIRPIN"}, {KPX_CT_F_REPLY_FIN, "REPLY_FIN"},
+      {KPX_CT_F_PORT_REMAP, "PORT_REMAP"},
   };
   std::string s;
   for (const auto& [bit, name] : kNames) {

@@ -20,6 +20,11 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_DROP_REWRITE: return "drop_rewrite";
     case KPX_CTR_PASS_MALFORMED: return "pass_malformed";
     case KPX_CTR_DROP_CT_CLASH: return "drop_ct_clash";
+    case KPX_CTR_DROP_SPOOF: return "drop_spoof";
+    case KPX_CTR_DROP_CT_BUDGET: return "drop_ct_budget";
+    case KPX_CTR_CT_HEALED: return "ct_healed";
+    case KPX_CTR_CT_PORT_REMAP: return "ct_port_remap";
+    case KPX_CTR_CT_ADOPTED: return "ct_adopted";
     case KPX_CTR_MAX: break;
   }
   return "unknown";

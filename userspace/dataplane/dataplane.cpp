@@ -1,5 +1,7 @@
 #include "dataplane/dataplane.h"
 
+#include "dataplane/conntrack.h"
+
 #include <arpa/inet.h>
 
 #include <algorithm>
@@ -43,71 +45,170 @@ kpx_service_key_v4 service_key(const net::ServiceAddr& svc) {
   k.addr = svc.addr_be;
   k.port = htons(svc.port);
   k.proto = static_cast<uint8_t>(svc.proto);
-  k.scope = KPX_SCOPE_INTERNAL;
+  k.scope = KPX_SCOPE_CLUSTER_IP;
   return k;
+}
+
+uint32_t frontend_slot(uint32_t addr_be) { return kpx_filter_slot_addr_v4(addr_be); }
+
+uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto) {
+  return kpx_filter_slot_backend_v4(b.addr_be, htons(b.port), static_cast<uint8_t>(proto));
 }
 
 Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps) {
   Dataplane dp(maps);
   std::set<uint32_t> svc_ids, backend_ids;
-  std::set<std::pair<uint32_t, uint32_t>> live_generations;
-  std::map<uint32_t, net::BackendAddr> backend_by_id;
-  maps.backends.for_each([&](const uint32_t& id, const kpx_backend_value_v4& v) {
-    backend_by_id[id] = backend_of(v);
-  });
+  std::map<uint32_t, std::optional<net::BackendAddr>> backend_by_id;  // read on demand
+  auto backend = [&](uint32_t id) -> std::optional<net::BackendAddr> {
+    auto [it, fresh] = backend_by_id.try_emplace(id);
+    if (fresh) {
+      auto v = maps.backends.lookup(id);
+      if (v && v->addr != 0) it->second = backend_of(*v);
+    }
+    return it->second;
+  };
 
   maps.services.for_each([&](const kpx_service_key_v4& k, const kpx_service_value& v) {
+    if (k.scope != KPX_SCOPE_CLUSTER_IP) return;  // the frontend contract brings the other scopes
     net::ServiceAddr svc{k.addr, ntohs(k.port), static_cast<net::Proto>(k.proto)};
     ServiceState st;
     st.svc_id = v.svc_id;
-    st.generation = v.generation;
-    for (uint32_t s = 0; s < v.backend_count; ++s) {
-      auto id = maps.service_backends.lookup({v.svc_id, v.generation, s});
-      if (!id) continue;
-      auto it = backend_by_id.find(*id);
-      if (it == backend_by_id.end()) continue;
-      st.backends.push_back(it->second);
-      BackendRef& ref = dp.backends_[it->second];
-      ref.id = *id;
-      ++ref.refs;
+    st.slot_base = v.slot_base;
+    const uint32_t n = v.backend_count + v.local_count;
+    const uint64_t end = static_cast<uint64_t>(v.slot_base) + n;
+    if (end > KPX_MAX_SERVICE_SLOTS || !dp.slots_.reserve(v.slot_base, n)) {
+      // A range outside the map or overlapping another: rewritten whole by
+      // the next apply (an empty set here never matches a desired one).
+      st.slot_base = 0;
+    } else {
+      // The live range only, in one batch read from its first slot.
+      std::vector<uint32_t> ids(v.backend_count, 0);
+      for (uint32_t s = 0; s < v.backend_count; ++s)
+        ids[s] = maps.service_slots.lookup(v.slot_base + s).value_or(0);
+      for (uint32_t id : ids) {
+        if (id == 0 || id >= KPX_MAX_BACKENDS) continue;
+        auto b = backend(id);
+        if (!b) continue;
+        st.backends.push_back(*b);
+        BackendRef& ref = dp.backends_[*b];
+        ref.id = id;
+        ++ref.refs;
+        backend_ids.insert(id);
+        dp.filter_.add(backend_slot(*b, svc.proto), KPX_FILT_BACKEND);
+      }
     }
+    dp.filter_.add(frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
     svc_ids.insert(v.svc_id);
-    live_generations.insert({v.svc_id, v.generation});
     dp.services_[svc] = std::move(st);
   });
 
-  // Leftovers of an interrupted change: nothing a packet reaches. Their
-  // ids stay taken until remove_leftovers() deletes them.
-  for (const auto& k : maps.service_backends.keys())
-    if (!live_generations.count({k.svc_id, k.generation})) dp.leftover_slots_.push_back(k);
-  for (const auto& [id, addr] : backend_by_id) {
-    auto it = dp.backends_.find(addr);
-    if (it == dp.backends_.end() || it->second.id != id) dp.leftover_backends_.push_back(id);
-    backend_ids.insert(id);
-  }
-  for (uint32_t id : maps.revnat.keys()) {
-    if (!svc_ids.count(id)) dp.leftover_revnat_.push_back(id);
-    svc_ids.insert(id);
-  }
+  KPX_TRY(dp.load_node_addresses());
+  // Flows through frontends and backends that are gone keep their bits.
+  FlowRefs refs = flow_refs(maps);
+  for (uint32_t slot : refs.frontend_slots)
+    if (!(dp.filter_.bits(slot) & KPX_FILT_FRONTEND)) dp.retain(true, slot, KPX_FILT_CLUSTER_IP);
+  for (uint32_t slot : refs.backend_slots)
+    if (!(dp.filter_.bits(slot) & KPX_FILT_BACKEND)) dp.retain(false, slot, KPX_FILT_BACKEND);
+  // Every bit this state needs is (re)written; bits set by an earlier state
+  // may stay until remove_leftovers() (a stale set bit costs a lookup, never
+  // a wrong translation).
+  KPX_TRY(dp.filter_.flush(maps.filter));
 
   dp.next_service_id_ = free_ids(svc_ids, &dp.free_service_ids_);
   dp.next_backend_id_ = free_ids(backend_ids, &dp.free_backend_ids_);
   return dp;
 }
 
+Status Dataplane::load_node_addresses() {
+  hairpin_ = maps_->read_config().hairpin_addr_v4;
+  node_addrs_.clear();
+  std::vector<uint32_t> all;
+  maps_->node_addrs.for_each([&](const uint32_t& a, const uint32_t& flags) {
+    all.push_back(a);
+    if (flags & KPX_NODE_ADDR_F_NODE) node_addrs_.push_back(a);
+  });
+  for (uint32_t a : all) filter_.add(frontend_slot(a), KPX_FILT_NODE_ADDR);
+  return {};
+}
+
+Status Dataplane::set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be) {
+  std::map<uint32_t, uint32_t> want;
+  for (uint32_t a : node_addrs_be)
+    if (a) want[a] |= KPX_NODE_ADDR_F_NODE;
+  if (hairpin_be) want[hairpin_be] |= KPX_NODE_ADDR_F_HAIRPIN;
+  if (want.size() > KPX_MAX_NODE_ADDRS)
+    return invalid_argument("more than " + std::to_string(KPX_MAX_NODE_ADDRS) + " node addresses");
+  std::map<uint32_t, uint32_t> have;
+  maps_->node_addrs.for_each([&](const uint32_t& a, const uint32_t& f) { have[a] = f; });
+  // New addresses first (map, filter), then the config, then what went.
+  for (const auto& [a, f] : want) {
+    if (have.count(a) && have[a] == f) continue;
+    KPX_TRY(maps_->node_addrs.update(a, f));
+    if (!have.count(a)) filter_.add(frontend_slot(a), KPX_FILT_NODE_ADDR);
+  }
+  KPX_TRY(filter_.flush(maps_->filter));
+  kpx_config c = maps_->read_config();
+  c.hairpin_addr_v4 = hairpin_be;
+  KPX_TRY(maps_->config.update(0, c));
+  for (const auto& [a, f] : have) {
+    if (want.count(a)) continue;
+    maps_->node_addrs.erase(a);
+    filter_.remove(frontend_slot(a), KPX_FILT_NODE_ADDR);
+  }
+  KPX_TRY(filter_.flush(maps_->filter));
+  node_addrs_ = node_addrs_be;
+  hairpin_ = hairpin_be;
+  return {};
+}
+
+void Dataplane::retain(bool frontend, uint32_t slot, uint8_t bits) {
+  auto& m = frontend ? retained_frontends_ : retained_backends_;
+  ++m[{slot, bits}];
+  filter_.add(slot, bits);
+}
+
+Status Dataplane::release_unreferenced(const FlowRefs& live) {
+  auto release = [&](std::map<std::pair<uint32_t, uint8_t>, uint32_t>& m, const std::set<uint32_t>& used) {
+    for (auto it = m.begin(); it != m.end();) {
+      if (used.count(it->first.first)) {
+        ++it;
+        continue;
+      }
+      for (uint32_t i = 0; i < it->second; ++i) filter_.remove(it->first.first, it->first.second);
+      it = m.erase(it);
+    }
+  };
+  release(retained_frontends_, live.frontend_slots);
+  release(retained_backends_, live.backend_slots);
+  return filter_.flush(maps_->filter);
+}
+
 void Dataplane::remove_leftovers() {
-  for (const auto& k : leftover_slots_) maps_->service_backends.erase(k);
-  for (uint32_t id : leftover_backends_) {
-    maps_->backends.erase(id);
-    free_backend_ids_.push_back(id);
+  // Full scans of the ARRAY maps (milliseconds per million slots): what an
+  // interrupted change left outside every live range, and backends no live
+  // slot names. Unreachable either way; zeroed so the maps show only what is
+  // programmed.
+  std::vector<uint8_t> live(KPX_MAX_SERVICE_SLOTS, 0);
+  std::set<uint32_t> used;
+  for (const auto& [svc, st] : services_) {
+    for (uint32_t s = 0; s < st.backends.size(); ++s) live[st.slot_base + s] = 1;
+    for (const auto& b : st.backends)
+      if (auto it = backends_.find(b); it != backends_.end()) used.insert(it->second.id);
   }
-  for (uint32_t id : leftover_revnat_) {
-    maps_->revnat.erase(id);
-    free_service_ids_.push_back(id);
-  }
-  leftover_slots_.clear();
-  leftover_backends_.clear();
-  leftover_revnat_.clear();
+  std::vector<uint32_t> slots, ids;
+  maps_->service_slots.scan([&](const uint32_t& i, const uint32_t& id) {
+    if (id != 0 && i < KPX_MAX_SERVICE_SLOTS && !live[i]) slots.push_back(i);
+  });
+  maps_->backends.scan([&](const uint32_t& id, const kpx_backend_value_v4& v) {
+    if (v.addr != 0 && !used.count(id)) ids.push_back(id);
+  });
+  std::vector<uint32_t> zero_slots(slots.size(), 0);
+  Status ignored;
+  write_all(maps_->service_slots, slots, zero_slots, ignored);
+  std::vector<kpx_backend_value_v4> zero_backends(ids.size(), kpx_backend_value_v4{});
+  write_all(maps_->backends, ids, zero_backends, ignored);
+  // And the filter: only the bits this state needs.
+  if (filter_.load(maps_->filter).ok()) (void)filter_.flush(maps_->filter);
 }
 
 uint32_t Dataplane::allocate_service_id() {
@@ -192,7 +293,9 @@ void Dataplane::collect_backends() {
     backends_.erase(it);
   }
   unreferenced_.clear();
-  erase_all(maps_->backends, ids);
+  std::vector<kpx_backend_value_v4> zero(ids.size(), kpx_backend_value_v4{});
+  Status ignored;
+  write_all(maps_->backends, ids, zero, ignored);
 }
 
 struct Dataplane::Write {
@@ -204,14 +307,21 @@ struct Dataplane::Write {
 };
 
 void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error) {
-  // Ids first (in memory): a new backend gets one here and is written below.
+  // Ids and slot ranges first (in memory): a new backend gets an id here
+  // and is written below.
   std::vector<uint32_t> new_ids;
   std::vector<kpx_backend_value_v4> new_values;
   std::vector<std::vector<uint32_t>> ids(writes.size());
   for (size_t w = 0; w < writes.size(); ++w) {
     Write& wr = writes[w];
     wr.next.svc_id = wr.old ? wr.old->svc_id : allocate_service_id();
-    wr.next.generation = wr.old ? wr.old->generation + 1 : 1;
+    auto base = slots_.allocate(static_cast<uint32_t>(wr.backends.size()));
+    if (!base) {
+      wr.failed = true;
+      if (first_error.ok()) first_error = Status(invalid_argument("no free backend slots for " + net::format(wr.svc)));
+      continue;
+    }
+    wr.next.slot_base = *base;
     ids[w].reserve(wr.backends.size());
     for (const auto& b : wr.backends) ids[w].push_back(acquire_backend(b, new_ids, new_values));
   }
@@ -228,129 +338,136 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
         for (uint32_t id : ids[w]) writes[w].failed |= failed.count(id) > 0;
   }
 
-  // 2. The new generation's slots.
+  // 2. The new slot ranges.
   {
-    std::vector<kpx_backend_slot_key> keys;
-    std::vector<uint32_t> values, owner;
+    std::vector<uint32_t> keys, values, owner;
     for (size_t w = 0; w < writes.size(); ++w) {
       if (writes[w].failed) continue;
       for (uint32_t s = 0; s < ids[w].size(); ++s) {
-        keys.push_back({writes[w].next.svc_id, writes[w].next.generation, s});
+        keys.push_back(writes[w].next.slot_base + s);
         values.push_back(ids[w][s]);
         owner.push_back(static_cast<uint32_t>(w));
       }
     }
-    auto ok = write_all(maps_->service_backends, keys, values, first_error);
+    auto ok = write_all(maps_->service_slots, keys, values, first_error);
     for (size_t i = 0; i < keys.size(); ++i)
       if (!ok[i]) writes[owner[i]].failed = true;
   }
 
-  // 3. Reverse NAT of new Services, 4. the Service entries: the flip.
-  auto write_entries = [&](auto& map, auto key_of, auto value_of, bool new_only) {
-    using Key = typename std::decay_t<decltype(map)>::key_type;
-    using Value = typename std::decay_t<decltype(map)>::value_type;
-    std::vector<Key> keys;
-    std::vector<Value> values;
+  // 3. Filter bits of the new frontends and backends, before packets can
+  //    reach them.
+  for (const Write& wr : writes) {
+    if (wr.failed) continue;
+    if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
+    for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+  }
+  if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
+
+  // 4. The Service entries: the flip.
+  {
+    std::vector<kpx_service_key_v4> keys;
+    std::vector<kpx_service_value> values;
     std::vector<uint32_t> owner;
     for (size_t w = 0; w < writes.size(); ++w) {
-      if (writes[w].failed || (new_only && writes[w].old)) continue;
-      keys.push_back(key_of(writes[w]));
-      values.push_back(value_of(writes[w]));
+      if (writes[w].failed) continue;
+      kpx_service_key_v4 k = service_key(writes[w].svc);
+      kpx_service_value v{};
+      v.svc_id = writes[w].next.svc_id;
+      v.slot_base = writes[w].next.slot_base;
+      v.backend_count = static_cast<uint32_t>(writes[w].backends.size());
+      v.check = kpx_service_check(&k, &v);
+      keys.push_back(k);
+      values.push_back(v);
       owner.push_back(static_cast<uint32_t>(w));
     }
-    auto ok = write_all(map, keys, values, first_error);
+    auto ok = write_all(maps_->services, keys, values, first_error);
     for (size_t i = 0; i < keys.size(); ++i)
       if (!ok[i]) writes[owner[i]].failed = true;
-  };
-  write_entries(
-      maps_->revnat, [](const Write& w) { return w.next.svc_id; },
-      [](const Write& w) {
-        kpx_revnat_value_v4 rv{};
-        rv.addr = w.svc.addr_be;
-        rv.port = htons(w.svc.port);
-        return rv;
-      },
-      true);
-  write_entries(
-      maps_->services, [](const Write& w) { return service_key(w.svc); },
-      [](const Write& w) {
-        kpx_service_value v{};
-        v.svc_id = w.next.svc_id;
-        v.backend_count = static_cast<uint32_t>(w.backends.size());
-        v.generation = w.next.generation;
-        return v;
-      },
-      false);
+  }
 
-  // 5. Old slots of the flipped Services; what failed is undone (nothing of
-  //    it is visible: its Service entry still points at the old generation).
-  std::vector<kpx_backend_slot_key> stale_slots;
-  std::vector<uint32_t> stale_revnat;
+  // 5. Old ranges of the flipped Services are zeroed and freed; what failed
+  //    is undone (nothing of it is visible: its Service entry still points
+  //    at the old range). Backends a Service dropped keep their filter bits
+  //    while flows use them.
+  std::vector<uint32_t> stale_slots;
   for (size_t w = 0; w < writes.size(); ++w) {
     Write& wr = writes[w];
     if (wr.failed) {
-      for (uint32_t s = 0; s < wr.backends.size(); ++s)
-        stale_slots.push_back({wr.next.svc_id, wr.next.generation, s});
-      for (const auto& b : wr.backends) release_backend(b);
+      if (ids[w].size() == wr.backends.size()) {
+        for (uint32_t s = 0; s < wr.backends.size(); ++s) stale_slots.push_back(wr.next.slot_base + s);
+        slots_.release(wr.next.slot_base, static_cast<uint32_t>(wr.backends.size()));
+        for (const auto& b : wr.backends) {
+          release_backend(b);
+          filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+        }
+      }
       if (!wr.old) {
-        stale_revnat.push_back(wr.next.svc_id);
+        filter_.remove(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
         free_service_ids_.push_back(wr.next.svc_id);
       }
       continue;
     }
     if (wr.old) {
-      for (uint32_t s = 0; s < wr.old->backends.size(); ++s)
-        stale_slots.push_back({wr.old->svc_id, wr.old->generation, s});
+      for (uint32_t s = 0; s < wr.old->backends.size(); ++s) stale_slots.push_back(wr.old->slot_base + s);
+      slots_.release(wr.old->slot_base, static_cast<uint32_t>(wr.old->backends.size()));
       for (const auto& b : wr.old->backends) {
         release_backend(b);
-        if (wr.svc.proto == net::Proto::kUdp && !std::binary_search(wr.backends.begin(), wr.backends.end(), b))
-          lost.push_back({wr.old->svc_id, b});
+        filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+        if (!std::binary_search(wr.backends.begin(), wr.backends.end(), b)) {
+          retain(false, backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+          if (wr.svc.proto == net::Proto::kUdp) lost.push_back({wr.old->svc_id, b});
+        }
       }
     }
     ++(wr.old ? stats.updated : stats.added);
     wr.next.backends = std::move(wr.backends);
     services_[wr.svc] = std::move(wr.next);
   }
-  erase_all(maps_->service_backends, stale_slots);
-  erase_all(maps_->revnat, stale_revnat);
+  std::vector<uint32_t> zero(stale_slots.size(), 0);
+  write_all(maps_->service_slots, stale_slots, zero, first_error);
+  if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
 }
 
 void Dataplane::erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost) {
-  // Service entries first: nothing reaches the slots after that.
+  // Service entries first: nothing reaches the slots after that. Their
+  // filter bits stay while flows use them (release_unreferenced).
   std::vector<kpx_service_key_v4> keys;
-  std::vector<kpx_backend_slot_key> slots;
-  std::vector<uint32_t> revnat;
+  std::vector<uint32_t> slots;
   for (const auto& svc : gone) {
     auto it = services_.find(svc);
     if (it == services_.end()) continue;
     const ServiceState& st = it->second;
     keys.push_back(service_key(svc));
-    for (uint32_t s = 0; s < st.backends.size(); ++s) slots.push_back({st.svc_id, st.generation, s});
-    revnat.push_back(st.svc_id);
+    for (uint32_t s = 0; s < st.backends.size(); ++s) slots.push_back(st.slot_base + s);
+    slots_.release(st.slot_base, static_cast<uint32_t>(st.backends.size()));
+    filter_.remove(frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
+    retain(true, frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
     for (const auto& b : st.backends) {
       release_backend(b);
+      filter_.remove(backend_slot(b, svc.proto), KPX_FILT_BACKEND);
+      retain(false, backend_slot(b, svc.proto), KPX_FILT_BACKEND);
       if (svc.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
     }
     free_service_ids_.push_back(st.svc_id);
     services_.erase(it);
   }
   erase_all(maps_->services, keys);
-  erase_all(maps_->service_backends, slots);
-  erase_all(maps_->revnat, revnat);
+  std::vector<uint32_t> zero(slots.size(), 0);
+  Status ignored;
+  write_all(maps_->service_slots, slots, zero, ignored);
 }
 
 size_t Dataplane::flush_udp_flows(const Lost& lost) {
   if (lost.empty()) return 0;
   std::set<std::pair<uint32_t, net::BackendAddr>> gone(lost.begin(), lost.end());
-  size_t flushed = 0;
-  for (const auto& k : maps_->conntrack.keys()) {
-    if (k.proto != IPPROTO_UDP) continue;
-    auto v = maps_->conntrack.lookup(k);
-    if (!v) continue;
-    net::BackendAddr be = k.dir == KPX_CT_FORWARD ? net::BackendAddr{v->nat_addr, ntohs(v->nat_port)}
+  std::vector<kpx_ct_key_v4> doomed;
+  maps_->conntrack.scan([&](const kpx_ct_key_v4& k, const kpx_ct_value_v4& v) {
+    if (k.proto != IPPROTO_UDP) return;
+    net::BackendAddr be = k.dir == KPX_CT_FORWARD ? net::BackendAddr{v.nat_addr, ntohs(v.nat_port)}
                                                   : net::BackendAddr{k.saddr, ntohs(k.sport)};
-    if (gone.count({v->svc_id, be}) && maps_->conntrack.erase(k)) ++flushed;
-  }
+    if (gone.count({v.svc_id, be})) doomed.push_back(k);
+  });
+  size_t flushed = maps_->conntrack.erase_many(doomed);
   if (flushed) (void)maps_->bump_ct_epoch();
   return flushed;
 }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bpf/pinned_maps.h"
+#include "dataplane/filter.h"
 #include "net/endpoint.h"
 #include "status/status.h"
 
@@ -29,7 +30,7 @@ struct ApplyStats {
 
 struct ServiceState {
   uint32_t svc_id = 0;
-  uint32_t generation = 0;
+  uint32_t slot_base = 0;                  // kpx_svc_be slots slot_base..+backends.size()-1
   std::vector<net::BackendAddr> backends;  // slot order (sorted)
 };
 
@@ -38,15 +39,27 @@ class Dataplane {
   // Read what the maps hold (after a restart: what the previous run wrote).
   // Reads only.
   static Result<Dataplane> recover(bpf::PinnedMaps& maps);
-  // Remove leftovers of an interrupted change that recover() found: slots
-  // of a generation no Service points at, backends no slot uses, revnat
-  // entries without a Service. Nothing a packet can reach is changed.
+  // Remove leftovers of an interrupted change or an earlier state: slots
+  // outside every Service's range, backends no slot uses (both zeroed:
+  // they are ARRAY maps) and filter bits nothing needs. Nothing a packet
+  // can reach is changed. Scans whole maps: the agent calls it once at start.
   void remove_leftovers();
+
+  // The addresses the node owns (its interfaces' addresses) and the hairpin
+  // source address (0: none): written to kpx_node_addr_v4, the filter and
+  // config.hairpin_addr_v4. A pod sending from one of them is dropped.
+  Status set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be);
+
+  // Flows still going through removed frontends and backends keep their
+  // filter bits (their packets must reach conntrack): drop the bits of those
+  // no flow in `live` uses any more. The agent calls it after each GC.
+  Status release_unreferenced(const FlowRefs& live);
+  const Filter& filter() const { return filter_; }
 
   // Make the maps hold exactly `desired`, writing only the differences.
   // The order, for all changed Services together (each step one batch):
-  // new backends, the new generations' slots, revnat of new Services, the
-  // Service entries (the flips), then the old slots; removed Services'
+  // new backends, the new slot ranges, the filter bits, the Service entries
+  // (the flips), then the old ranges are zeroed and freed; removed Services'
   // entries, then their slots; unused backends go last. A Service whose
   // writes fail (a full map) keeps its previous set whole; the first error
   // is returned once the others are written. UDP flows to backends a Service lost are flushed (kube-proxy does the
@@ -56,7 +69,7 @@ class Dataplane {
   // The same for the addresses in `delta` only; the others are untouched.
   Result<ApplyStats> apply_delta(const ServiceDelta& delta);
 
-  // Map writes of one kind (backends, slots, revnat, Service entries) go
+  // Map writes of one kind (backends, slots, Service entries) go
   // in one BPF_MAP_*_BATCH syscall when there are at least batch_min of
   // them, else one syscall each (kpx-bench sync measures both ways; see the
   // README). 1: always batched; SIZE_MAX: never.
@@ -75,8 +88,8 @@ class Dataplane {
   struct Write;
   // Sets the addresses (those already holding exactly their backends are
   // counted unchanged), then removes `gone`; every map kind is written for
-  // all of them at once (batched), in the order of the generation flip:
-  // new backends, new slots, revnat, the Service entries, then old slots.
+  // all of them at once (batched), in the order of the flip: new backends,
+  // new slot ranges, filter bits, the Service entries, then old ranges.
   // A Service whose writes fail keeps what it had; the others go on; the
   // first error is returned after unused backends and lost UDP flows went.
   Result<ApplyStats> change(std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set,
@@ -113,10 +126,20 @@ class Dataplane {
   uint32_t next_backend_id_ = 1;
   std::vector<net::BackendAddr> unreferenced_;
   size_t batch_min_ = kDefaultBatchMin;
-  std::vector<kpx_backend_slot_key> leftover_slots_;
-  std::vector<uint32_t> leftover_backends_, leftover_revnat_;
+  SlotAllocator slots_;
+  Filter filter_;
+  // Filter bits of removed frontends / backends kept for live flows:
+  // (slot, bits) -> references.
+  std::map<std::pair<uint32_t, uint8_t>, uint32_t> retained_frontends_, retained_backends_;
+  std::vector<uint32_t> node_addrs_;
+  uint32_t hairpin_ = 0;
+  void retain(bool frontend, uint32_t slot, uint8_t bits);
+  Status load_node_addresses();
 };
 
 kpx_service_key_v4 service_key(const net::ServiceAddr& svc);
+// The filter slot of a frontend address and of a backend of a protocol.
+uint32_t frontend_slot(uint32_t addr_be);
+uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto);
 
 }  // namespace kpx::dataplane

@@ -15,7 +15,7 @@ namespace kpx::dataplane {
 struct ServiceEntry {
   net::ServiceAddr svc;
   uint32_t svc_id = 0;
-  uint32_t generation = 0;
+  uint32_t slot_base = 0;
   std::vector<net::BackendAddr> backends;  // slot order
 };
 

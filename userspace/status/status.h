@@ -12,6 +12,7 @@ enum class ErrorKind {
   kInvalidArgument,  // bad user input: the CLI exits 2
   kNotFound,
   kSystem,           // a syscall or libbpf call failed
+  kFailedPrecondition, // state on the machine kpx will not use as it is (pins of another ABI)
 };
 
 struct Error {
@@ -21,6 +22,7 @@ struct Error {
 
 inline Error invalid_argument(std::string m) { return {ErrorKind::kInvalidArgument, std::move(m)}; }
 inline Error not_found(std::string m) { return {ErrorKind::kNotFound, std::move(m)}; }
+inline Error failed_precondition(std::string m) { return {ErrorKind::kFailedPrecondition, std::move(m)}; }
 inline Error system_error(std::string m) { return {ErrorKind::kSystem, std::move(m)}; }
 // A system error built from a negative errno as libbpf returns it.
 Error errno_error(const std::string& what, int err);
