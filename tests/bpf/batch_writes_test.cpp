@@ -2,7 +2,7 @@
 // real pinned maps: they leave exactly what one-by-one writes leave, and
 // when the kernel refuses part of a batch (a full map) only the Services
 // that did not fit fail, each keeping its previous backend set whole: no
-// Service entry ever points at a generation that is not completely written,
+// Service entry ever points at a slot range that is not completely written,
 // nothing of a failed Service is left behind, and the next apply converges.
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -29,7 +29,6 @@ using net::ServiceAddr;
 // Junk the tests put in the maps to fill them: never a kpx Service (proto
 // 99 is not TCP/UDP) nor a backend id kpx allocates (they start at 1).
 constexpr uint8_t kJunkProto = 99;
-constexpr uint32_t kJunkBackendIdBase = 100000000;
 
 ServiceAddr svc(uint32_t i) { return {htonl(0x0a600000u + i), 80, i % 3 == 0 ? Proto::kUdp : Proto::kTcp}; }
 BackendAddr be(uint32_t i) { return {htonl(0x0af40000u + i), 8080}; }
@@ -39,72 +38,78 @@ struct Instance {
   std::optional<bpf::PinnedMaps> maps;
   std::optional<Dataplane> dp;
 
-  explicit Instance(size_t batch_min) {
+  explicit Instance(size_t batch_min, uint32_t slot_capacity = KPX_MAX_SERVICE_SLOTS,
+                    uint32_t backend_capacity = KPX_MAX_BACKENDS) {
     auto m = bpf::PinnedMaps::open_or_create(pins.path());
     EXPECT_TRUE(m.ok()) << m.error().message;
     maps.emplace(std::move(*m));
-    auto d = Dataplane::recover(*maps);
+    auto d = Dataplane::recover(*maps, slot_capacity, backend_capacity);
     EXPECT_TRUE(d.ok());
     dp.emplace(std::move(*d));
     dp->set_batch_min(batch_min);
   }
 
-  // Every kpx entry of the maps, as a comparable dump.
+  // Every kpx entry of the maps, as a comparable dump (the ARRAY maps:
+  // their non-zero elements).
   std::map<std::string, std::string> dump() const {
     std::map<std::string, std::string> out;
     maps->services.for_each([&](const kpx_service_key_v4& k, const kpx_service_value& v) {
       if (k.proto == kJunkProto) return;
       out["svc " + std::to_string(k.addr) + ":" + std::to_string(k.port) + "/" + std::to_string(k.proto)] =
-          std::to_string(v.svc_id) + " gen " + std::to_string(v.generation) + " n " + std::to_string(v.backend_count);
+          std::to_string(v.svc_id) + " base " + std::to_string(v.slot_base) + " n " + std::to_string(v.backend_count);
     });
-    maps->service_backends.for_each([&](const kpx_backend_slot_key& k, const uint32_t& id) {
-      out["slot " + std::to_string(k.svc_id) + "/" + std::to_string(k.generation) + "/" + std::to_string(k.slot)] =
-          std::to_string(id);
+    maps->service_slots.scan([&](const uint32_t& slot, const uint32_t& id) {
+      if (id) out["slot " + std::to_string(slot)] = std::to_string(id);
     });
-    maps->backends.for_each([&](const uint32_t& id, const kpx_backend_value_v4& v) {
-      if (id >= kJunkBackendIdBase) return;
-      out["be " + std::to_string(id)] = std::to_string(v.addr) + ":" + std::to_string(v.port);
-    });
-    maps->revnat.for_each([&](const uint32_t& id, const kpx_revnat_value_v4& v) {
-      out["revnat " + std::to_string(id)] = std::to_string(v.addr) + ":" + std::to_string(v.port);
+    maps->backends.scan([&](const uint32_t& id, const kpx_backend_value_v4& v) {
+      if (v.addr) out["be " + std::to_string(id)] = std::to_string(v.addr) + ":" + std::to_string(v.port);
     });
     return out;
   }
 
+  uint8_t filter_bits(uint32_t slot) const {
+    auto w = maps->filter.lookup(slot / 8);
+    return w ? static_cast<uint8_t>(*w >> ((slot % 8) * 8)) : 0;
+  }
+
   // The invariant a packet relies on, read from the maps alone: each
-  // Service entry's generation is completely written (every slot, every
-  // backend it names), and nothing else is there (no other generation's
-  // slots, no unreferenced backend, no revnat without its Service).
-  // Returns the backend set each Service shows.
+  // Service entry checks, its slot range is completely written (every slot,
+  // every backend it names), the filter passes nothing of it by, and
+  // nothing else is there (no slot outside a live range, no unreferenced
+  // backend). Returns the backend set each Service shows.
   std::map<ServiceAddr, std::vector<BackendAddr>> check_consistent() const {
     std::map<ServiceAddr, std::vector<BackendAddr>> visible;
-    std::set<std::vector<uint32_t>> live_slots;
-    std::set<uint32_t> used_backends, svc_ids;
+    std::set<uint32_t> live_slots, used_backends;
     maps->services.for_each([&](const kpx_service_key_v4& k, const kpx_service_value& v) {
       if (k.proto == kJunkProto) return;
       ServiceAddr s{k.addr, ntohs(k.port), static_cast<Proto>(k.proto)};
-      svc_ids.insert(v.svc_id);
-      auto rv = maps->revnat.lookup(v.svc_id);
-      EXPECT_TRUE(rv && rv->addr == k.addr && rv->port == k.port) << "revnat of " << net::format(s);
+      EXPECT_EQ(v.check, kpx_service_check(&k, &v)) << net::format(s) << ": check word";
+      EXPECT_TRUE(filter_bits(frontend_slot(k.addr)) & KPX_FILT_CLUSTER_IP) << net::format(s) << ": filter bit";
       for (uint32_t i = 0; i < v.backend_count; ++i) {
-        auto id = maps->service_backends.lookup({v.svc_id, v.generation, i});
-        EXPECT_TRUE(id.has_value()) << net::format(s) << ": slot " << i << " of its live generation missing";
-        if (!id) continue;
-        live_slots.insert({v.svc_id, v.generation, i});
+        auto id = maps->service_slots.lookup(v.slot_base + i);
+        EXPECT_TRUE(id && *id) << net::format(s) << ": slot " << v.slot_base + i << " of its range empty";
+        if (!id || !*id) continue;
+        live_slots.insert(v.slot_base + i);
         auto b = maps->backends.lookup(*id);
-        EXPECT_TRUE(b.has_value()) << net::format(s) << ": backend " << *id << " missing";
-        if (!b) continue;
+        EXPECT_TRUE(b && b->addr) << net::format(s) << ": backend " << *id << " empty";
+        if (!b || !b->addr) continue;
         used_backends.insert(*id);
-        visible[s].push_back({b->addr, ntohs(b->port)});
+        const BackendAddr ba{b->addr, ntohs(b->port)};
+        EXPECT_TRUE(filter_bits(backend_slot(ba, s.proto)) & KPX_FILT_BACKEND) << net::format(ba) << ": filter bit";
+        visible[s].push_back(ba);
       }
       visible.try_emplace(s);
     });
-    for (const auto& k : maps->service_backends.keys())
-      EXPECT_TRUE(live_slots.count({k.svc_id, k.generation, k.slot}))
-          << "slot " << k.svc_id << "/" << k.generation << "/" << k.slot << " left over";
-    for (uint32_t id : maps->backends.keys())
-      EXPECT_TRUE(id >= kJunkBackendIdBase || used_backends.count(id)) << "backend " << id << " left over";
-    for (uint32_t id : maps->revnat.keys()) EXPECT_TRUE(svc_ids.count(id)) << "revnat " << id << " left over";
+    maps->service_slots.scan([&](const uint32_t& slot, const uint32_t& id) {
+      if (id) {
+        EXPECT_TRUE(live_slots.count(slot)) << "slot " << slot << " left over";
+      }
+    });
+    maps->backends.scan([&](const uint32_t& id, const kpx_backend_value_v4& v) {
+      if (v.addr) {
+        EXPECT_TRUE(used_backends.count(id)) << "backend " << id << " left over";
+      }
+    });
     return visible;
   }
 
@@ -245,39 +250,66 @@ TEST(BatchWrites, AFullServicesMapFailsOnlyTheNewServicesThatDoNotFit) {
   EXPECT_EQ(max_id, 150u) << "the ids of failed Services were given back";
 }
 
-TEST(BatchWrites, AFullBackendsMapKeepsTheOldBackendSetOfTheServicesItHits) {
-  Instance inst(1);
+// Backend ids and slots are ARRAY indexes Dataplane hands out; when they
+// run out, the Services that need more fail whole and the others go on.
+TEST(BatchWrites, RunningOutOfBackendIdsKeepsTheOldBackendSetOfTheServicesItHits) {
+  // table(40) uses 41 + 10 backends (ids 1..51); ids below 57: room for 5.
+  Instance inst(1, KPX_MAX_SERVICE_SLOTS, 57);
   const ServiceTable first = table(40);
   ASSERT_TRUE(inst.dp->apply(first).ok());
-  // 41 + 10 backends in use; room for 5 more.
-  fill_leaving(inst.maps->backends, KPX_MAX_BACKENDS, 5,
-               [](uint32_t i) { return kJunkBackendIdBase + i; });
 
   // Every Service gets one new backend of its own: 5 fit.
   ServiceTable want = first;
-  for (uint32_t i = 0; i < 40; ++i) want[svc(i)].push_back(be(70000 + i));
+  for (uint32_t i = 0; i < 40; ++i) {
+    want[svc(i)].push_back(be(70000 + i));
+    std::sort(want[svc(i)].begin(), want[svc(i)].end());
+  }
   auto r = inst.dp->apply(want);
   ASSERT_FALSE(r.ok());
   const auto visible = inst.check_consistent();
   EXPECT_EQ(visible, inst.believed());
   size_t flipped = 0;
   for (uint32_t i = 0; i < 40; ++i) {
-    auto got = visible.at(svc(i));
-    std::sort(got.begin(), got.end());
-    auto old_set = first.at(svc(i)), new_set = want.at(svc(i));
-    std::sort(old_set.begin(), old_set.end());
-    std::sort(new_set.begin(), new_set.end());
+    const auto& got = visible.at(svc(i));
     // Whole sets only: the old or the new, never a mix.
-    EXPECT_TRUE(got == old_set || got == new_set) << net::format(svc(i));
-    flipped += got == new_set;
+    EXPECT_TRUE(got == first.at(svc(i)) || got == want.at(svc(i))) << net::format(svc(i));
+    flipped += got == want.at(svc(i));
   }
   EXPECT_EQ(flipped, 5u);
 
-  for (uint32_t id : inst.maps->backends.keys())
-    if (id >= kJunkBackendIdBase) inst.maps->backends.erase(id);
-  r = inst.dp->apply(want);
+  // Ids freed (Services go; their ids are free once the apply that removes
+  // them is done): the next apply converges.
+  ServiceTable fewer = want;
+  for (uint32_t i = 15; i < 40; ++i) fewer.erase(svc(i));
+  (void)inst.dp->apply(fewer);
+  EXPECT_EQ(inst.check_consistent(), inst.believed());
+  r = inst.dp->apply(fewer);
   ASSERT_TRUE(r.ok()) << r.error().message;
-  EXPECT_EQ(r->updated, 35u);
+  EXPECT_EQ(inst.check_consistent(), as_map(fewer));
+}
+
+TEST(BatchWrites, RunningOutOfSlotsFailsOnlyTheServicesThatDoNotFit) {
+  // 20 Services of 2 or 3 backends take 45 slots; 50 leave room for 5.
+  Instance inst(1, 50);
+  const ServiceTable first = table(20);
+  ASSERT_TRUE(inst.dp->apply(first).ok());
+  // A change needs a whole new range beside the old one: only those that
+  // fit in the 5 free slots flip, the others keep their old set whole.
+  ServiceTable want = table(20, 500);
+  auto r = inst.dp->apply(want);
+  ASSERT_FALSE(r.ok());
+  const auto visible = inst.check_consistent();
+  EXPECT_EQ(visible, inst.believed());
+  size_t flipped = 0;
+  for (uint32_t i = 0; i < 20; ++i) {
+    const auto& got = visible.at(svc(i));
+    EXPECT_TRUE(got == first.at(svc(i)) || got == want.at(svc(i))) << net::format(svc(i));
+    flipped += got == want.at(svc(i));
+  }
+  EXPECT_GE(flipped, 1u);
+  EXPECT_LT(flipped, 20u);
+  // Each round frees the old ranges of what flipped: repeated applies converge.
+  for (int round = 0; round < 40 && inst.check_consistent() != as_map(want); ++round) (void)inst.dp->apply(want);
   EXPECT_EQ(inst.check_consistent(), as_map(want));
 }
 
@@ -288,16 +320,13 @@ TEST(BatchWrites, DeletesGoOnPastEntriesAlreadyGone) {
   // missing key, and the rest must still go.
   auto v = inst.maps->services.lookup(service_key(svc(4)));
   ASSERT_TRUE(v.has_value());
-  ASSERT_TRUE(inst.maps->service_backends.erase({v->svc_id, v->generation, 0}));
+  ASSERT_TRUE(inst.maps->service_slots.update(v->slot_base, 0).ok());
   ASSERT_TRUE(inst.maps->services.erase(service_key(svc(9))));
-  ASSERT_TRUE(inst.maps->revnat.erase(v->svc_id));
   auto r = inst.dp->apply({});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->removed, 30u);
   EXPECT_TRUE(inst.maps->services.keys().empty());
-  EXPECT_TRUE(inst.maps->service_backends.keys().empty());
-  EXPECT_TRUE(inst.maps->backends.keys().empty());
-  EXPECT_TRUE(inst.maps->revnat.keys().empty());
+  EXPECT_TRUE(inst.dump().empty()) << "no slot or backend left";
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// ServiceWriter against real pinned maps: the generation flip, backend ids
+// ServiceWriter against real pinned maps: the slot-range flip, backend ids
 // and their collection, remove(), list(), and the UDP conntrack flush, with
 // conntrack entries made by the real datapath (BPF_PROG_TEST_RUN).
 #include <gtest/gtest.h>
@@ -30,32 +30,45 @@ class ServiceWriterTest : public DatapathTest {
   static ServiceAddr svc(const char* vip, uint16_t port, Proto p) { return {ipv4(vip), port, p}; }
   static BackendAddr be(const char* a, uint16_t port) { return {ipv4(a), port}; }
 
-  std::set<std::tuple<uint32_t, uint32_t, uint32_t>> slots_of(uint32_t svc_id) const {
-    std::set<std::tuple<uint32_t, uint32_t, uint32_t>> out;
-    for (const auto& k : maps->service_backends.keys())
-      if (k.svc_id == svc_id) out.insert({k.svc_id, k.generation, k.slot});
-    return out;
-  }
-  // backend address -> id, over the whole backends map.
-  std::map<BackendAddr, uint32_t> backend_ids() const {
-    std::map<BackendAddr, uint32_t> out;
-    maps->backends.for_each([&](const uint32_t& id, const kpx_backend_value_v4& v) {
-      out[{v.addr, ntohs(v.port)}] = id;
+  // The slots of kpx_svc_be that hold a backend id (an ARRAY: a free slot is 0).
+  std::set<uint32_t> used_slots() const {
+    std::set<uint32_t> out;
+    maps->service_slots.scan([&](const uint32_t& slot, const uint32_t& id) {
+      if (id) out.insert(slot);
     });
     return out;
   }
-  // The backends the live slots of svc point at, in slot order.
+  // The slot range a Service's entry points at.
+  std::set<uint32_t> range_of(const ServiceAddr& s) const {
+    std::set<uint32_t> out;
+    auto v = maps->services.lookup(dataplane::service_key(s));
+    if (v)
+      for (uint32_t i = 0; i < v->backend_count; ++i) out.insert(v->slot_base + i);
+    return out;
+  }
+  // backend address -> id, over the whole backends map (an ARRAY: a free
+  // id's value is zeroed).
+  std::map<BackendAddr, uint32_t> backend_ids() const {
+    std::map<BackendAddr, uint32_t> out;
+    maps->backends.scan([&](const uint32_t& id, const kpx_backend_value_v4& v) {
+      if (v.addr) out[{v.addr, ntohs(v.port)}] = id;
+    });
+    return out;
+  }
+  // The backends the Service's slots point at, in slot order.
   std::vector<BackendAddr> live_backends(const ServiceAddr& s) const {
     std::vector<BackendAddr> out;
     auto v = maps->services.lookup(dataplane::service_key(s));
     if (!v) return out;
+    const kpx_service_key_v4 k = dataplane::service_key(s);
+    EXPECT_EQ(v->check, kpx_service_check(&k, &*v)) << "the Service entry's check word must match";
     for (uint32_t i = 0; i < v->backend_count; ++i) {
-      auto id = maps->service_backends.lookup({v->svc_id, v->generation, i});
-      EXPECT_TRUE(id.has_value()) << "slot " << i << " of generation " << v->generation << " missing";
-      if (!id) continue;
+      auto id = maps->service_slots.lookup(v->slot_base + i);
+      EXPECT_TRUE(id.has_value() && *id != 0) << "slot " << v->slot_base + i << " empty";
+      if (!id || !*id) continue;
       auto b = maps->backends.lookup(*id);
-      EXPECT_TRUE(b.has_value()) << "backend id " << *id << " missing";
-      if (b) out.push_back({b->addr, ntohs(b->port)});
+      EXPECT_TRUE(b.has_value() && b->addr != 0) << "backend id " << *id << " empty";
+      if (b && b->addr) out.push_back({b->addr, ntohs(b->port)});
     }
     return out;
   }
@@ -83,40 +96,36 @@ class ServiceWriterTest : public DatapathTest {
   }
 };
 
-TEST_F(ServiceWriterTest, SetTwiceFlipsTheGeneration) {
+TEST_F(ServiceWriterTest, SetTwiceWritesANewSlotRangeAndFreesTheOld) {
   const ServiceAddr s = svc(kVip, 80, Proto::kTcp);
   ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080)}).ok());
   auto v1 = maps->services.lookup(dataplane::service_key(s));
   ASSERT_TRUE(v1.has_value());
   EXPECT_NE(v1->svc_id, 0u);
-  EXPECT_EQ(v1->generation, 1u);
   EXPECT_EQ(v1->backend_count, 2u);
   const uint32_t id = v1->svc_id;
-  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 1, 0}, {id, 1, 1}}));
+  const auto range1 = range_of(s);
+  EXPECT_EQ(used_slots(), range1);
   auto ids1 = backend_ids();
   ASSERT_EQ(ids1.size(), 2u);
   ASSERT_TRUE(ids1.count(be(kA, 8080)) && ids1.count(be(kB, 8080)));
-  auto rv = maps->revnat.lookup(id);
-  ASSERT_TRUE(rv.has_value());
-  EXPECT_EQ(rv->addr, ipv4(kVip));
-  EXPECT_EQ(rv->port, htons(80));
+  EXPECT_EQ(live_backends(s), (std::vector<BackendAddr>{be(kA, 8080), be(kB, 8080)}));
 
   ASSERT_TRUE(writer->set(s, {be(kB, 8080), be(kC, 8080)}).ok());
   auto v2 = maps->services.lookup(dataplane::service_key(s));
   ASSERT_TRUE(v2.has_value());
   EXPECT_EQ(v2->svc_id, id) << "svc_id must survive a backend change";
-  EXPECT_EQ(v2->generation, 2u);
   EXPECT_EQ(v2->backend_count, 2u);
-  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 2, 0}, {id, 2, 1}}))
-      << "generation 1's slots must be gone";
+  const auto range2 = range_of(s);
+  for (uint32_t slot : range2)
+    EXPECT_FALSE(range1.count(slot)) << "the new set must be written to slots no reader of the old entry uses";
+  EXPECT_EQ(used_slots(), range2) << "the old range must be zeroed";
   auto ids2 = backend_ids();
   EXPECT_EQ(ids2.size(), 2u);
-  EXPECT_FALSE(ids2.count(be(kA, 8080))) << "a backend no Service uses must be removed";
+  EXPECT_FALSE(ids2.count(be(kA, 8080))) << "a backend no Service uses must be zeroed";
   ASSERT_TRUE(ids2.count(be(kB, 8080)) && ids2.count(be(kC, 8080)));
   EXPECT_EQ(ids2[be(kB, 8080)], ids1[be(kB, 8080)]) << "a kept backend keeps its id";
   EXPECT_EQ(live_backends(s), (std::vector<BackendAddr>{be(kB, 8080), be(kC, 8080)}));
-  ASSERT_TRUE(maps->revnat.lookup(id).has_value());
-  EXPECT_EQ(maps->revnat.keys().size(), 1u);
 
   // New flows go to the new set only.
   std::set<uint32_t> seen;
@@ -128,9 +137,8 @@ TEST_F(ServiceWriterTest, SetTwiceFlipsTheGeneration) {
   auto v3 = maps->services.lookup(dataplane::service_key(s));
   ASSERT_TRUE(v3.has_value());
   EXPECT_EQ(v3->svc_id, id);
-  EXPECT_EQ(v3->generation, 3u);
   EXPECT_EQ(v3->backend_count, 2u);
-  EXPECT_EQ(slots_of(id), (std::set<std::tuple<uint32_t, uint32_t, uint32_t>>{{id, 3, 0}, {id, 3, 1}}));
+  EXPECT_EQ(used_slots(), range_of(s));
   auto ids3 = backend_ids();
   EXPECT_EQ(ids3.size(), 2u);
   EXPECT_EQ(ids3[be(kC, 8080)], ids2[be(kC, 8080)]);
@@ -141,10 +149,9 @@ TEST_F(ServiceWriterTest, SetTwiceFlipsTheGeneration) {
   auto v4 = maps->services.lookup(dataplane::service_key(s));
   ASSERT_TRUE(v4.has_value());
   EXPECT_EQ(v4->svc_id, id);
-  EXPECT_EQ(v4->generation, 4u);
   EXPECT_EQ(v4->backend_count, 0u);
-  EXPECT_TRUE(slots_of(id).empty());
-  EXPECT_TRUE(maps->backends.keys().empty());
+  EXPECT_TRUE(used_slots().empty());
+  EXPECT_TRUE(backend_ids().empty());
 }
 
 TEST_F(ServiceWriterTest, ServicesShareBackendsAndGetTheirOwnIds) {
@@ -160,7 +167,9 @@ TEST_F(ServiceWriterTest, ServicesShareBackendsAndGetTheirOwnIds) {
   // kB:8080 is one backend entry shared by s1 and s3.
   EXPECT_EQ(backend_ids().size(), 3u);
   const uint32_t shared = backend_ids()[be(kB, 8080)];
-  EXPECT_EQ(*maps->service_backends.lookup({id3, 1, 0}), shared);
+  const auto v3 = maps->services.lookup(dataplane::service_key(s3));
+  ASSERT_TRUE(v3.has_value());
+  EXPECT_EQ(*maps->service_slots.lookup(v3->slot_base), shared);
 
   // s1 drops kB: the entry stays for s3.
   ASSERT_TRUE(writer->set(s1, {be(kA, 8080)}).ok());
@@ -175,21 +184,18 @@ TEST_F(ServiceWriterTest, ServicesShareBackendsAndGetTheirOwnIds) {
   EXPECT_EQ(maps->services.lookup(dataplane::service_key(s2))->svc_id, id2);
 }
 
-TEST_F(ServiceWriterTest, RemoveDeletesServiceSlotsRevnatAndUnusedBackends) {
+TEST_F(ServiceWriterTest, RemoveDeletesTheServiceAndFreesItsSlotsAndUnusedBackends) {
   const ServiceAddr s = svc(kVip, 80, Proto::kTcp);
   ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080)}).ok());
-  const uint32_t id = maps->services.lookup(dataplane::service_key(s))->svc_id;
-  ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080), be(kC, 8080)}).ok());  // generation 2
+  ASSERT_TRUE(writer->set(s, {be(kA, 8080), be(kB, 8080), be(kC, 8080)}).ok());  // a second range
 
   auto r = writer->remove(s);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_TRUE(*r);
   EXPECT_FALSE(maps->services.lookup(dataplane::service_key(s)).has_value());
   EXPECT_TRUE(maps->services.keys().empty());
-  EXPECT_TRUE(slots_of(id).empty());
-  EXPECT_TRUE(maps->service_backends.keys().empty());
-  EXPECT_FALSE(maps->revnat.lookup(id).has_value());
-  EXPECT_TRUE(maps->backends.keys().empty());
+  EXPECT_TRUE(used_slots().empty());
+  EXPECT_TRUE(backend_ids().empty());
   EXPECT_TRUE(writer->list().empty());
 
   auto again = writer->remove(s);
@@ -220,15 +226,13 @@ TEST_F(ServiceWriterTest, ListReturnsWhatWasSet) {
   ASSERT_EQ(by_svc.size(), 3u);
   ASSERT_TRUE(by_svc.count(s1) && by_svc.count(s2) && by_svc.count(s3));
   EXPECT_EQ(by_svc[s1].backends, (std::vector<BackendAddr>{be(kA, 8080), be(kB, 8080)}));
-  EXPECT_EQ(by_svc[s1].generation, 1u);
   EXPECT_EQ(by_svc[s2].backends, (std::vector<BackendAddr>{be(kA, 5353), be(kC, 5353)}));
-  EXPECT_EQ(by_svc[s2].generation, 2u);
   EXPECT_TRUE(by_svc[s3].backends.empty());
   for (const auto& e : l) {
     auto v = maps->services.lookup(dataplane::service_key(e.svc));
     ASSERT_TRUE(v.has_value());
     EXPECT_EQ(e.svc_id, v->svc_id);
-    EXPECT_EQ(e.generation, v->generation);
+    EXPECT_EQ(e.slot_base, v->slot_base);
   }
   EXPECT_EQ((std::set<uint32_t>{by_svc[s1].svc_id, by_svc[s2].svc_id, by_svc[s3].svc_id}).size(), 3u);
   EXPECT_TRUE(std::is_sorted(l.begin(), l.end(), [](const auto& a, const auto& b) { return a.svc < b.svc; }));

@@ -63,14 +63,15 @@ json slice(const std::string& name, const std::string& svc, const std::vector<st
           {"ports", {{{"name", "http"}, {"port", 8080}, {"protocol", "TCP"}}}}};
 }
 
-// What the maps hold: "VIP:PORT/PROTO" -> "gen|backend,backend".
+// What the maps hold: "VIP:PORT/PROTO" -> "slot_base|backend,backend" (a
+// rewrite of a Service moves it to a new slot range).
 std::map<std::string, std::string> snapshot(const std::string& pin_dir) {
   std::map<std::string, std::string> out;
   auto maps = bpf::PinnedMaps::open(pin_dir);
   if (!maps) return out;
   dataplane::ServiceWriter w(*maps);
   for (const auto& e : w.list()) {
-    std::string v = std::to_string(e.generation) + "|";
+    std::string v = std::to_string(e.slot_base) + "|";
     for (const auto& b : e.backends) v += net::format(b) + ",";
     out[net::format(e.svc)] = v;
   }

@@ -4,11 +4,22 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/ip.h>
+#include <netinet/udp.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
 #include "e2e/cluster.h"
+#include "net/endpoint.h"
+#include "net/netns.h"
+#include "net/socket.h"
 
 namespace kpx::e2e {
 namespace {
@@ -185,6 +196,115 @@ TEST_F(ClusterIpTest, ReattachReusesPinnedMapsAndDetachStopsTranslation) {
   auto rs = c.probe("client", std::string(kVip) + ":80/tcp", 1, 300);
   EXPECT_FALSE(rs.at(0).ok) << "after detach the VIP must no longer be translated";
   EXPECT_EQ(ok_count(c.probe("client", c.pod("web-a").ip + ":8080/tcp", 1)), 1);
+}
+
+// Sends UDP datagrams to vip:port from the pod's address, each from a new
+// source port (a new flow each), through a raw socket made in the pod's
+// namespace: up to `count` datagrams or `limit`, whichever comes first.
+// Returns how many were sent.
+int flood_udp(const std::string& netns, uint32_t saddr_be, uint32_t vip_be, uint16_t port, int count,
+              std::chrono::milliseconds limit) {
+  auto scope = net::NetnsScope::enter(netns);
+  if (!scope) return -1;
+  int fd = socket(AF_INET, SOCK_RAW, IPPROTO_RAW);  // IP_HDRINCL implied
+  if (fd < 0) return -1;
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_addr.s_addr = vip_be;
+  const auto end = std::chrono::steady_clock::now() + limit;
+  int sent = 0;
+  for (int i = 0; i < count && std::chrono::steady_clock::now() < end; ++i) {
+    struct {
+      iphdr ip;
+      udphdr udp;
+      char payload[4];
+    } __attribute__((packed)) f{};
+    f.ip.version = 4;
+    f.ip.ihl = 5;
+    f.ip.ttl = 64;
+    f.ip.protocol = IPPROTO_UDP;
+    f.ip.saddr = saddr_be;
+    f.ip.daddr = vip_be;
+    f.ip.tot_len = htons(sizeof(f));  // the kernel fills id and the header checksum
+    f.udp.source = htons(static_cast<uint16_t>(1024 + i % 64000));
+    f.udp.dest = htons(port);
+    f.udp.len = htons(sizeof(f.udp) + sizeof(f.payload));
+    std::memcpy(f.payload, "ping", 4);  // UDP checksum 0: none
+    if (sendto(fd, &f, sizeof(f), 0, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) == sizeof(f)) ++sent;
+  }
+  close(fd);
+  return sent;
+}
+
+TEST_F(ClusterIpTest, APodFloodingNewUdpFlowsDoesNotBreakAnotherPodsConnections) {
+  // The flooder shares node 1 (and its conntrack table) with the client.
+  c.add_pod(1, "flooder", false);
+  ASSERT_TRUE(c.ok());
+  ASSERT_TRUE(c.kpx_all("svc set " + std::string(kVip) + ":53/udp " + backends));
+  ASSERT_TRUE(c.kpx_all("svc set " + std::string(kVip) + ":80/tcp " + backends));
+  constexpr uint32_t kRate = 500, kBurst = 1000;
+  ASSERT_EQ(c.kpx(1, "config set --conntrack-new-flows-per-sec " + std::to_string(kRate) +
+                         " --conntrack-new-flows-burst " + std::to_string(kBurst)),
+            0);
+
+  // The client's own UDP flow, made before the flood and used during it.
+  auto sock = net::bound_socket_in_netns(c.pod("client").ns, SOCK_DGRAM, 0, 0);
+  ASSERT_TRUE(sock) << sock.error().message;
+  timeval tv{0, 500000};
+  ASSERT_EQ(setsockopt(sock->get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)), 0);
+  sockaddr_in vip{};
+  vip.sin_family = AF_INET;
+  vip.sin_port = htons(53);
+  vip.sin_addr.s_addr = *net::parse_ipv4(kVip);
+  ASSERT_EQ(connect(sock->get(), reinterpret_cast<sockaddr*>(&vip), sizeof(vip)), 0);
+  auto ask = [&]() -> std::string {
+    if (send(sock->get(), "hello", 5, 0) != 5) return "";
+    char buf[256];
+    ssize_t n = recv(sock->get(), buf, sizeof(buf) - 1, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  };
+  const std::string first = ask();
+  ASSERT_NE(first.find("pod="), std::string::npos) << "no answer before the flood";
+  const std::string first_pod = first.substr(0, first.find(' '));
+  const uint64_t budget_drops_before = counter(c, 1, "drop_ct_budget");
+
+  const auto t0 = std::chrono::steady_clock::now();
+  std::atomic<int> sent{0};
+  std::thread flood([&] {
+    sent = flood_udp(c.pod("flooder").ns, *net::parse_ipv4(c.pod("flooder").ip), *net::parse_ipv4(kVip), 53,
+                     60000, std::chrono::milliseconds(4000));
+  });
+  // Meanwhile the client's flow is answered every time, by the same backend
+  // (its conntrack entries are neither evicted nor replaced), and its new
+  // TCP connections are all answered.
+  int answered = 0, same_backend = 0;
+  std::vector<ProbeResult> tcp;
+  std::thread tcp_client([&] { tcp = c.probe("client", std::string(kVip) + ":80/tcp", 100, 1000); });
+  for (int i = 0; i < 60; ++i) {
+    std::string a = ask();
+    answered += !a.empty();
+    same_backend += a.rfind(first_pod + " ", 0) == 0;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  tcp_client.join();
+  flood.join();
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_GT(sent.load(), 5000) << "the flood did not run";
+  EXPECT_EQ(answered, 60);
+  EXPECT_EQ(same_backend, 60) << "the client's UDP flow changed backend during the flood";
+  EXPECT_EQ(ok_count(tcp), 100) << failures(tcp);
+
+  // The flooder was held to its budget: its flows are at most the burst
+  // plus the rate over the flood's time, the rest were dropped and counted.
+  std::string out;
+  ASSERT_EQ(c.kpx(1, "ct list -o json", &out), 0);
+  size_t flooder_flows = 0;
+  for (const auto& e : nlohmann::json::parse(out))
+    if (e.value("direction", "") == "forward" && e.value("src", "").rfind(c.pod("flooder").ip + ":", 0) == 0) ++flooder_flows;
+  EXPECT_GT(flooder_flows, 0u);
+  EXPECT_LE(flooder_flows, kBurst + static_cast<size_t>(kRate * (secs + 1)));
+  EXPECT_GE(counter(c, 1, "drop_ct_budget") - budget_drops_before,
+            static_cast<uint64_t>(sent.load()) - flooder_flows);
 }
 
 }  // namespace

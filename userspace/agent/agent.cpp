@@ -1,10 +1,14 @@
 #include "agent/agent.h"
 
 #include <bpf/libbpf.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include <signal.h>
 
+#include <algorithm>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -25,6 +29,25 @@
 namespace kpx::agent {
 
 namespace {
+
+// The IPv4 addresses of this network namespace's interfaces, loopback's
+// excepted (network byte order).
+std::vector<uint32_t> node_ipv4_addresses() {
+  std::vector<uint32_t> out;
+  ifaddrs* ifs = nullptr;
+  if (getifaddrs(&ifs) != 0) {
+    log::warning("reading the node's addresses failed: " + std::string(std::strerror(errno)));
+    return out;
+  }
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    uint32_t a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr;
+    if ((ntohl(a) >> 24) == 127) continue;
+    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
+  }
+  freeifaddrs(ifs);
+  return out;
+}
 
 constexpr auto kHealthTimeout = std::chrono::seconds(60);
 
@@ -198,7 +221,9 @@ Status run_agent(const Options& o) {
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();
   dp->remove_leftovers();
-  KPX_TRY(dp->set_node_addresses({}, hairpin));
+  // The node's own addresses: a pod sending from one of them is dropped
+  // before any state is made (read once, at start).
+  KPX_TRY(dp->set_node_addresses(node_ipv4_addresses(), hairpin));
   log::info("recovered " + std::to_string(dp->services().size()) + " service addresses from " + o.pin_dir);
 
   auto client = k8s::Client::create(*client_config);

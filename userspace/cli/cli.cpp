@@ -205,6 +205,7 @@ int detach(const Io& io, const std::string& netns, const std::string& dev) {
 struct ConfigArgs {
   std::string hairpin_ip;
   std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_closing, udp;
+  std::optional<uint32_t> new_flows_per_sec, new_flows_burst;
 };
 
 int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
@@ -233,6 +234,8 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   if (a.tcp_fin) c.tcp_fin_timeout_s = *a.tcp_fin;
   if (a.tcp_closing) c.tcp_closing_timeout_s = *a.tcp_closing;
   if (a.udp) c.udp_timeout_s = *a.udp;
+  if (a.new_flows_per_sec) c.ct_new_per_sec = *a.new_flows_per_sec;
+  if (a.new_flows_burst) c.ct_new_burst = *a.new_flows_burst;
   if (auto st = maps->config.update(0, c); !st) return report(io, st.error());
   return 0;
 }
@@ -249,6 +252,8 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
       {"tcp_fin_timeout_s", or_default(c.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S)},
       {"tcp_closing_timeout_s", or_default(c.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S)},
       {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
+      {"conntrack_new_flows_per_sec", or_default(c.ct_new_per_sec, KPX_DEFAULT_CT_NEW_PER_SEC)},
+      {"conntrack_new_flows_burst", or_default(c.ct_new_burst, KPX_DEFAULT_CT_NEW_BURST)},
   };
   if (format == "json") {
     io.out << obj.dump(2) << "\n";
@@ -329,6 +334,12 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   timeout(config_set_cmd->add_option("--tcp-fin-timeout", cfg.tcp_fin, "seconds after a FIN"));
   timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds after a RST"));
   timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds"));
+  config_set_cmd
+      ->add_option("--conntrack-new-flows-per-sec", cfg.new_flows_per_sec,
+                   "new flows a second each pod interface may start (the admission budget)")
+      ->check(CLI::Range(1u, 100000000u));
+  config_set_cmd->add_option("--conntrack-new-flows-burst", cfg.new_flows_burst, "new flows a pod interface may start at once")
+      ->check(CLI::Range(1u, 100000000u));
   config_set_cmd->callback([&] { rc = config_set(io, pin_dir, cfg); });
   auto* config_show_cmd = config->add_subcommand("show", "show datapath settings");
   check_output_format(config_show_cmd->add_option("-o,--output", format, "table|json"));

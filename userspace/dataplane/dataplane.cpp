@@ -55,8 +55,10 @@ uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto) {
   return kpx_filter_slot_backend_v4(b.addr_be, htons(b.port), static_cast<uint8_t>(proto));
 }
 
-Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps) {
+Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity) {
   Dataplane dp(maps);
+  dp.slots_ = SlotAllocator(std::min<uint32_t>(slot_capacity, KPX_MAX_SERVICE_SLOTS));
+  dp.backend_capacity_ = std::min<uint32_t>(backend_capacity, KPX_MAX_BACKENDS);
   std::set<uint32_t> svc_ids, backend_ids;
   std::map<uint32_t, std::optional<net::BackendAddr>> backend_by_id;  // read on demand
   auto backend = [&](uint32_t id) -> std::optional<net::BackendAddr> {
@@ -76,7 +78,7 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps) {
     st.slot_base = v.slot_base;
     const uint32_t n = v.backend_count + v.local_count;
     const uint64_t end = static_cast<uint64_t>(v.slot_base) + n;
-    if (end > KPX_MAX_SERVICE_SLOTS || !dp.slots_.reserve(v.slot_base, n)) {
+    if (end > slot_capacity || end > KPX_MAX_SERVICE_SLOTS || !dp.slots_.reserve(v.slot_base, n)) {
       // A range outside the map or overlapping another: rewritten whole by
       // the next apply (an empty set here never matches a desired one).
       st.slot_base = 0;
@@ -86,7 +88,7 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps) {
       for (uint32_t s = 0; s < v.backend_count; ++s)
         ids[s] = maps.service_slots.lookup(v.slot_base + s).value_or(0);
       for (uint32_t id : ids) {
-        if (id == 0 || id >= KPX_MAX_BACKENDS) continue;
+        if (id == 0 || id >= dp.backend_capacity_) continue;
         auto b = backend(id);
         if (!b) continue;
         st.backends.push_back(*b);
@@ -262,14 +264,22 @@ void Dataplane::erase_all(bpf::Map<K, V>& map, const std::vector<K>& keys) {
 
 uint32_t Dataplane::acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
                                     std::vector<kpx_backend_value_v4>& new_values) {
-  BackendRef& ref = backends_[b];
-  if (ref.refs++ > 0 || ref.id != 0) return ref.id;
+  auto [it, fresh] = backends_.try_emplace(b);
+  BackendRef& ref = it->second;
+  if (!fresh && (ref.refs > 0 || ref.id != 0)) {
+    ++ref.refs;
+    return ref.id;
+  }
   if (!free_backend_ids_.empty()) {
     ref.id = free_backend_ids_.back();
     free_backend_ids_.pop_back();
-  } else {
+  } else if (next_backend_id_ < backend_capacity_) {
     ref.id = next_backend_id_++;
+  } else {
+    backends_.erase(it);  // no id left: nothing of it is kept
+    return 0;
   }
+  ref.refs = 1;
   new_ids.push_back(ref.id);
   new_values.push_back(backend_value(b));
   return ref.id;
@@ -304,6 +314,9 @@ struct Dataplane::Write {
   const ServiceState* old = nullptr;  // nullptr: a new Service
   ServiceState next;
   bool failed = false;
+  bool has_range = false;   // its slot range was allocated
+  bool bits_added = false;  // step 3 added its filter bits (undone only then)
+  size_t acquired = 0;      // backends whose ids were taken (released on failure)
 };
 
 void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error) {
@@ -322,8 +335,18 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       continue;
     }
     wr.next.slot_base = *base;
+    wr.has_range = true;
     ids[w].reserve(wr.backends.size());
-    for (const auto& b : wr.backends) ids[w].push_back(acquire_backend(b, new_ids, new_values));
+    for (const auto& b : wr.backends) {
+      uint32_t id = acquire_backend(b, new_ids, new_values);
+      if (id == 0) {
+        wr.failed = true;
+        if (first_error.ok()) first_error = Status(invalid_argument("no free backend ids for " + net::format(wr.svc)));
+        break;
+      }
+      ids[w].push_back(id);
+      ++wr.acquired;
+    }
   }
 
   // 1. New backends. A Service with a backend that could not be written
@@ -356,10 +379,11 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
 
   // 3. Filter bits of the new frontends and backends, before packets can
   //    reach them.
-  for (const Write& wr : writes) {
+  for (Write& wr : writes) {
     if (wr.failed) continue;
     if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
     for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+    wr.bits_added = true;
   }
   if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
 
@@ -393,16 +417,15 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
   for (size_t w = 0; w < writes.size(); ++w) {
     Write& wr = writes[w];
     if (wr.failed) {
-      if (ids[w].size() == wr.backends.size()) {
+      if (wr.has_range) {
         for (uint32_t s = 0; s < wr.backends.size(); ++s) stale_slots.push_back(wr.next.slot_base + s);
         slots_.release(wr.next.slot_base, static_cast<uint32_t>(wr.backends.size()));
-        for (const auto& b : wr.backends) {
-          release_backend(b);
-          filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
-        }
       }
+      for (size_t i = 0; i < wr.acquired; ++i) release_backend(wr.backends[i]);
+      if (wr.bits_added)
+        for (const auto& b : wr.backends) filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
       if (!wr.old) {
-        filter_.remove(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
+        if (wr.bits_added) filter_.remove(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
         free_service_ids_.push_back(wr.next.svc_id);
       }
       continue;

@@ -38,7 +38,11 @@ class Dataplane {
  public:
   // Read what the maps hold (after a restart: what the previous run wrote).
   // Reads only.
-  static Result<Dataplane> recover(bpf::PinnedMaps& maps);
+  // slot_capacity and backend_capacity bound the slots and backend ids it
+  // hands out (default: the maps' sizes; tests make them small to reach
+  // "full" without filling a million entries).
+  static Result<Dataplane> recover(bpf::PinnedMaps& maps, uint32_t slot_capacity = KPX_MAX_SERVICE_SLOTS,
+                                   uint32_t backend_capacity = KPX_MAX_BACKENDS);
   // Remove leftovers of an interrupted change or an earlier state: slots
   // outside every Service's range, backends no slot uses (both zeroed:
   // they are ARRAY maps) and filter bits nothing needs. Nothing a packet
@@ -96,7 +100,8 @@ class Dataplane {
                             const std::vector<net::ServiceAddr>& gone);
   void write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error);
   void erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost);
-  // The backend's id, allocating one (queued in new_ids) if it is new.
+  // The backend's id, allocating one (queued in new_ids) if it is new; 0
+  // when every id is taken (the Service's write then fails whole).
   uint32_t acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
                            std::vector<kpx_backend_value_v4>& new_values);
   void release_backend(const net::BackendAddr& b);
@@ -124,6 +129,7 @@ class Dataplane {
   uint32_t next_service_id_ = 1;
   std::vector<uint32_t> free_backend_ids_;
   uint32_t next_backend_id_ = 1;
+  uint32_t backend_capacity_ = KPX_MAX_BACKENDS;
   std::vector<net::BackendAddr> unreferenced_;
   size_t batch_min_ = kDefaultBatchMin;
   SlotAllocator slots_;
