@@ -14,6 +14,7 @@
  *     anything else      -> pass unchanged
  *   kpx_to_pod (egress: frames delivered to the pod)
  *     source certainly no backend (filter) -> pass
+ *     no conntrack entry (remembered per CPU as a negative cache entry) -> pass
  *     conntrack reply of a live flow -> restore the frontend as source
  *     anything else       -> pass unchanged
  * Conntrack entries are bound to the veth (ifindex): the pod's FORWARD
@@ -277,6 +278,8 @@ int kpx_to_pod(struct __sk_buff *skb)
 	if (ct_cache_usable(&p)) {
 		cached = ct_cache_get(&key, hash);
 		if (likely(cached)) {
+			if (!cached->nat_addr)
+				return pass(); /* known: no flow has this reply tuple */
 			count(KPX_CTR_REVNAT);
 			if (nat_rewrite_src(skb, &p, cached->nat_addr, cached->nat_port, cached->snat_addr,
 					    cached->snat_port))
@@ -289,8 +292,11 @@ int kpx_to_pod(struct __sk_buff *skb)
 	if (verp)
 		ver = *verp;
 	rp = ct_get(&key, &rv);
-	if (!rp)
+	if (!rp) {
+		if (ct_cache_usable(&p))
+			ct_cache_put_miss(&key, hash, ver, epoch);
 		return pass();
+	}
 	ffp = ct_reply_flow(&key, &rv, &fk, &fv);
 	if (!ffp)
 		return pass();

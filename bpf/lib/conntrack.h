@@ -235,6 +235,31 @@ static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k, __u32 ha
 	e->synced_jiffies = bpf_jiffies64();
 }
 
+/* No entry for key: remembered in its slot as a negative entry (nat_addr 0;
+ * a translation always has a backend address), so traffic from a backend
+ * to a pod that is not its client (pod to pod from a Service's port) passes
+ * on the next packet without a hash lookup. Sound for the same reasons as a
+ * positive entry: an insert of key bumps its version word after the insert,
+ * and ver was read before the lookup that missed. Only REPLY keys are ever
+ * stored negative; kpx_from_pod looks up FORWARD keys only. */
+static __always_inline void ct_cache_put_miss(const struct kpx_ct_key_v4 *k, __u32 hash, __u32 ver, __u32 epoch)
+{
+	__u32 slot = hash & (KPX_CT_CACHE_SLOTS - 1);
+	struct kpx_ct_cache_entry_v4 *e = bpf_map_lookup_elem(&kpx_ct_cache_v4, &slot);
+
+	if (!e)
+		return;
+	e->key = *k;
+	e->nat_addr = 0;
+	e->snat_addr = 0;
+	e->nat_port = 0;
+	e->snat_port = 0;
+	e->svc_id = 0;
+	e->ver = ver;
+	e->epoch = epoch;
+	e->synced_jiffies = bpf_jiffies64();
+}
+
 /* ---- entry writes ---------------------------------------------------------- */
 
 static __always_inline int ct_put(const struct kpx_ct_key_v4 *k, struct kpx_ct_value_v4 *v, __u64 flags)

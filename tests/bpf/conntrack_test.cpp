@@ -179,6 +179,34 @@ TEST_F(Conntrack, DirectTrafficReusingADeadFlowsReplyTupleIsNeverRewritten) {
   EXPECT_EQ(r2.out, d2) << "an expired flow's REPLY entry must not rewrite";
 }
 
+// A miss on the reply path is remembered per CPU (a negative cache entry),
+// so pod-to-pod traffic from a backend's port passes without a hash lookup;
+// a flow created afterwards with that reply tuple must be translated on its
+// very first reply, on the same CPU.
+TEST_F(Conntrack, AReplyTupleRememberedAsMissingIsTranslatedOnceAFlowHasIt) {
+  cpu_set_t one, old;
+  ASSERT_EQ(pthread_getaffinity_np(pthread_self(), sizeof(old), &old), 0);
+  CPU_ZERO(&one);
+  CPU_SET(0, &one);
+  ASSERT_EQ(pthread_setaffinity_np(pthread_self(), sizeof(one), &one), 0);  // one CPU: one cache
+  set_service(kVip, 53, Proto::kUdp, {{kBe1, 5353}});
+  const Frame direct = udp(kBe1, 5353, kClient, 43000);
+  for (int i = 0; i < 3; ++i) {  // a miss, then served from the negative entry
+    auto r = to_pod(direct);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    EXPECT_EQ(r.out, direct) << "no flow: passes untouched";
+  }
+  EXPECT_EQ(counter(KPX_CTR_REVNAT), 0u);
+  ASSERT_EQ(dnat_target(udp(kClient, 43000, kVip, 53)), kBe1);
+  EXPECT_EQ(revnat_source(direct), kVip) << "the negative entry must be void once the flow exists";
+  EXPECT_EQ(counter(KPX_CTR_REVNAT), 1u);
+  // And after the flow is flushed from userspace, the tuple passes again.
+  ASSERT_TRUE(writer->set({ipv4(kVip), 53, Proto::kUdp}, {{ipv4(kBe2), 5353}}).ok());
+  auto r = to_pod(direct);
+  EXPECT_EQ(r.out, direct);
+  pthread_setaffinity_np(pthread_self(), sizeof(old), &old);
+}
+
 TEST_F(Conntrack, AServerRstEndsTheFlowLikeAClientRst) {
   set_service(kVip, 80, Proto::kTcp, {{kBe1, 8080}, {kBe2, 8080}});
   const std::string be = dnat_target(tcp(kClient, 43000, kVip, 80, kSyn));
