@@ -143,11 +143,11 @@ Result<InProcess> in_process(uint32_t n, uint32_t changes) {
   auto t = Clock::now();
   auto desired = proxy::compute(model, {});
   r.compute_ms = ms_since(t);
-  if (desired.services.size() != n) return system_error("bench: compute() did not give every Service");
+  if (desired.frontends.size() != n) return system_error("bench: compute() did not give every Service");
   t = Clock::now();
   if (auto st = sync.sync_once(); !st) return st.error();
   r.apply_ms = ms_since(t) - r.compute_ms;  // sync_once computes too
-  if (dp->services().size() != n) return system_error("bench: not every Service was programmed");
+  if (dp->frontends().size() != n) return system_error("bench: not every Service was programmed");
 
   std::vector<double> lat;
   for (uint32_t c = 0; c < changes; ++c) {
@@ -158,8 +158,8 @@ Result<InProcess> in_process(uint32_t n, uint32_t changes) {
     sync.update(agent::Source::kEndpointSlices, [&](proxy::Model& m) { m.upsert_endpoint_slice(std::move(*e)); });
     if (auto st = sync.sync_once(); !st) return st.error();
     lat.push_back(ms_since(t));
-    auto it = dp->services().find(net::ServiceAddr{*net::parse_ipv4(vip(i)), 80, net::Proto::kTcp});
-    if (it == dp->services().end() ||
+    auto it = dp->frontends().find(dataplane::cluster_ip_key({*net::parse_ipv4(vip(i)), 80, net::Proto::kTcp}));
+    if (it == dp->frontends().end() ||
         std::none_of(it->second.backends.begin(), it->second.backends.end(),
                      [&](const net::BackendAddr& b) { return b.addr_be == want; }))
       return system_error("bench: a change was not programmed");
@@ -186,20 +186,24 @@ Result<WriteTimes> write_round(uint32_t n, bool batching) {
   auto addr = [](uint32_t i) { return net::ServiceAddr{*net::parse_ipv4(vip(i)), 80, net::Proto::kTcp}; };
   dataplane::ServiceTable table;
   for (uint32_t i = 0; i < n; ++i) table[addr(i)] = {be(64, i), be(128, i)};
+  const dataplane::FrontendTable frontends = dataplane::frontends_of(table);
   WriteTimes r;
   auto t = Clock::now();
-  auto st = dp->apply(table);
+  auto st = dp->apply(frontends);
   r.initial_ms = ms_since(t);
   if (!st || st->added != n) return system_error("bench: the initial programming failed");
   dataplane::ServiceDelta delta;
   for (uint32_t i = 0; i < n / 10; ++i) delta[addr(i * 10)] = std::vector{be(64, i * 10), be(192, i * 10)};
   for (uint32_t i = 0; i < n / 10; ++i) delta[addr(i * 10 + 5)] = std::nullopt;
+  const dataplane::FrontendDelta fdelta = dataplane::frontends_of(delta);
   t = Clock::now();
-  st = dp->apply_delta(delta);
+  st = dp->apply_delta(fdelta);
   r.diff_ms = ms_since(t);
   if (!st || st->updated != n / 10 || st->removed != n / 10) return system_error("bench: the diff failed");
+  const dataplane::FrontendDelta one =
+      dataplane::frontends_of(dataplane::ServiceDelta{{addr(1), std::vector{be(192, 1), be(192, 2), be(192, 3)}}});
   t = Clock::now();
-  st = dp->apply_delta({{addr(1), std::vector{be(192, 1), be(192, 2), be(192, 3)}}});
+  st = dp->apply_delta(one);
   r.one_ms = ms_since(t);
   if (!st || st->updated != 1) return system_error("bench: the single change failed");
   return r;

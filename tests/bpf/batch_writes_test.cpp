@@ -100,6 +100,7 @@ struct Instance {
       }
       visible.try_emplace(s);
     });
+    for (auto& [s, bs] : visible) std::sort(bs.begin(), bs.end());  // slot order is by address bytes
     maps->service_slots.scan([&](const uint32_t& slot, const uint32_t& id) {
       if (id) {
         EXPECT_TRUE(live_slots.count(slot)) << "slot " << slot << " left over";
@@ -116,7 +117,8 @@ struct Instance {
   // What Dataplane believes it programmed.
   std::map<ServiceAddr, std::vector<BackendAddr>> believed() const {
     std::map<ServiceAddr, std::vector<BackendAddr>> out;
-    for (const auto& [s, st] : dp->services()) out[s] = st.backends;
+    out = cluster_ips(dp->frontends());
+    for (auto& [s, bs] : out) std::sort(bs.begin(), bs.end());
     return out;
   }
 };
@@ -147,7 +149,7 @@ TEST(BatchWrites, LeaveExactlyWhatOneByOneWritesLeave) {
   ServiceDelta small{{svc(2), std::vector{be(7)}}, {svc(5), std::nullopt}};
 
   for (Instance* inst : {&batched, &single}) {
-    auto r = inst->dp->apply(table(300));
+    auto r = inst->dp->apply(frontends_of(table(300)));
     ASSERT_TRUE(r.ok()) << r.error().message;
     EXPECT_EQ(r->added, 300u);
   }
@@ -158,7 +160,7 @@ TEST(BatchWrites, LeaveExactlyWhatOneByOneWritesLeave) {
     ApplyStats stats[2];
     int k = 0;
     for (Instance* inst : {&batched, &single}) {
-      auto r = inst->dp->apply_delta(*d);
+      auto r = inst->dp->apply_delta(frontends_of(*d));
       ASSERT_TRUE(r.ok()) << r.error().message;
       stats[k++] = *r;
     }
@@ -174,10 +176,11 @@ TEST(BatchWrites, LeaveExactlyWhatOneByOneWritesLeave) {
   auto recovered = Dataplane::recover(*batched.maps);
   ASSERT_TRUE(recovered.ok());
   std::map<ServiceAddr, std::vector<BackendAddr>> back;
-  for (const auto& [s, st] : recovered->services()) back[s] = st.backends;
+  back = cluster_ips(recovered->frontends());
+  for (auto& [s, bs] : back) std::sort(bs.begin(), bs.end());
   EXPECT_EQ(back, batched.believed());
 
-  for (Instance* inst : {&batched, &single}) ASSERT_TRUE(inst->dp->apply({}).ok());
+  for (Instance* inst : {&batched, &single}) ASSERT_TRUE(inst->dp->apply(FrontendTable{}).ok());
   EXPECT_TRUE(batched.dump().empty());
   EXPECT_TRUE(single.dump().empty());
 }
@@ -213,14 +216,14 @@ kpx_service_key_v4 junk_service(uint32_t i) {
 
 TEST(BatchWrites, AFullServicesMapFailsOnlyTheNewServicesThatDoNotFit) {
   Instance inst(1);
-  ASSERT_TRUE(inst.dp->apply(table(100)).ok());
+  ASSERT_TRUE(inst.dp->apply(frontends_of(table(100))).ok());
   const auto before = inst.check_consistent();
   fill_leaving(inst.maps->services, KPX_MAX_SERVICES, 10, junk_service);
 
   // The 100 get new backends (an update needs no new entry) and 50 new
   // Services come: 10 of them fit.
   ServiceTable want = table(150, 1000);
-  auto r = inst.dp->apply(want);
+  auto r = inst.dp->apply(frontends_of(want));
   ASSERT_FALSE(r.ok()) << "a Service that did not fit must be reported";
   const auto visible = inst.check_consistent();
   EXPECT_EQ(visible, inst.believed()) << "Dataplane must believe exactly what the maps hold";
@@ -241,12 +244,12 @@ TEST(BatchWrites, AFullServicesMapFailsOnlyTheNewServicesThatDoNotFit) {
   // Room again: the next apply converges, reusing what the failures freed.
   for (const auto& k : inst.maps->services.keys())
     if (k.proto == kJunkProto) inst.maps->services.erase(k);
-  r = inst.dp->apply(want);
+  r = inst.dp->apply(frontends_of(want));
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->added, 40u);
   EXPECT_EQ(inst.check_consistent(), as_map(want));
   uint32_t max_id = 0;
-  for (const auto& [s, st] : inst.dp->services()) max_id = std::max(max_id, st.svc_id);
+  for (const auto& [s, st] : inst.dp->frontends()) max_id = std::max(max_id, st.svc_id);
   EXPECT_EQ(max_id, 150u) << "the ids of failed Services were given back";
 }
 
@@ -256,7 +259,7 @@ TEST(BatchWrites, RunningOutOfBackendIdsKeepsTheOldBackendSetOfTheServicesItHits
   // table(40) uses 41 + 10 backends (ids 1..51); ids below 57: room for 5.
   Instance inst(1, KPX_MAX_SERVICE_SLOTS, 57);
   const ServiceTable first = table(40);
-  ASSERT_TRUE(inst.dp->apply(first).ok());
+  ASSERT_TRUE(inst.dp->apply(frontends_of(first)).ok());
 
   // Every Service gets one new backend of its own: 5 fit.
   ServiceTable want = first;
@@ -264,7 +267,7 @@ TEST(BatchWrites, RunningOutOfBackendIdsKeepsTheOldBackendSetOfTheServicesItHits
     want[svc(i)].push_back(be(70000 + i));
     std::sort(want[svc(i)].begin(), want[svc(i)].end());
   }
-  auto r = inst.dp->apply(want);
+  auto r = inst.dp->apply(frontends_of(want));
   ASSERT_FALSE(r.ok());
   const auto visible = inst.check_consistent();
   EXPECT_EQ(visible, inst.believed());
@@ -281,9 +284,9 @@ TEST(BatchWrites, RunningOutOfBackendIdsKeepsTheOldBackendSetOfTheServicesItHits
   // them is done): the next apply converges.
   ServiceTable fewer = want;
   for (uint32_t i = 15; i < 40; ++i) fewer.erase(svc(i));
-  (void)inst.dp->apply(fewer);
+  (void)inst.dp->apply(frontends_of(fewer));
   EXPECT_EQ(inst.check_consistent(), inst.believed());
-  r = inst.dp->apply(fewer);
+  r = inst.dp->apply(frontends_of(fewer));
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(inst.check_consistent(), as_map(fewer));
 }
@@ -292,11 +295,11 @@ TEST(BatchWrites, RunningOutOfSlotsFailsOnlyTheServicesThatDoNotFit) {
   // 20 Services of 2 or 3 backends take 45 slots; 50 leave room for 5.
   Instance inst(1, 50);
   const ServiceTable first = table(20);
-  ASSERT_TRUE(inst.dp->apply(first).ok());
+  ASSERT_TRUE(inst.dp->apply(frontends_of(first)).ok());
   // A change needs a whole new range beside the old one: only those that
   // fit in the 5 free slots flip, the others keep their old set whole.
   ServiceTable want = table(20, 500);
-  auto r = inst.dp->apply(want);
+  auto r = inst.dp->apply(frontends_of(want));
   ASSERT_FALSE(r.ok());
   const auto visible = inst.check_consistent();
   EXPECT_EQ(visible, inst.believed());
@@ -309,20 +312,108 @@ TEST(BatchWrites, RunningOutOfSlotsFailsOnlyTheServicesThatDoNotFit) {
   EXPECT_GE(flipped, 1u);
   EXPECT_LT(flipped, 20u);
   // Each round frees the old ranges of what flipped: repeated applies converge.
-  for (int round = 0; round < 40 && inst.check_consistent() != as_map(want); ++round) (void)inst.dp->apply(want);
+  for (int round = 0; round < 40 && inst.check_consistent() != as_map(want); ++round) (void)inst.dp->apply(frontends_of(want));
   EXPECT_EQ(inst.check_consistent(), as_map(want));
+}
+
+// The frontend contract as Dataplane writes it: scope in the key and the
+// filter, flags, affinity timeout, the cluster set then the local set in
+// the slot range; the owner kept with the frontend; an owner-only change
+// writes nothing; IPv6 refused before anything is written.
+TEST(Frontends, TheContractReachesTheMapsAndTheOwnerStaysWithTheFrontend) {
+  Instance inst(1);
+  auto key = [](const char* a, uint16_t port, Scope scope) {
+    return FrontendKey{net::IpAddr::parse(a), port, Proto::kTcp, scope};
+  };
+  auto b = [](const char* a, const char* node) {
+    Backend x;
+    x.addr = net::IpAddr::parse(a);
+    x.port = 8080;
+    x.node = node;
+    return x;
+  };
+  Frontend web;
+  web.service = "default/web";
+  web.port_name = "http";
+  web.flags = kAffinity | kLocalOnly | kRejectEmpty;
+  web.affinity_timeout_s = 600;
+  web.cluster = {b("10.244.2.5", "node2"), b("10.244.1.5", "node1")};
+  web.local = {b("10.244.1.5", "node1")};
+  Frontend np = web;
+  np.flags = kRejectEmpty;
+  FrontendTable t{{key("10.96.0.10", 80, Scope::kClusterIP), web}, {key("192.168.1.10", 30080, Scope::kNodePort), np}};
+  auto r = inst.dp->apply(t);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->added, 2u);
+
+  for (const auto& [k, fe] : t) {
+    const kpx_service_key_v4 mk = service_key(k);
+    EXPECT_EQ(mk.scope, static_cast<uint8_t>(k.scope));
+    auto v = inst.maps->services.lookup(mk);
+    ASSERT_TRUE(v.has_value()) << format(k);
+    EXPECT_EQ(v->check, kpx_service_check(&mk, &*v));
+    EXPECT_EQ(v->flags, fe.flags);
+    EXPECT_EQ(v->affinity_timeout_s, fe.affinity_timeout_s);
+    EXPECT_EQ(v->backend_count, 2u);
+    EXPECT_EQ(v->local_count, 1u);
+    std::vector<uint32_t> slot_addrs;
+    for (uint32_t i = 0; i < 3; ++i) {
+      auto id = inst.maps->service_slots.lookup(v->slot_base + i);
+      ASSERT_TRUE(id && *id);
+      slot_addrs.push_back(inst.maps->backends.lookup(*id)->addr);
+    }
+    EXPECT_EQ(slot_addrs, (std::vector<uint32_t>{*net::parse_ipv4("10.244.1.5"), *net::parse_ipv4("10.244.2.5"),
+                                                 *net::parse_ipv4("10.244.1.5")}))
+        << "the cluster set (sorted), then the local set";
+    EXPECT_TRUE(inst.filter_bits(frontend_slot(mk.addr)) & scope_bit(k.scope)) << format(k);
+    EXPECT_EQ(inst.dp->frontends().at(k).fe.service, "default/web");
+  }
+  EXPECT_EQ(inst.dp->owned_by("default/web").size(), 2u);
+
+  // The owner moves (a renamed Service taking over the address): memory only.
+  const auto before = inst.dump();
+  FrontendTable moved = t;
+  for (auto& [k, fe] : moved) fe.service = "default/web2";
+  r = inst.dp->apply(moved);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->unchanged, 2u);
+  EXPECT_EQ(inst.dump(), before);
+  EXPECT_TRUE(inst.dp->owned_by("default/web").empty());
+  EXPECT_EQ(inst.dp->owned_by("default/web2").size(), 2u);
+
+  // A restart reads every scope back, with flags and both sets.
+  auto back = Dataplane::recover(*inst.maps);
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->frontends().size(), 2u);
+  const auto& st = back->frontends().at(key("192.168.1.10", 30080, Scope::kNodePort));
+  EXPECT_EQ(st.fe.flags, np.flags);
+  EXPECT_EQ(st.fe.cluster.size(), 2u);
+  EXPECT_EQ(st.fe.local.size(), 1u);
+
+  // IPv6: refused whole, nothing written.
+  FrontendTable v6 = moved;
+  v6[FrontendKey{net::IpAddr::parse("fd00::10"), 80, Proto::kTcp, Scope::kClusterIP}] = web;
+  EXPECT_FALSE(inst.dp->apply(v6).ok());
+  FrontendTable v6_backend = moved;
+  v6_backend.begin()->second.cluster.push_back(b("fd00::5", "node1"));
+  EXPECT_FALSE(inst.dp->apply(v6_backend).ok());
+  EXPECT_EQ(inst.dump(), before);
+
+  ASSERT_TRUE(inst.dp->apply(FrontendTable{}).ok());
+  EXPECT_TRUE(inst.dump().empty());
+  EXPECT_TRUE(inst.dp->owned_by("default/web2").empty());
 }
 
 TEST(BatchWrites, DeletesGoOnPastEntriesAlreadyGone) {
   Instance inst(1);
-  ASSERT_TRUE(inst.dp->apply(table(30)).ok());
+  ASSERT_TRUE(inst.dp->apply(frontends_of(table(30))).ok());
   // Someone removed a few entries by hand: a delete batch stops at a
   // missing key, and the rest must still go.
   auto v = inst.maps->services.lookup(service_key(svc(4)));
   ASSERT_TRUE(v.has_value());
   ASSERT_TRUE(inst.maps->service_slots.update(v->slot_base, 0).ok());
   ASSERT_TRUE(inst.maps->services.erase(service_key(svc(9))));
-  auto r = inst.dp->apply({});
+  auto r = inst.dp->apply(FrontendTable{});
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->removed, 30u);
   EXPECT_TRUE(inst.maps->services.keys().empty());

@@ -46,14 +46,17 @@ class SyncLoopTest : public ::testing::Test {
   // What a full compute of `mirror` says the maps must hold.
   dataplane::ServiceTable expected() {
     dataplane::ServiceTable t;
-    for (auto& [addr, sb] : proxy::compute(mirror, {}).services) t.emplace(addr, sb.backends);
+    for (auto& [key, fe] : proxy::compute(mirror, {}).frontends) {
+      auto& bs = t[{*key.addr.v4(), key.port, key.proto}];
+      for (const auto& b : fe.cluster) bs.push_back({*b.addr.v4(), b.port});
+    }
     return t;
   }
   dataplane::ServiceTable held() {
     // Read back from the maps themselves, not from Dataplane's memory.
     auto d = dataplane::Dataplane::recover(*maps);
     dataplane::ServiceTable t;
-    for (const auto& [addr, st] : d->services()) t.emplace(addr, st.backends);
+    t = dataplane::cluster_ips(d->frontends());
     return t;
   }
   void change(Source src, const std::function<void(proxy::Model&)>& f) {
@@ -153,8 +156,8 @@ TEST_F(SyncLoopTest, ASliceChangeRewritesOnlyItsService) {
   loop->mark_listed(Source::kEndpointSlices);
   ASSERT_TRUE(loop->sync_once().ok());
   auto range = [&](int i) {
-    return dp->services().at(net::ServiceAddr{*net::parse_ipv4("10.96.1." + std::to_string(i + 1)), 80, net::Proto::kTcp})
-        .slot_base;
+    const net::ServiceAddr s{*net::parse_ipv4("10.96.1." + std::to_string(i + 1)), 80, net::Proto::kTcp};
+    return dp->frontends().at(dataplane::cluster_ip_key(s)).slot_base;
   };
   std::vector<uint32_t> before;
   for (int i = 0; i < 50; ++i) before.push_back(range(i));

@@ -55,11 +55,19 @@ std::vector<net::BackendAddr> backends(std::initializer_list<const char*> list) 
   return out;
 }
 
-// Backends of one service address, or nullopt when compute() left it out.
+dataplane::FrontendKey fk(const char* s) { return dataplane::cluster_ip_key(vip(s)); }
+
+std::vector<net::BackendAddr> addrs(const std::vector<dataplane::Backend>& bs) {
+  std::vector<net::BackendAddr> out;
+  for (const auto& b : bs) out.push_back({*b.addr.v4(), b.port});
+  return out;
+}
+
+// The cluster set of one ClusterIP frontend, or nullopt when compute() left it out.
 std::optional<std::vector<net::BackendAddr>> at(const DesiredState& d, const char* addr) {
-  auto it = d.services.find(vip(addr));
-  if (it == d.services.end()) return std::nullopt;
-  return it->second.backends;
+  auto it = d.frontends.find(fk(addr));
+  if (it == d.frontends.end()) return std::nullopt;
+  return addrs(it->second.cluster);
 }
 
 void add(Model& m, k8s::Service s) {
@@ -77,12 +85,63 @@ TEST(Compute, ClusterIpPortToReadyEndpoints) {
   add(m, service("web", "10.96.0.10", {port("http", 80)}));
   add(m, slice("web-1", "web", {endpoint("10.244.1.6"), endpoint("10.244.1.5")}, {slice_port("http", 8080)}));
   DesiredState d = compute(m, {});
-  ASSERT_EQ(d.services.size(), 1u);
-  const ServiceBackends& sb = d.services.at(vip("10.96.0.10:80/tcp"));
+  ASSERT_EQ(d.frontends.size(), 1u);
+  const dataplane::Frontend& sb = d.frontends.at(fk("10.96.0.10:80/tcp"));
   EXPECT_EQ(sb.service, "default/web");
   EXPECT_EQ(sb.port_name, "http");
-  EXPECT_EQ(sb.backends, backends({"10.244.1.5:8080", "10.244.1.6:8080"}));  // sorted
+  EXPECT_EQ(addrs(sb.cluster), backends({"10.244.1.5:8080", "10.244.1.6:8080"}));  // sorted
   EXPECT_TRUE(d.skipped.empty());
+}
+
+// The frontend contract: each frontend carries its owner, port name,
+// scope, flags, affinity timeout, and the cluster and local backend sets
+// with each endpoint's node, zone and conditions.
+TEST(Compute, FrontendsCarryOwnerFlagsAndBothBackendSets) {
+  Model m;
+  k8s::Service s = service("web", "10.96.0.10", {port("http", 80)});
+  s.session_affinity = "ClientIP";
+  s.client_ip_timeout_seconds = 600;
+  s.internal_traffic_policy = "Local";
+  add(m, s);
+  k8s::Endpoint here = endpoint("10.244.1.5"), there = endpoint("10.244.2.5"), draining = endpoint("10.244.1.9", false, true, true);
+  here.node_name = "node1";
+  here.zone = "zone-a";
+  there.node_name = "node2";
+  draining.node_name = "node1";
+  add(m, slice("web-1", "web", {there, here, draining}, {slice_port("http", 8080)}));
+  ComputeConfig cfg;
+  cfg.node_name = "node1";
+  DesiredState d = compute(m, cfg);
+  ASSERT_EQ(d.frontends.size(), 1u);
+  const auto& [key, fe] = *d.frontends.begin();
+  EXPECT_EQ(key.scope, dataplane::Scope::kClusterIP);
+  EXPECT_EQ(key.addr, net::IpAddr::parse("10.96.0.10"));
+  EXPECT_EQ(key.port, 80);
+  EXPECT_EQ(key.proto, net::Proto::kTcp);
+  EXPECT_EQ(fe.service, "default/web");
+  EXPECT_EQ(fe.port_name, "http");
+  EXPECT_EQ(fe.flags, dataplane::kAffinity | dataplane::kLocalOnly | dataplane::kRejectEmpty);
+  EXPECT_EQ(fe.affinity_timeout_s, 600u);
+  // Ready endpoints take new flows; the terminating one is left out while any is ready.
+  EXPECT_EQ(addrs(fe.cluster), backends({"10.244.1.5:8080", "10.244.2.5:8080"}));
+  EXPECT_EQ(addrs(fe.local), backends({"10.244.1.5:8080"}));
+  ASSERT_EQ(fe.cluster.size(), 2u);
+  EXPECT_EQ(fe.cluster[0].node, "node1");
+  EXPECT_EQ(fe.cluster[0].zone, "zone-a");
+  EXPECT_TRUE(fe.cluster[0].ready && fe.cluster[0].serving && !fe.cluster[0].terminating);
+  EXPECT_EQ(fe.cluster[1].node, "node2");
+
+  // With no ready endpoint on the node, the local set falls back to its
+  // serving terminating ones (kube-proxy's rule per set).
+  here.conditions = {false, false, true};
+  add(m, slice("web-1", "web", {there, here, draining}, {slice_port("http", 8080)}));
+  d = compute(m, cfg);
+  const auto& fe2 = d.frontends.at(fk("10.96.0.10:80/tcp"));
+  EXPECT_EQ(addrs(fe2.cluster), backends({"10.244.2.5:8080"}));
+  EXPECT_EQ(addrs(fe2.local), backends({"10.244.1.9:8080"}));
+  EXPECT_TRUE(fe2.local[0].terminating && fe2.local[0].serving && !fe2.local[0].ready);
+  // Without a node name there is no local set.
+  EXPECT_TRUE(compute(m, {}).frontends.at(fk("10.96.0.10:80/tcp")).local.empty());
 }
 
 TEST(Compute, UdpAndTcpPortsOfOneService) {
@@ -91,7 +150,7 @@ TEST(Compute, UdpAndTcpPortsOfOneService) {
   add(m, slice("dns-1", "dns", {endpoint("10.244.0.2"), endpoint("10.244.0.3")},
                {slice_port("dns-tcp", 53, "TCP"), slice_port("dns", 53, "UDP")}));
   DesiredState d = compute(m, {});
-  EXPECT_EQ(d.services.size(), 2u);
+  EXPECT_EQ(d.frontends.size(), 2u);
   EXPECT_EQ(at(d, "10.96.0.10:53/udp"), backends({"10.244.0.2:53", "10.244.0.3:53"}));
   EXPECT_EQ(at(d, "10.96.0.10:53/tcp"), backends({"10.244.0.2:53", "10.244.0.3:53"}));
 }
@@ -222,7 +281,7 @@ TEST_P(ComputeSkips, WithAReasonAndNothingProxied) {
   add(m, GetParam().svc);
   add(m, slice("other-a", "other", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
   DesiredState d = compute(m, {});
-  EXPECT_TRUE(d.services.empty());
+  EXPECT_TRUE(d.frontends.empty());
   ASSERT_EQ(d.skipped.size(), 1u);
   EXPECT_EQ(d.skipped[0].service, "default/other");
   EXPECT_NE(d.skipped[0].reason.find(GetParam().reason_part), std::string::npos) << d.skipped[0].reason;
@@ -254,7 +313,7 @@ TEST(Compute, SctpPortSkippedOthersKept) {
   Model m;
   add(m, service("mixed", "10.96.0.40", {port("sig", 3868, "SCTP"), port("web", 80)}));
   DesiredState d = compute(m, {});
-  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_EQ(d.frontends.size(), 1u);
   EXPECT_EQ(at(d, "10.96.0.40:80/tcp"), backends({}));
   ASSERT_EQ(d.skipped.size(), 1u);
 }
@@ -272,13 +331,13 @@ TEST(Compute, DualStackUsesTheIpv4ClusterIp) {
 TEST(Compute, SliceBeforeItsServiceIsKept) {
   Model m;
   add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
-  EXPECT_TRUE(compute(m, {}).services.empty());
+  EXPECT_TRUE(compute(m, {}).frontends.empty());
   EXPECT_EQ(m.endpoint_slice_count(), 1u);
   add(m, service("web", "10.96.0.20", {port("http", 80)}));
   EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
   // The Service goes and comes back: its slices stayed.
   m.remove_service("default", "web");
-  EXPECT_TRUE(compute(m, {}).services.empty());
+  EXPECT_TRUE(compute(m, {}).frontends.empty());
   add(m, service("web", "10.96.0.20", {port("http", 80)}));
   EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
 }
@@ -307,7 +366,7 @@ TEST(Compute, TwoServicesOnOneAddressFirstByNameKeepsIt) {
   add(m, service("b", "10.96.0.50", {port("", 80)}));
   add(m, service("a", "10.96.0.50", {port("", 80)}));
   DesiredState d = compute(m, {});
-  EXPECT_EQ(d.services.at(vip("10.96.0.50:80/tcp")).service, "default/a");
+  EXPECT_EQ(d.frontends.at(fk("10.96.0.50:80/tcp")).service, "default/a");
   ASSERT_EQ(d.skipped.size(), 1u);
   EXPECT_EQ(d.skipped[0].service, "default/b");
 }
@@ -338,7 +397,7 @@ TEST_P(RejectService, AloneWhileOthersKeepWorking) {
   EXPECT_EQ(to_string(*r).rfind("Service default/bad rejected: ", 0), 0u);
 
   DesiredState d = compute(m, {});
-  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_EQ(d.frontends.size(), 1u);
   EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
 }
 
@@ -416,7 +475,7 @@ TEST(RejectService, AnInvalidUpdateRemovesThePreviousVersion) {
   add(m, service("api", "10.96.0.21", {port("http", 80)}));
   EXPECT_TRUE(m.upsert_service(service("web", "10.96.0.20", {port("http", 0)})).has_value());
   DesiredState d = compute(m, {});
-  EXPECT_EQ(d.services.size(), 1u);
+  EXPECT_EQ(d.frontends.size(), 1u);
   EXPECT_TRUE(at(d, "10.96.0.21:80/tcp").has_value());
 }
 

@@ -224,7 +224,7 @@ Status run_agent(const Options& o) {
   // The node's own addresses: a pod sending from one of them is dropped
   // before any state is made (read once, at start).
   KPX_TRY(dp->set_node_addresses(node_ipv4_addresses(), hairpin));
-  log::info("recovered " + std::to_string(dp->services().size()) + " service addresses from " + o.pin_dir);
+  log::info("recovered " + std::to_string(dp->frontends().size()) + " frontends from " + o.pin_dir);
 
   auto client = k8s::Client::create(*client_config);
   if (!client) return client.error();
@@ -234,7 +234,8 @@ Status run_agent(const Options& o) {
     log::warning("API server " + (*client)->server() + " not answering yet: " + v.error().message);
 
   Metrics metrics;
-  SyncLoop sync(*dp, metrics, o.min_sync_period, kHealthTimeout);
+  const std::string node = node_name(o);
+  SyncLoop sync(*dp, metrics, o.min_sync_period, kHealthTimeout, proxy::ComputeConfig{node});
   bpf::PinnedMaps* maps_ptr = &*maps;
   auto endpoints = HttpEndpoints::start(*healthz_addr, *metrics_addr, sync, metrics, [maps_ptr] {
     auto c = dataplane::read_counters(*maps_ptr);
@@ -247,7 +248,6 @@ Status run_agent(const Options& o) {
   k8s::ReflectorHandlers svc_handlers, slice_handlers, node_handlers;
   wire(svc_handlers, kServices, sync, metrics);
   wire(slice_handlers, kEndpointSlices, sync, metrics);
-  const std::string node = node_name(o);
   auto set_node = [&sync](const nlohmann::json& obj) {
     if (auto n = k8s::decode_node(obj))
       sync.update(Source::kNode, [&](proxy::Model& m) { m.set_node(std::move(*n)); });

@@ -10,8 +10,12 @@
 namespace kpx::agent {
 
 SyncLoop::SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
-                   std::chrono::milliseconds health_timeout)
-    : dp_(dp), metrics_(metrics), min_sync_period_(min_sync_period), health_timeout_(health_timeout) {}
+                   std::chrono::milliseconds health_timeout, proxy::ComputeConfig compute_config)
+    : dp_(dp),
+      metrics_(metrics),
+      min_sync_period_(min_sync_period),
+      health_timeout_(health_timeout),
+      compute_config_(std::move(compute_config)) {}
 
 void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& change,
                       std::optional<Clock::time_point> trigger) {
@@ -53,32 +57,29 @@ Status SyncLoop::sync_once() {
     changed = model_.take_changed_services();
     full = need_full_ || changed.size() > kMaxIncremental;
     if (!full) {
-      desired = proxy::compute_services(model_, changed, proxy::ComputeConfig{});
-      // An address another (unchanged) Service holds: let compute() decide.
-      for (const auto& [addr, sb] : desired.services) {
-        auto o = owner_.find(addr);
-        if (o != owner_.end() && !changed.count(o->second)) full = true;
+      desired = proxy::compute_services(model_, changed, compute_config_);
+      // A frontend another (unchanged) Service holds: let compute() decide.
+      for (const auto& [key, fe] : desired.frontends) {
+        auto o = dp_.frontends().find(key);
+        if (o != dp_.frontends().end() && !changed.count(o->second.fe.service)) full = true;
       }
       for (const auto& skip : desired.skipped) full |= skip.address_clash;
     }
-    if (full) desired = proxy::compute(model_, proxy::ComputeConfig{});
+    if (full) desired = proxy::compute(model_, compute_config_);
     starts = starts_.take();
     dirty_ = false;
   }
 
   Result<dataplane::ApplyStats> stats = dataplane::ApplyStats{};
   if (full) {
-    dataplane::ServiceTable table;
-    for (auto& [addr, sb] : desired.services) table.emplace(addr, std::move(sb.backends));
-    stats = dp_.apply(table);
+    stats = dp_.apply(desired.frontends);
   } else {
-    dataplane::ServiceDelta delta;
-    for (const auto& key : changed) {
-      auto old = addrs_of_.find(key);
-      if (old == addrs_of_.end()) continue;
-      for (const auto& addr : old->second) delta.emplace(addr, std::nullopt);
-    }
-    for (auto& [addr, sb] : desired.services) delta[addr] = std::move(sb.backends);
+    // The changed Services' frontends as programmed (the dataplane keeps
+    // each with its owner) go, unless compute() gives them again.
+    dataplane::FrontendDelta delta;
+    for (const auto& key : changed)
+      for (const auto& fk : dp_.owned_by(key)) delta.emplace(fk, std::nullopt);
+    for (auto& [fk, fe] : desired.frontends) delta[fk] = std::move(fe);
     stats = dp_.apply_delta(delta);
   }
   const auto end = std::chrono::steady_clock::now();
@@ -92,32 +93,18 @@ Status SyncLoop::sync_once() {
     return stats.error();
   }
 
-  // Who holds which address now.
   if (full) {
-    addrs_of_.clear();
-    owner_.clear();
     need_full_ = false;
     // A full sync follows a (re)list, whose JSON pages are freed by now:
     // give that memory back to the system rather than keep it as heap.
     malloc_trim(0);
     for (const auto& skip : desired.skipped) need_full_ |= skip.address_clash;
-  } else {
-    for (const auto& key : changed) {
-      auto old = addrs_of_.find(key);
-      if (old == addrs_of_.end()) continue;
-      for (const auto& addr : old->second) owner_.erase(addr);
-      addrs_of_.erase(old);
-    }
-  }
-  for (const auto& [addr, sb] : desired.services) {
-    owner_[addr] = sb.service;
-    addrs_of_[sb.service].push_back(addr);
   }
 
   const auto now = Clock::now();
   ProgrammingStarts::observe(metrics_.network_programming, now, starts);
   metrics_.last_sync_timestamp = unix_seconds(now);
-  metrics_.services_programmed = dp_.services().size();
+  metrics_.services_programmed = dp_.frontends().size();
   std::lock_guard lk(mu_);
   last_updated_ = now;
   ever_synced_ = true;

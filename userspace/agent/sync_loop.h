@@ -31,7 +31,7 @@ class SyncLoop {
   static constexpr size_t kMaxIncremental = 512;
 
   SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
-           std::chrono::milliseconds health_timeout);
+           std::chrono::milliseconds health_timeout, proxy::ComputeConfig compute_config = {});
 
   // Change the model (from a reflector's thread). `trigger` is when the
   // change happened in the cluster, if known (an EndpointSlice's
@@ -67,6 +67,7 @@ class SyncLoop {
   dataplane::Dataplane& dp_;
   Metrics& metrics_;
   const std::chrono::milliseconds min_sync_period_, health_timeout_;
+  const proxy::ComputeConfig compute_config_;
 
   mutable std::mutex mu_;
   std::condition_variable_any cv_;
@@ -80,10 +81,8 @@ class SyncLoop {
   uint64_t syncs_ = 0, full_syncs_ = 0;
   std::mutex sync_mu_;  // one sync at a time
 
-  // What the maps hold, by Service, for incremental syncs: a change to a
-  // few Services recomputes and rewrites only theirs. Guarded by sync_mu_.
-  std::map<std::string, std::vector<net::ServiceAddr>> addrs_of_;
-  std::map<net::ServiceAddr, std::string> owner_;
+  // Incremental syncs find a changed Service's frontends in the dataplane
+  // (Dataplane::owned_by): the frontends carry their owner.
   bool need_full_ = true;  // first sync, after a failure, while Services clash on an address
 };
 

@@ -21,10 +21,21 @@ kpx_backend_value_v4 backend_value(const net::BackendAddr& b) {
   return v;
 }
 
-void normalize(std::vector<net::BackendAddr>& b) {
-  std::sort(b.begin(), b.end());
-  b.erase(std::unique(b.begin(), b.end()), b.end());
+// The IPv4 address of a contract address (0 for IPv6: refused before use).
+uint32_t v4_of(const net::IpAddr& a) { return a.v4().value_or(0); }
+
+net::BackendAddr v4_backend(const Backend& b) { return {v4_of(b.addr), b.port}; }
+
+// The slot contents of a frontend: the cluster set, then the local set.
+std::vector<net::BackendAddr> slot_order(const Frontend& fe) {
+  std::vector<net::BackendAddr> out;
+  out.reserve(fe.cluster.size() + fe.local.size());
+  for (const auto& b : fe.cluster) out.push_back(v4_backend(b));
+  for (const auto& b : fe.local) out.push_back(v4_backend(b));
+  return out;
 }
+
+bool is_v4(const net::IpAddr& a) { return a.family == net::IpAddr::Family::kV4; }
 
 // Ids not in `used`, below the next free one, for reuse; returns next free.
 uint32_t free_ids(const std::set<uint32_t>& used, std::vector<uint32_t>* free_list) {
@@ -40,13 +51,39 @@ uint32_t free_ids(const std::set<uint32_t>& used, std::vector<uint32_t>* free_li
 
 }  // namespace
 
-kpx_service_key_v4 service_key(const net::ServiceAddr& svc) {
+kpx_service_key_v4 service_key(const FrontendKey& key) {
   kpx_service_key_v4 k{};
-  k.addr = svc.addr_be;
-  k.port = htons(svc.port);
-  k.proto = static_cast<uint8_t>(svc.proto);
-  k.scope = KPX_SCOPE_CLUSTER_IP;
+  k.addr = v4_of(key.addr);
+  k.port = htons(key.port);
+  k.proto = static_cast<uint8_t>(key.proto);
+  k.scope = static_cast<uint8_t>(key.scope);
   return k;
+}
+
+kpx_service_key_v4 service_key(const net::ServiceAddr& svc) { return service_key(cluster_ip_key(svc)); }
+
+ServiceTable cluster_ips(const std::map<FrontendKey, FrontendState>& frontends) {
+  ServiceTable out;
+  for (const auto& [key, st] : frontends)
+    if (key.scope == Scope::kClusterIP && key.addr.v4()) out[{*key.addr.v4(), key.port, key.proto}] = st.cluster();
+  return out;
+}
+
+uint8_t scope_bit(Scope s) { return static_cast<uint8_t>(1u << static_cast<uint8_t>(s)); }
+
+std::vector<FrontendKey> Dataplane::owned_by(const std::string& service) const {
+  auto it = by_owner_.find(service);
+  if (it == by_owner_.end()) return {};
+  return {it->second.begin(), it->second.end()};
+}
+
+void Dataplane::set_owner(const FrontendKey& key, const std::string& old_owner, const std::string& new_owner) {
+  if (old_owner == new_owner) return;
+  if (auto it = by_owner_.find(old_owner); it != by_owner_.end()) {
+    it->second.erase(key);
+    if (it->second.empty()) by_owner_.erase(it);
+  }
+  if (!new_owner.empty()) by_owner_[new_owner].insert(key);
 }
 
 uint32_t frontend_slot(uint32_t addr_be) { return kpx_filter_slot_addr_v4(addr_be); }
@@ -71,11 +108,15 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
   };
 
   maps.services.for_each([&](const kpx_service_key_v4& k, const kpx_service_value& v) {
-    if (k.scope != KPX_SCOPE_CLUSTER_IP) return;  // the frontend contract brings the other scopes
-    net::ServiceAddr svc{k.addr, ntohs(k.port), static_cast<net::Proto>(k.proto)};
-    ServiceState st;
+    if (k.scope >= KPX_SCOPE_MAX || (k.proto != IPPROTO_TCP && k.proto != IPPROTO_UDP)) return;
+    const FrontendKey key{net::IpAddr::from_v4(k.addr), ntohs(k.port), static_cast<net::Proto>(k.proto),
+                          static_cast<Scope>(k.scope)};
+    const net::Proto proto = key.proto;
+    FrontendState st;
     st.svc_id = v.svc_id;
     st.slot_base = v.slot_base;
+    st.fe.flags = v.flags;
+    st.fe.affinity_timeout_s = v.affinity_timeout_s;
     const uint32_t n = v.backend_count + v.local_count;
     const uint64_t end = static_cast<uint64_t>(v.slot_base) + n;
     if (end > slot_capacity || end > KPX_MAX_SERVICE_SLOTS || !dp.slots_.reserve(v.slot_base, n)) {
@@ -83,25 +124,31 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
       // the next apply (an empty set here never matches a desired one).
       st.slot_base = 0;
     } else {
-      // The live range only, in one batch read from its first slot.
-      std::vector<uint32_t> ids(v.backend_count, 0);
-      for (uint32_t s = 0; s < v.backend_count; ++s)
-        ids[s] = maps.service_slots.lookup(v.slot_base + s).value_or(0);
-      for (uint32_t id : ids) {
-        if (id == 0 || id >= dp.backend_capacity_) continue;
-        auto b = backend(id);
-        if (!b) continue;
+      // The live range only: the cluster set, then the local set.
+      std::vector<uint32_t> ids(n, 0);
+      for (uint32_t s = 0; s < n; ++s) ids[s] = maps.service_slots.lookup(v.slot_base + s).value_or(0);
+      bool whole = true;
+      for (uint32_t s = 0; s < n; ++s) {
+        const uint32_t id = ids[s];
+        auto b = id == 0 || id >= dp.backend_capacity_ ? std::nullopt : backend(id);
+        if (!b) {
+          whole = false;  // read back short: never equal to a desired set, so rewritten
+          continue;
+        }
         st.backends.push_back(*b);
+        (s < v.backend_count ? st.fe.cluster : st.fe.local).push_back(dataplane::backend(*b));
+        if (s < v.backend_count) ++st.cluster_count;
         BackendRef& ref = dp.backends_[*b];
         ref.id = id;
         ++ref.refs;
         backend_ids.insert(id);
-        dp.filter_.add(backend_slot(*b, svc.proto), KPX_FILT_BACKEND);
+        dp.filter_.add(backend_slot(*b, proto), KPX_FILT_BACKEND);
       }
+      st.whole = whole;
     }
-    dp.filter_.add(frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
+    dp.filter_.add(frontend_slot(k.addr), scope_bit(key.scope));
     svc_ids.insert(v.svc_id);
-    dp.services_[svc] = std::move(st);
+    dp.services_[key] = std::move(st);
   });
 
   KPX_TRY(dp.load_node_addresses());
@@ -309,10 +356,12 @@ void Dataplane::collect_backends() {
 }
 
 struct Dataplane::Write {
-  net::ServiceAddr svc;
-  std::vector<net::BackendAddr> backends;
-  const ServiceState* old = nullptr;  // nullptr: a new Service
-  ServiceState next;
+  FrontendKey key;
+  net::ServiceAddr svc;                   // the IPv4 view of key (address, port, proto)
+  std::vector<net::BackendAddr> backends; // slot order
+  Frontend fe;
+  const FrontendState* old = nullptr;  // nullptr: a new frontend
+  FrontendState next;
   bool failed = false;
   bool has_range = false;   // its slot range was allocated
   bool bits_added = false;  // step 3 added its filter bits (undone only then)
@@ -331,7 +380,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
     auto base = slots_.allocate(static_cast<uint32_t>(wr.backends.size()));
     if (!base) {
       wr.failed = true;
-      if (first_error.ok()) first_error = Status(invalid_argument("no free backend slots for " + net::format(wr.svc)));
+      if (first_error.ok()) first_error = Status(invalid_argument("no free backend slots for " + format(wr.key)));
       continue;
     }
     wr.next.slot_base = *base;
@@ -341,7 +390,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       uint32_t id = acquire_backend(b, new_ids, new_values);
       if (id == 0) {
         wr.failed = true;
-        if (first_error.ok()) first_error = Status(invalid_argument("no free backend ids for " + net::format(wr.svc)));
+        if (first_error.ok()) first_error = Status(invalid_argument("no free backend ids for " + format(wr.key)));
         break;
       }
       ids[w].push_back(id);
@@ -381,7 +430,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
   //    reach them.
   for (Write& wr : writes) {
     if (wr.failed) continue;
-    if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
+    if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
     for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
     wr.bits_added = true;
   }
@@ -394,11 +443,14 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
     std::vector<uint32_t> owner;
     for (size_t w = 0; w < writes.size(); ++w) {
       if (writes[w].failed) continue;
-      kpx_service_key_v4 k = service_key(writes[w].svc);
+      kpx_service_key_v4 k = service_key(writes[w].key);
       kpx_service_value v{};
       v.svc_id = writes[w].next.svc_id;
       v.slot_base = writes[w].next.slot_base;
-      v.backend_count = static_cast<uint32_t>(writes[w].backends.size());
+      v.backend_count = static_cast<uint32_t>(writes[w].fe.cluster.size());
+      v.local_count = static_cast<uint32_t>(writes[w].fe.local.size());
+      v.flags = writes[w].fe.flags;
+      v.affinity_timeout_s = writes[w].fe.affinity_timeout_s;
       v.check = kpx_service_check(&k, &v);
       keys.push_back(k);
       values.push_back(v);
@@ -425,7 +477,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       if (wr.bits_added)
         for (const auto& b : wr.backends) filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
       if (!wr.old) {
-        if (wr.bits_added) filter_.remove(frontend_slot(wr.svc.addr_be), KPX_FILT_CLUSTER_IP);
+        if (wr.bits_added) filter_.remove(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
         free_service_ids_.push_back(wr.next.svc_id);
       }
       continue;
@@ -436,7 +488,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       for (const auto& b : wr.old->backends) {
         release_backend(b);
         filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
-        if (!std::binary_search(wr.backends.begin(), wr.backends.end(), b)) {
+        if (std::find(wr.backends.begin(), wr.backends.end(), b) == wr.backends.end()) {
           retain(false, backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
           if (wr.svc.proto == net::Proto::kUdp) lost.push_back({wr.old->svc_id, b});
         }
@@ -444,34 +496,39 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
     }
     ++(wr.old ? stats.updated : stats.added);
     wr.next.backends = std::move(wr.backends);
-    services_[wr.svc] = std::move(wr.next);
+    wr.next.cluster_count = static_cast<uint32_t>(wr.fe.cluster.size());
+    set_owner(wr.key, wr.old ? wr.old->fe.service : std::string(), wr.fe.service);
+    wr.next.fe = std::move(wr.fe);
+    services_[wr.key] = std::move(wr.next);
   }
   std::vector<uint32_t> zero(stale_slots.size(), 0);
   write_all(maps_->service_slots, stale_slots, zero, first_error);
   if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
 }
 
-void Dataplane::erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost) {
+void Dataplane::erase_services(const std::vector<FrontendKey>& gone, Lost& lost) {
   // Service entries first: nothing reaches the slots after that. Their
   // filter bits stay while flows use them (release_unreferenced).
   std::vector<kpx_service_key_v4> keys;
   std::vector<uint32_t> slots;
-  for (const auto& svc : gone) {
-    auto it = services_.find(svc);
+  for (const auto& key : gone) {
+    auto it = services_.find(key);
     if (it == services_.end()) continue;
-    const ServiceState& st = it->second;
-    keys.push_back(service_key(svc));
+    const FrontendState& st = it->second;
+    const uint32_t addr = v4_of(key.addr);
+    keys.push_back(service_key(key));
     for (uint32_t s = 0; s < st.backends.size(); ++s) slots.push_back(st.slot_base + s);
     slots_.release(st.slot_base, static_cast<uint32_t>(st.backends.size()));
-    filter_.remove(frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
-    retain(true, frontend_slot(svc.addr_be), KPX_FILT_CLUSTER_IP);
+    filter_.remove(frontend_slot(addr), scope_bit(key.scope));
+    retain(true, frontend_slot(addr), scope_bit(key.scope));
     for (const auto& b : st.backends) {
       release_backend(b);
-      filter_.remove(backend_slot(b, svc.proto), KPX_FILT_BACKEND);
-      retain(false, backend_slot(b, svc.proto), KPX_FILT_BACKEND);
-      if (svc.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
+      filter_.remove(backend_slot(b, key.proto), KPX_FILT_BACKEND);
+      retain(false, backend_slot(b, key.proto), KPX_FILT_BACKEND);
+      if (key.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
     }
     free_service_ids_.push_back(st.svc_id);
+    set_owner(key, st.fe.service, "");
     services_.erase(it);
   }
   erase_all(maps_->services, keys);
@@ -495,25 +552,43 @@ size_t Dataplane::flush_udp_flows(const Lost& lost) {
   return flushed;
 }
 
-Result<ApplyStats> Dataplane::change(std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set,
-                                     const std::vector<net::ServiceAddr>& gone) {
-  for (const auto& [svc, backends] : set)
-    if (backends.size() > KPX_MAX_BACKENDS_PER_SERVICE)
-      return invalid_argument("too many backends for " + net::format(svc));
+Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend>> set,
+                                     const std::vector<FrontendKey>& gone) {
+  // Refused before anything is written.
+  for (auto& [key, fe] : set) {
+    if (!is_v4(key.addr)) return invalid_argument(format(key) + ": only IPv4 frontends are supported yet");
+    if (key.scope != Scope::kClusterIP && key.scope != Scope::kNodePort && key.scope != Scope::kExternalIP &&
+        key.scope != Scope::kLoadBalancer)
+      return invalid_argument("unknown scope for " + format(key));
+    normalize(fe.cluster);
+    normalize(fe.local);
+    for (const auto* set_of : {&fe.cluster, &fe.local})
+      for (const auto& b : *set_of)
+        if (!is_v4(b.addr)) return invalid_argument(format(key) + ": backend " + b.addr.str() + " is not IPv4");
+    if (fe.cluster.size() + fe.local.size() > KPX_MAX_BACKENDS_PER_SERVICE)
+      return invalid_argument("too many backends for " + format(key));
+  }
   ApplyStats stats;
   Lost lost;
   Status first_error;
   std::vector<Write> writes;
-  for (auto& [svc, backends] : set) {
-    normalize(backends);
-    auto it = services_.find(svc);
-    if (it != services_.end() && it->second.backends == backends) {
+  for (auto& [key, fe] : set) {
+    std::vector<net::BackendAddr> slots = slot_order(fe);
+    auto it = services_.find(key);
+    if (it != services_.end() && it->second.whole && it->second.backends == slots &&
+        it->second.cluster_count == fe.cluster.size() &&
+        it->second.fe.flags == fe.flags && it->second.fe.affinity_timeout_s == fe.affinity_timeout_s) {
+      // The maps hold this already: the rest (owner, names, conditions) is memory only.
+      set_owner(key, it->second.fe.service, fe.service);
+      it->second.fe = std::move(fe);
       ++stats.unchanged;
       continue;
     }
     Write w;
-    w.svc = svc;
-    w.backends = std::move(backends);
+    w.key = key;
+    w.svc = {v4_of(key.addr), key.port, key.proto};
+    w.backends = std::move(slots);
+    w.fe = std::move(fe);
     w.old = it == services_.end() ? nullptr : &it->second;
     writes.push_back(std::move(w));
   }
@@ -526,35 +601,35 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<net::ServiceAddr, std
   return stats;
 }
 
-Result<ApplyStats> Dataplane::apply(const ServiceTable& desired) {
-  std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set(desired.begin(), desired.end());
-  std::vector<net::ServiceAddr> gone;
-  for (const auto& [svc, st] : services_)
-    if (!desired.count(svc)) gone.push_back(svc);
+Result<ApplyStats> Dataplane::apply(const FrontendTable& desired) {
+  std::vector<std::pair<FrontendKey, Frontend>> set(desired.begin(), desired.end());
+  std::vector<FrontendKey> gone;
+  for (const auto& [key, st] : services_)
+    if (!desired.count(key)) gone.push_back(key);
   return change(std::move(set), gone);
 }
 
-Result<ApplyStats> Dataplane::apply_delta(const ServiceDelta& delta) {
-  std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set;
-  std::vector<net::ServiceAddr> gone;
-  for (const auto& [svc, want] : delta) {
+Result<ApplyStats> Dataplane::apply_delta(const FrontendDelta& delta) {
+  std::vector<std::pair<FrontendKey, Frontend>> set;
+  std::vector<FrontendKey> gone;
+  for (const auto& [key, want] : delta) {
     if (want)
-      set.emplace_back(svc, *want);
-    else if (services_.count(svc))
-      gone.push_back(svc);
+      set.emplace_back(key, *want);
+    else if (services_.count(key))
+      gone.push_back(key);
   }
   return change(std::move(set), gone);
 }
 
-Status Dataplane::upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends) {
-  auto r = apply_delta({{svc, std::move(backends)}});
+Status Dataplane::upsert(const FrontendKey& key, Frontend fe) {
+  auto r = apply_delta({{key, std::move(fe)}});
   if (!r) return r.error();
   return {};
 }
 
-Result<bool> Dataplane::remove(const net::ServiceAddr& svc) {
-  if (!services_.count(svc)) return false;
-  auto r = apply_delta({{svc, std::nullopt}});
+Result<bool> Dataplane::remove(const FrontendKey& key) {
+  if (!services_.count(key)) return false;
+  auto r = apply_delta({{key, std::nullopt}});
   if (!r) return r.error();
   return true;
 }

@@ -7,31 +7,37 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "bpf/pinned_maps.h"
 #include "dataplane/filter.h"
+#include "dataplane/frontend.h"
 #include "net/endpoint.h"
 #include "status/status.h"
 
 namespace kpx::dataplane {
 
-// Service address -> its backends (sorted, deduplicated; empty: traffic to
-// the Service is dropped and counted).
-using ServiceTable = std::map<net::ServiceAddr, std::vector<net::BackendAddr>>;
-// Some addresses only: set to these backends, or removed (nullopt).
-using ServiceDelta = std::map<net::ServiceAddr, std::optional<std::vector<net::BackendAddr>>>;
 
 struct ApplyStats {
   size_t added = 0, updated = 0, removed = 0, unchanged = 0;
   size_t udp_flows_flushed = 0;
 };
 
-struct ServiceState {
+// A programmed frontend.
+struct FrontendState {
   uint32_t svc_id = 0;
   uint32_t slot_base = 0;                  // kpx_svc_be slots slot_base..+backends.size()-1
-  std::vector<net::BackendAddr> backends;  // slot order (sorted)
+  std::vector<net::BackendAddr> backends;  // slot order: the cluster set, then the local set
+  uint32_t cluster_count = 0;
+  bool whole = true;  // false: read back with a slot or backend missing (the next apply rewrites it)
+  Frontend fe;  // as given (after a restart, until the first sync: as read back, without owner)
+  // The cluster set's addresses (what new flows are sent to).
+  std::vector<net::BackendAddr> cluster() const {
+    return {backends.begin(), backends.begin() + std::min<size_t>(cluster_count, backends.size())};
+  }
 };
 
 class Dataplane {
@@ -41,6 +47,8 @@ class Dataplane {
   // slot_capacity and backend_capacity bound the slots and backend ids it
   // hands out (default: the maps' sizes; tests make them small to reach
   // "full" without filling a million entries).
+  // Frontends of every scope are read back; the owner is not in the maps
+  // (the first apply gives it).
   static Result<Dataplane> recover(bpf::PinnedMaps& maps, uint32_t slot_capacity = KPX_MAX_SERVICE_SLOTS,
                                    uint32_t backend_capacity = KPX_MAX_BACKENDS);
   // Remove leftovers of an interrupted change or an earlier state: slots
@@ -69,9 +77,13 @@ class Dataplane {
   // is returned once the others are written. UDP flows to backends a Service lost are flushed (kube-proxy does the
   // same); TCP flows keep their backend. Invalid input (too many backends)
   // is refused before anything is written.
-  Result<ApplyStats> apply(const ServiceTable& desired);
-  // The same for the addresses in `delta` only; the others are untouched.
-  Result<ApplyStats> apply_delta(const ServiceDelta& delta);
+  // Frontends whose map entries would not change (only the owner or port
+  // name differs) are counted unchanged and only updated in memory. An IPv6
+  // frontend or backend is refused before anything is written (IPv6 comes
+  // with its own maps).
+  Result<ApplyStats> apply(const FrontendTable& desired);
+  // The same for the frontends in `delta` only; the others are untouched.
+  Result<ApplyStats> apply_delta(const FrontendDelta& delta);
 
   // Map writes of one kind (backends, slots, Service entries) go
   // in one BPF_MAP_*_BATCH syscall when there are at least batch_min of
@@ -80,11 +92,14 @@ class Dataplane {
   static constexpr size_t kDefaultBatchMin = 2;
   void set_batch_min(size_t n) { batch_min_ = std::max<size_t>(n, 1); }
 
-  // One Service at a time (the CLI): the same write order.
-  Status upsert(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends);
-  Result<bool> remove(const net::ServiceAddr& svc);
+  // One frontend at a time (the CLI): the same write order.
+  Status upsert(const FrontendKey& key, Frontend fe);
+  Result<bool> remove(const FrontendKey& key);
 
-  const std::map<net::ServiceAddr, ServiceState>& services() const { return services_; }
+  const std::map<FrontendKey, FrontendState>& frontends() const { return services_; }
+  // The frontends a Service ("namespace/name") owns, from the frontends
+  // themselves (kept with them, not a second source of truth).
+  std::vector<FrontendKey> owned_by(const std::string& service) const;
 
  private:
   explicit Dataplane(bpf::PinnedMaps& maps) : maps_(&maps) {}
@@ -96,10 +111,10 @@ class Dataplane {
   // new slot ranges, filter bits, the Service entries, then old ranges.
   // A Service whose writes fail keeps what it had; the others go on; the
   // first error is returned after unused backends and lost UDP flows went.
-  Result<ApplyStats> change(std::vector<std::pair<net::ServiceAddr, std::vector<net::BackendAddr>>> set,
-                            const std::vector<net::ServiceAddr>& gone);
+  Result<ApplyStats> change(std::vector<std::pair<FrontendKey, Frontend>> set, const std::vector<FrontendKey>& gone);
   void write_services(std::vector<Write>& writes, ApplyStats& stats, Lost& lost, Status& first_error);
-  void erase_services(const std::vector<net::ServiceAddr>& gone, Lost& lost);
+  void erase_services(const std::vector<FrontendKey>& gone, Lost& lost);
+  void set_owner(const FrontendKey& key, const std::string& old_owner, const std::string& new_owner);
   // The backend's id, allocating one (queued in new_ids) if it is new; 0
   // when every id is taken (the Service's write then fails whole).
   uint32_t acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
@@ -123,7 +138,8 @@ class Dataplane {
   };
 
   bpf::PinnedMaps* maps_;
-  std::map<net::ServiceAddr, ServiceState> services_;
+  std::map<FrontendKey, FrontendState> services_;
+  std::map<std::string, std::set<FrontendKey>> by_owner_;  // derived from services_[k].fe.service
   std::map<net::BackendAddr, BackendRef> backends_;
   std::vector<uint32_t> free_service_ids_;
   uint32_t next_service_id_ = 1;
@@ -143,7 +159,13 @@ class Dataplane {
   Status load_node_addresses();
 };
 
-kpx_service_key_v4 service_key(const net::ServiceAddr& svc);
+// The ClusterIP frontends' addresses and cluster sets (tests, bench).
+ServiceTable cluster_ips(const std::map<FrontendKey, FrontendState>& frontends);
+
+kpx_service_key_v4 service_key(const FrontendKey& key);  // an IPv4 key
+kpx_service_key_v4 service_key(const net::ServiceAddr& svc);  // a ClusterIP's
+// The filter bit of a scope.
+uint8_t scope_bit(Scope s);
 // The filter slot of a frontend address and of a backend of a protocol.
 uint32_t frontend_slot(uint32_t addr_be);
 uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto);

@@ -5,20 +5,23 @@ namespace kpx::dataplane {
 Status ServiceWriter::set(const net::ServiceAddr& svc, std::vector<net::BackendAddr> backends) {
   auto dp = Dataplane::recover(maps_);
   if (!dp) return dp.error();
-  return dp->upsert(svc, std::move(backends));
+  return dp->upsert(cluster_ip_key(svc), frontend_of(std::move(backends)));
 }
 
 Result<bool> ServiceWriter::remove(const net::ServiceAddr& svc) {
   auto dp = Dataplane::recover(maps_);
   if (!dp) return dp.error();
-  return dp->remove(svc);
+  return dp->remove(cluster_ip_key(svc));
 }
 
 std::vector<ServiceEntry> ServiceWriter::list() const {
   std::vector<ServiceEntry> out;
   auto dp = Dataplane::recover(maps_);
   if (!dp) return out;
-  for (const auto& [svc, st] : dp->services()) out.push_back({svc, st.svc_id, st.slot_base, st.backends});
+  for (const auto& [key, st] : dp->frontends()) {
+    if (key.scope != Scope::kClusterIP || !key.addr.v4()) continue;  // the CLI programs ClusterIPs
+    out.push_back({{*key.addr.v4(), key.port, key.proto}, st.svc_id, st.slot_base, st.cluster()});
+  }
   return out;
 }
 

@@ -2,7 +2,9 @@
 // VIP:PORT/PROTO and backend IP:PORT, parsed strictly.
 #pragma once
 
+#include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -11,6 +13,23 @@
 namespace kpx::net {
 
 enum class Proto : uint8_t { kTcp = 6, kUdp = 17 };
+
+// An IPv4 or IPv6 address in binary (network byte order), or none: the
+// frontend contract's address (IPv4 now; IPv6 adds without a new type).
+struct IpAddr {
+  enum class Family : uint8_t { kNone = 0, kV4 = 4, kV6 = 6 };
+  Family family = Family::kNone;
+  std::array<uint8_t, 16> bytes{};  // IPv4: the first 4
+
+  // kNone when s is not an address.
+  static IpAddr parse(std::string_view s);
+  static IpAddr from_v4(uint32_t addr_be);
+  // The IPv4 address as parse_ipv4 gives it (network order in a uint32_t),
+  // or nullopt for IPv6 and none.
+  std::optional<uint32_t> v4() const;
+  std::string str() const;  // "" for none
+  auto operator<=>(const IpAddr&) const = default;
+};
 
 // Addresses are kept in network byte order (as in packets and maps), ports
 // in host order.

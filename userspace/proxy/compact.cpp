@@ -17,32 +17,6 @@ StringPool::Id StringPool::intern(std::string_view s) {
   return id;
 }
 
-IpAddr IpAddr::parse(std::string_view s) {
-  IpAddr a;
-  std::string str(s);
-  if (inet_pton(AF_INET, str.c_str(), a.bytes.data()) == 1)
-    a.family = Family::kV4;
-  else if (inet_pton(AF_INET6, str.c_str(), a.bytes.data()) == 1)
-    a.family = Family::kV6;
-  else
-    a.bytes = {};
-  return a;
-}
-
-std::optional<uint32_t> IpAddr::v4() const {
-  if (family != Family::kV4) return std::nullopt;
-  uint32_t v;
-  std::memcpy(&v, bytes.data(), 4);
-  return v;
-}
-
-std::string IpAddr::str() const {
-  char buf[INET6_ADDRSTRLEN] = {};
-  if (family == Family::kNone) return "";
-  inet_ntop(family == Family::kV4 ? AF_INET : AF_INET6, bytes.data(), buf, sizeof buf);
-  return buf;
-}
-
 const char* to_string(Protocol p) {
   switch (p) {
     case Protocol::kTCP:

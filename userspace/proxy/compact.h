@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "k8s/objects.h"
+#include "net/endpoint.h"
 
 namespace kpx::proxy {
 
@@ -47,20 +48,9 @@ class StringPool {
   std::unordered_map<std::string_view, Id> index_;
 };
 
-// An IPv4 or IPv6 address in binary (network byte order), or none.
-struct IpAddr {
-  enum class Family : uint8_t { kNone = 0, kV4 = 4, kV6 = 6 };
-  Family family = Family::kNone;
-  std::array<uint8_t, 16> bytes{};  // IPv4: the first 4
-
-  // kNone when s is not an address.
-  static IpAddr parse(std::string_view s);
-  // The IPv4 address as net::parse_ipv4 gives it (network order in a
-  // uint32_t), or nullopt for IPv6 and none.
-  std::optional<uint32_t> v4() const;
-  std::string str() const;  // "" for none
-  bool operator==(const IpAddr&) const = default;
-};
+// An IPv4 or IPv6 address in binary (network byte order), or none: the
+// frontend contract's own type (net/endpoint.h).
+using IpAddr = net::IpAddr;
 
 struct Cidr {
   IpAddr addr;

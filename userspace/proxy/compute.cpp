@@ -36,14 +36,28 @@ std::string describe(const ServicePortInfo& p, const StringPool& strings) {
 }
 
 struct Candidates {
-  std::vector<net::BackendAddr> ready;
-  std::vector<net::BackendAddr> serving_terminating;
+  std::vector<dataplane::Backend> ready;
+  std::vector<dataplane::Backend> serving_terminating;
 };
+
+dataplane::Backend backend_of(const EndpointInfo& e, uint16_t port, const StringPool& strings) {
+  dataplane::Backend b;
+  b.addr = e.address;
+  b.port = port;
+  b.node = strings[e.node_name];
+  b.zone = strings[e.zone];
+  b.ready = e.is_ready();
+  b.serving = e.is_serving();
+  b.terminating = e.is_terminating();
+  return b;
+}
 
 // The slice's endpoints for one Service port: the slice port with the same
 // name and protocol gives the backend port (this is how a targetPort by
-// name resolves). A slice without that port contributes nothing.
-void collect(const SliceInfo& slice, const ServicePortInfo& sp, Candidates& out) {
+// name resolves). A slice without that port contributes nothing. Only
+// endpoints on `node` when it is given.
+void collect(const SliceInfo& slice, const ServicePortInfo& sp, const StringPool& strings, const std::string* node,
+             Candidates& out) {
   if (slice.address_type != AddressType::kIPv4) return;  // IPv6 later; FQDN never
   auto match = std::find_if(slice.ports.begin(), slice.ports.end(), [&](const EndpointPortInfo& p) {
     return p.name == sp.name && p.protocol == sp.protocol && p.port != 0;  // names interned in one pool
@@ -51,26 +65,26 @@ void collect(const SliceInfo& slice, const ServicePortInfo& sp, Candidates& out)
   if (match == slice.ports.end()) return;
   for (const EndpointInfo& e : slice.endpoints) {
     // The other addresses are fungible with the first; kube-proxy uses it alone.
-    auto ip = e.address.v4();
-    if (!ip) continue;
-    net::BackendAddr b{*ip, match->port};
+    if (!e.address.v4()) continue;
+    if (node && strings[e.node_name] != *node) continue;
     if (e.is_ready())
-      out.ready.push_back(b);
+      out.ready.push_back(backend_of(e, match->port, strings));
     else if (e.is_serving() && e.is_terminating())
-      out.serving_terminating.push_back(b);
+      out.serving_terminating.push_back(backend_of(e, match->port, strings));
   }
 }
 
-std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const ServicePortInfo& sp) {
+// The endpoints new connections may go to (of `node` only when given):
+// the ready ones; when none is ready, kube-proxy's terminating fallback
+// keeps sending them to the ones still serving while they drain, rather
+// than dropping them.
+std::vector<dataplane::Backend> backends_for(const Model::Slices& slices, const ServicePortInfo& sp,
+                                             const StringPool& strings, const std::string* node) {
   Candidates c;
-  for (const auto& [key, slice] : slices) collect(slice, sp, c);
-  // Terminating fallback (as kube-proxy): when no endpoint is ready, keep
-  // sending new connections to the ones still serving while they drain,
-  // rather than dropping them.
-  std::vector<net::BackendAddr> out = c.ready.empty() ? std::move(c.serving_terminating) : std::move(c.ready);
+  for (const auto& [key, slice] : slices) collect(slice, sp, strings, node, c);
+  std::vector<dataplane::Backend> out = c.ready.empty() ? std::move(c.serving_terminating) : std::move(c.ready);
   // The same endpoint shows up in two slices while the controller moves it.
-  std::sort(out.begin(), out.end());
-  out.erase(std::unique(out.begin(), out.end()), out.end());
+  dataplane::normalize(out);
   return out;
 }
 
@@ -79,7 +93,8 @@ std::vector<net::BackendAddr> backends_for(const Model::Slices& slices, const Se
 namespace {
 
 // One Service's addresses into out (skips with their reasons).
-void compute_service(const Model& model, const std::string& key, const ServiceInfo& svc, DesiredState& out) {
+void compute_service(const Model& model, const std::string& key, const ServiceInfo& svc, const ComputeConfig& config,
+                     DesiredState& out) {
   const StringPool& strings = model.strings();
   if (auto why = not_proxied_reason(svc, strings)) {
     out.skipped.push_back({key, *why});
@@ -98,33 +113,46 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
       out.skipped.push_back({key, describe(sp, strings) + ": " + to_string(sp.protocol) + " is not supported yet"});
       continue;
     }
-    net::ServiceAddr addr{*vip, sp.port, *proto};
-    auto [it, added] = out.services.try_emplace(addr, ServiceBackends{key, strings[sp.name], {}});
+    const dataplane::FrontendKey fk{net::IpAddr::from_v4(*vip), sp.port, *proto, dataplane::Scope::kClusterIP};
+    auto [it, added] = out.frontends.try_emplace(fk);
     if (!added) {
       // Two Services on one address: only a broken allocator does that.
       // The first by name keeps it, so the outcome does not depend on order.
-      out.skipped.push_back(
-          {key, describe(sp, strings) + ": " + net::format(addr) + " is already " + it->second.service + "'s", true});
+      out.skipped.push_back({key, describe(sp, strings) + ": " + net::format(net::ServiceAddr{*vip, sp.port, *proto}) +
+                                      " is already " + it->second.service + "'s",
+                             true});
       continue;
     }
-    it->second.backends = backends_for(slices, sp);
+    dataplane::Frontend& fe = it->second;
+    fe.service = key;
+    fe.port_name = strings[sp.name];
+    // kube-proxy rejects connections to a Service without usable endpoints
+    // (with traffic policy Local and endpoints elsewhere only, it drops).
+    fe.flags = dataplane::kRejectEmpty;
+    if (svc.internal_traffic_policy == TrafficPolicy::kLocal) fe.flags |= dataplane::kLocalOnly;
+    if (svc.session_affinity == SessionAffinity::kClientIP) {
+      fe.flags |= dataplane::kAffinity;
+      fe.affinity_timeout_s = static_cast<uint32_t>(std::max<int32_t>(svc.client_ip_timeout_seconds, 0));
+    }
+    fe.cluster = backends_for(slices, sp, strings, nullptr);
+    if (!config.node_name.empty()) fe.local = backends_for(slices, sp, strings, &config.node_name);
   }
 }
 
 }  // namespace
 
-DesiredState compute(const Model& model, const ComputeConfig& /*config*/) {
+DesiredState compute(const Model& model, const ComputeConfig& config) {
   DesiredState out;
-  for (const auto& [key, svc] : model.services()) compute_service(model, key, svc, out);
+  for (const auto& [key, svc] : model.services()) compute_service(model, key, svc, config, out);
   return out;
 }
 
 DesiredState compute_services(const Model& model, const std::set<std::string>& keys,
-                              const ComputeConfig& /*config*/) {
+                              const ComputeConfig& config) {
   DesiredState out;
   for (const std::string& key : keys) {
     auto it = model.services().find(key);
-    if (it != model.services().end()) compute_service(model, key, it->second, out);
+    if (it != model.services().end()) compute_service(model, key, it->second, config, out);
   }
   return out;
 }

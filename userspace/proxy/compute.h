@@ -1,6 +1,8 @@
-// The pure function from the model to what the dataplane must hold.
-// For now it covers ClusterIP over IPv4: each (clusterIP, port, protocol) of
-// each Service kpx proxies, with the endpoints that may take new traffic.
+// The pure function from the model to what the dataplane must hold: a
+// frontend for each (address, port, protocol, scope) of each Service kpx
+// proxies, owned by its Service, with its flags and its cluster and local
+// backend sets. For now the ClusterIP scope over IPv4; NodePort,
+// ExternalIP and LoadBalancer frontends come with north-south traffic.
 #pragma once
 
 #include <map>
@@ -8,23 +10,17 @@
 #include <string>
 #include <vector>
 
+#include "dataplane/frontend.h"
 #include "net/endpoint.h"
 #include "proxy/model.h"
 
 namespace kpx::proxy {
 
 struct ComputeConfig {
-  // Empty for now: node name, zone and cluster CIDR come with the traffic
-  // policies and topology.
-};
-
-// One service address as the dataplane holds it.
-struct ServiceBackends {
-  std::string service;    // "namespace/name", for logs and metrics
-  std::string port_name;  // the Service port's name ("" if unnamed)
-  // Sorted and deduplicated; empty means traffic to the address is dropped.
-  std::vector<net::BackendAddr> backends;
-  bool operator==(const ServiceBackends&) const = default;
+  // This node's name (the agent's hostname): endpoints on it form each
+  // frontend's local set. Zone and cluster CIDR come with topology and
+  // masquerading.
+  std::string node_name;
 };
 
 // Something of a Service that kpx does not proxy, and why (for debug logs).
@@ -35,8 +31,10 @@ struct Skip {
   bool operator==(const Skip&) const = default;
 };
 
+// The frontends (dataplane/frontend.h: the one contract from here to the
+// maps), and what was left out.
 struct DesiredState {
-  std::map<net::ServiceAddr, ServiceBackends> services;
+  dataplane::FrontendTable frontends;
   std::vector<Skip> skipped;
 };
 
