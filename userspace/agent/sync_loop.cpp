@@ -72,7 +72,7 @@ Status SyncLoop::sync_once() {
 
   Result<dataplane::ApplyStats> stats = dataplane::ApplyStats{};
   if (full) {
-    stats = dp_.apply(desired.frontends);
+    stats = dp_.apply(std::move(desired.frontends));
   } else {
     // The changed Services' frontends as programmed (the dataplane keeps
     // each with its owner) go, unless compute() gives them again.
@@ -80,7 +80,7 @@ Status SyncLoop::sync_once() {
     for (const auto& key : changed)
       for (const auto& fk : dp_.owned_by(key)) delta.emplace(fk, std::nullopt);
     for (auto& [fk, fe] : desired.frontends) delta[fk] = std::move(fe);
-    stats = dp_.apply_delta(delta);
+    stats = dp_.apply_delta(std::move(delta));
   }
   const auto end = std::chrono::steady_clock::now();
   metrics_.sync_duration.observe(std::chrono::duration<double>(end - start).count());

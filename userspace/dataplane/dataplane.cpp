@@ -601,20 +601,25 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   return stats;
 }
 
-Result<ApplyStats> Dataplane::apply(const FrontendTable& desired) {
-  std::vector<std::pair<FrontendKey, Frontend>> set(desired.begin(), desired.end());
+Result<ApplyStats> Dataplane::apply(FrontendTable desired) {
   std::vector<FrontendKey> gone;
   for (const auto& [key, st] : services_)
     if (!desired.count(key)) gone.push_back(key);
+  std::vector<std::pair<FrontendKey, Frontend>> set;
+  set.reserve(desired.size());
+  while (!desired.empty()) {  // moved out node by node: never two copies of the table
+    auto node = desired.extract(desired.begin());
+    set.emplace_back(node.key(), std::move(node.mapped()));
+  }
   return change(std::move(set), gone);
 }
 
-Result<ApplyStats> Dataplane::apply_delta(const FrontendDelta& delta) {
+Result<ApplyStats> Dataplane::apply_delta(FrontendDelta delta) {
   std::vector<std::pair<FrontendKey, Frontend>> set;
   std::vector<FrontendKey> gone;
-  for (const auto& [key, want] : delta) {
+  for (auto& [key, want] : delta) {
     if (want)
-      set.emplace_back(key, *want);
+      set.emplace_back(key, std::move(*want));
     else if (services_.count(key))
       gone.push_back(key);
   }

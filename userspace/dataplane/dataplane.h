@@ -81,9 +81,11 @@ class Dataplane {
   // name differs) are counted unchanged and only updated in memory. An IPv6
   // frontend or backend is refused before anything is written (IPv6 comes
   // with its own maps).
-  Result<ApplyStats> apply(const FrontendTable& desired);
+  // Taken by value: the agent moves its computed table in (no second copy
+  // of every frontend at the peak of a full sync).
+  Result<ApplyStats> apply(FrontendTable desired);
   // The same for the frontends in `delta` only; the others are untouched.
-  Result<ApplyStats> apply_delta(const FrontendDelta& delta);
+  Result<ApplyStats> apply_delta(FrontendDelta delta);
 
   // Map writes of one kind (backends, slots, Service entries) go
   // in one BPF_MAP_*_BATCH syscall when there are at least batch_min of

@@ -90,36 +90,50 @@ Status Filter::flush(bpf::Map<uint32_t, uint64_t>& map) {
 namespace kpx::dataplane {
 
 SlotAllocator::SlotAllocator(uint32_t capacity) {
-  if (capacity) free_[0] = capacity;
+  if (capacity) put(0, capacity);
+}
+
+void SlotAllocator::put(uint32_t base, uint32_t len) {
+  free_[base] = len;
+  by_len_.insert({len, base});
+}
+
+void SlotAllocator::take(std::map<uint32_t, uint32_t>::iterator it) {
+  by_len_.erase({it->second, it->first});
+  free_.erase(it);
 }
 
 std::optional<uint32_t> SlotAllocator::allocate(uint32_t n) {
   if (n == 0) return 0u;
-  for (auto it = free_.begin(); it != free_.end(); ++it) {
-    if (it->second < n) continue;
-    uint32_t base = it->first, len = it->second;
-    free_.erase(it);
-    if (len > n) free_[base + n] = len - n;
-    return base;
-  }
-  return std::nullopt;
+  auto fit = by_len_.lower_bound({n, 0});
+  if (fit == by_len_.end()) return std::nullopt;
+  const uint32_t len = fit->first, base = fit->second;
+  take(free_.find(base));
+  if (len > n) put(base + n, len - n);
+  return base;
 }
 
 void SlotAllocator::release(uint32_t base, uint32_t n) {
   if (n == 0) return;
-  auto [it, inserted] = free_.emplace(base, n);
-  if (!inserted) return;  // already free: a double release changes nothing
-  if (auto next = std::next(it); next != free_.end() && base + it->second == next->first) {
-    it->second += next->second;
-    free_.erase(next);
+  // Any part already free (a double release): nothing changes.
+  if (auto after = free_.lower_bound(base); after != free_.end() && after->first < base + n) return;
+  if (auto up = free_.upper_bound(base); up != free_.begin() && std::prev(up)->first + std::prev(up)->second > base)
+    return;
+  uint32_t len = n;
+  if (auto next = free_.find(base + n); next != free_.end()) {
+    len += next->second;
+    take(next);
   }
-  if (it != free_.begin()) {
-    auto prev = std::prev(it);
+  auto after = free_.lower_bound(base);
+  if (after != free_.begin()) {
+    auto prev = std::prev(after);
     if (prev->first + prev->second == base) {
-      prev->second += it->second;
-      free_.erase(it);
+      base = prev->first;
+      len += prev->second;
+      take(prev);
     }
   }
+  put(base, len);
 }
 
 bool SlotAllocator::reserve(uint32_t base, uint32_t n) {
@@ -129,9 +143,9 @@ bool SlotAllocator::reserve(uint32_t base, uint32_t n) {
   --it;
   uint32_t fbase = it->first, flen = it->second;
   if (base < fbase || base + n > fbase + flen) return false;
-  free_.erase(it);
-  if (base > fbase) free_[fbase] = base - fbase;
-  if (base + n < fbase + flen) free_[base + n] = fbase + flen - (base + n);
+  take(it);
+  if (base > fbase) put(fbase, base - fbase);
+  if (base + n < fbase + flen) put(base + n, fbase + flen - (base + n));
   return true;
 }
 

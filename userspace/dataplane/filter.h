@@ -53,7 +53,9 @@ struct FlowRefs {
   std::set<uint32_t> backend_slots;   // kpx_filter_slot_backend_v4(backend, proto)
 };
 
-// Free-list allocator of kpx_svc_be slot ranges (first fit, coalescing).
+// Free-list allocator of kpx_svc_be slot ranges: best fit (the shortest
+// free range that holds n, the lowest of those), coalescing; O(log ranges)
+// per call, however fragmented the slots are.
 class SlotAllocator {
  public:
   explicit SlotAllocator(uint32_t capacity = KPX_MAX_SERVICE_SLOTS);
@@ -65,7 +67,10 @@ class SlotAllocator {
   uint32_t free_slots() const;
 
  private:
-  std::map<uint32_t, uint32_t> free_;  // base -> length
+  void put(uint32_t base, uint32_t len);
+  void take(std::map<uint32_t, uint32_t>::iterator it);
+  std::map<uint32_t, uint32_t> free_;            // base -> length
+  std::set<std::pair<uint32_t, uint32_t>> by_len_;  // (length, base) of every free range
 };
 
 }  // namespace kpx::dataplane
