@@ -596,6 +596,10 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   erase_services(gone, lost);
   stats.removed = gone.size();
   collect_backends();
+  // Removals leave words dirty (their bits were removed, then retained
+  // while flows may use them): written now, not left to the next change,
+  // whose flush would otherwise recompute every one of them.
+  if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
   stats.udp_flows_flushed = flush_udp_flows(lost);
   if (!first_error.ok()) return first_error.error();
   return stats;
