@@ -503,7 +503,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
   }
   std::vector<uint32_t> zero(stale_slots.size(), 0);
   write_all(maps_->service_slots, stale_slots, zero, first_error);
-  if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
+  // The bits removed here are written by change(), with the removals'.
 }
 
 void Dataplane::erase_services(const std::vector<FrontendKey>& gone, Lost& lost) {
@@ -596,9 +596,9 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   erase_services(gone, lost);
   stats.removed = gone.size();
   collect_backends();
-  // Removals leave words dirty (their bits were removed, then retained
-  // while flows may use them): written now, not left to the next change,
-  // whose flush would otherwise recompute every one of them.
+  // One flush for what the flips and the removals changed: a word left
+  // dirty would be recomputed by the next change's flush (10 ms for one
+  // change after a large diff at 50,000 Services).
   if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
   stats.udp_flows_flushed = flush_udp_flows(lost);
   if (!first_error.ok()) return first_error.error();

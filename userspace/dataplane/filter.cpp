@@ -116,22 +116,19 @@ std::optional<uint32_t> SlotAllocator::allocate(uint32_t n) {
 void SlotAllocator::release(uint32_t base, uint32_t n) {
   if (n == 0) return;
   // Any part already free (a double release): nothing changes.
-  if (auto after = free_.lower_bound(base); after != free_.end() && after->first < base + n) return;
-  if (auto up = free_.upper_bound(base); up != free_.begin() && std::prev(up)->first + std::prev(up)->second > base)
-    return;
-  uint32_t len = n;
-  if (auto next = free_.find(base + n); next != free_.end()) {
-    len += next->second;
-    take(next);
-  }
   auto after = free_.lower_bound(base);
-  if (after != free_.begin()) {
-    auto prev = std::prev(after);
-    if (prev->first + prev->second == base) {
-      base = prev->first;
-      len += prev->second;
-      take(prev);
-    }
+  if (after != free_.end() && after->first < base + n) return;
+  auto prev = after == free_.begin() ? free_.end() : std::prev(after);
+  if (prev != free_.end() && prev->first + prev->second > base) return;
+  uint32_t len = n;
+  if (after != free_.end() && after->first == base + n) {
+    len += after->second;
+    take(after);
+  }
+  if (prev != free_.end() && prev->first + prev->second == base) {
+    base = prev->first;
+    len += prev->second;
+    take(prev);
   }
   put(base, len);
 }
