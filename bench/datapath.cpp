@@ -34,6 +34,13 @@
 //    one ACK each per BPF_PROG_TEST_RUN (repeat = 1) against floor_single as
 //    new_flow is: per-CPU cache conflict misses and LRU hits included.
 //  - floor: kpx_floor looped over the same frame with the same N.
+//  - ref_inserts: not kpx. kpx_ref_ct_insert (bpf/kpx_floor.bpf.c) inserts
+//    each new_flow frame's FORWARD and REPLY keys (BPF_NOEXIST) into an LRU
+//    hash of conntrack's key, value and size, and does nothing else; run on
+//    the same frames, interleaved with new_flow and the floor (the order
+//    rotating frame by frame), its entries removed after each round. It is
+//    the kernel's map cost of any conntrack with an entry per direction,
+//    printed beside new_flow so the new-flow figure can be read against it.
 //  - new_flow: a conntrack miss on a Service, backend pick and the creation
 //    of both entries, on every packet. No looping trick gives that honestly:
 //    the same frame hits the entry its first run made, a SYN on an entry
@@ -112,8 +119,9 @@ constexpr double kTargetEstablishedNs = 10.0;
 constexpr double kTargetPassNs = 10.0;
 constexpr double kTargetNewFlowNs = 300.0;
 
-const char* const kCases[] = {"established", "reply", "pass", "pass_to_pod", "reply_miss", "new_flow", "mix"};
-bool single_run_case(const std::string& c) { return c == "new_flow" || c == "mix"; }
+const char* const kCases[] = {"established", "reply",    "pass", "pass_to_pod", "reply_miss",
+                              "new_flow",    "ref_inserts", "mix"};
+bool single_run_case(const std::string& c) { return c == "new_flow" || c == "ref_inserts" || c == "mix"; }
 
 uint32_t host_addr(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
   return static_cast<uint32_t>(a) << 24 | static_cast<uint32_t>(b) << 16 |
@@ -541,13 +549,31 @@ Result<MeasuredFlow> setup_flow(const bpf::LxcObject& obj, bpf::PinnedMaps& m, d
 // ---- new flows --------------------------------------------------------------
 
 struct NewFlowRound {
-  std::vector<uint32_t> kpx_ns, floor_ns;
+  std::vector<uint32_t> kpx_ns, floor_ns, ref_ns;
 };
 
+// The reference's entries of a round's frames, removed after it.
+Status clear_ref_ct(int ref_map_fd, uint32_t client, uint32_t vip, uint32_t k_frames) {
+  for (uint32_t k = 0; k < k_frames; ++k) {
+    const uint16_t sport = static_cast<uint16_t>(kNewFlowSportBase + k);
+    kpx_ct_key_v4 fk = ct_key(client, vip, sport, kServicePort, KPX_CT_FORWARD), rk = fk;
+    rk.saddr = fk.daddr;
+    rk.daddr = fk.saddr;
+    rk.sport = fk.dport;
+    rk.dport = fk.sport;
+    rk.dir = KPX_CT_REPLY;
+    for (const auto* key : {&fk, &rk})
+      if (bpf_map_delete_elem(ref_map_fd, key) != 0)
+        return errno_error("ref_inserts: an entry of frame " + std::to_string(k) + " is missing", errno);
+  }
+  return {};
+}
+
 // K distinct SYN frames to Service `svc`, one BPF_PROG_TEST_RUN (repeat=1)
-// each, the floor run on the same frame right before or after (alternating).
-Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, bpf::PinnedMaps& m,
-                                       Counters& ctrs, uint32_t svc, uint32_t k_frames) {
+// each: kpx, the floor and the two-insert reference on the same frame, the
+// order rotating frame by frame.
+Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, int ref_fd, int ref_map_fd,
+                                       bpf::PinnedMaps& m, Counters& ctrs, uint32_t svc, uint32_t k_frames) {
   const uint32_t client = measured_client_be(), vip = vip_be(svc);
   std::vector<Frame> frames;
   frames.reserve(k_frames);
@@ -561,22 +587,26 @@ Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, 
   NewFlowRound out;
   out.kpx_ns.reserve(k_frames);
   out.floor_ns.reserve(k_frames);
+  out.ref_ns.reserve(k_frames);
   Status failed;
   for (uint32_t k = 0; k < k_frames && failed.ok(); ++k) {
-    for (int step = 0; step < 2; ++step) {
-      const bool kpx_now = (step == 0) == (k % 2 == 1);
-      auto r = test_run(kpx_now ? obj.from_pod_fd() : floor_fd, frames[k], 1);
+    for (uint32_t step = 0; step < 3; ++step) {
+      const uint32_t which = (step + k) % 3;  // 0 kpx, 1 floor, 2 reference
+      const int fd = which == 0 ? obj.from_pod_fd() : which == 1 ? floor_fd : ref_fd;
+      auto r = test_run(fd, frames[k], 1);
       if (!r) {
         failed = r.error();
         break;
       }
-      if (kpx_now && r->retval != TC_ACT_OK) {
-        failed = system_error("new_flow: kpx_from_pod returned " + std::to_string(r->retval));
+      if (which != 1 && r->retval != TC_ACT_OK) {
+        failed = system_error(std::string(which == 0 ? "new_flow: kpx_from_pod" : "ref_inserts") + " returned " +
+                              std::to_string(r->retval));
         break;
       }
-      (kpx_now ? out.kpx_ns : out.floor_ns).push_back(r->ns);
+      (which == 0 ? out.kpx_ns : which == 1 ? out.floor_ns : out.ref_ns).push_back(r->ns);
     }
   }
+  if (failed.ok()) failed = clear_ref_ct(ref_map_fd, client, vip, k_frames);
 
   // Remove the flows made (also after a failure), then check the counters.
   std::vector<kpx_ct_key_v4> made;
@@ -728,6 +758,8 @@ void print_table(const DatapathOptions& o, uint32_t iters, const Results& res, c
          " counters checked: every run took the measured path\n";
   out << "  new_flow: " << o.new_flow_frames
       << " distinct SYN frames per round, repeat=1 each (per-call median), baseline floor_single\n";
+  out << "  ref_inserts: a reference, not kpx: the new_flow frames' two conntrack keys inserted into an LRU hash"
+         " of conntrack's size and nothing else (kpx_ref_ct_insert), interleaved with new_flow\n";
   out << "  mix: " << o.mix_flows
       << " established flows round-robin, repeat=1 each (per-call median), baseline floor_single\n";
   out << "  the new-flow path has no loop over CPUs: its cost does not depend on the number of possible CPUs\n";
@@ -746,7 +778,7 @@ void print_table(const DatapathOptions& o, uint32_t iters, const Results& res, c
   for (size_t i = 0; i < res.counts.size(); ++i) out << cell(fmt(s.floor_ns));
   out << "\n";
   for (const char* c : kCases) {
-    out << c << std::string(13 - std::strlen(c), ' ');
+    out << c << std::string(13 - std::min<size_t>(13, std::strlen(c)), ' ');
     for (uint32_t n : res.counts) out << cell(fmt(s.ns.at(c).at(n)));
     out << "\n";
   }
@@ -754,7 +786,7 @@ void print_table(const DatapathOptions& o, uint32_t iters, const Results& res, c
   header("above floor");
   for (const char* c : kCases) {
     std::string label = std::string(c) + (single_run_case(c) ? "*" : "");
-    out << label << std::string(13 - label.size(), ' ');
+    out << label << std::string(13 - std::min<size_t>(13, label.size()), ' ');
     for (uint32_t n : res.counts) out << cell(fmt(s.ns.at(c).at(n) - s.baseline(c)));
     out << "\n";
   }
@@ -765,6 +797,12 @@ void print_table(const DatapathOptions& o, uint32_t iters, const Results& res, c
     out << ") <= floor + " << fmt(t.limit_ns, 0) << " ns at every Service count: " << (t.met ? "MET" : "NOT MET")
         << " (worst " << fmt(t.worst_ns) << " ns above)\n";
   }
+  double ref = 0;
+  for (uint32_t n : res.counts) ref = std::max(ref, s.ns.at("ref_inserts").at(n) - s.floor_single_ns);
+  out << "reference: the kernel's two conntrack inserts alone (ref_inserts) cost " << fmt(ref)
+      << " ns above floor_single at worst";
+  if (ref > kTargetNewFlowNs) out << ", more than the new-flow target by themselves";
+  out << "\n";
 }
 
 nlohmann::json to_json(const DatapathOptions& o, uint32_t iters, const Results& res, const Summary& s) {
@@ -807,6 +845,10 @@ nlohmann::json to_json(const DatapathOptions& o, uint32_t iters, const Results& 
       {"new_flow",
        "kpx_from_pod, new_flow_frames distinct SYN frames, repeat=1 each, median per round; "
        "compare with floor_single_ns"},
+      {"ref_inserts",
+       "reference, not kpx: kpx_ref_ct_insert inserts the new_flow frames' FORWARD and REPLY keys (BPF_NOEXIST) "
+       "into an LRU hash of conntrack's key, value and size and does nothing else, interleaved with new_flow; "
+       "the kernel's map cost of any conntrack with an entry per direction"},
       {"mix", "kpx_from_pod, mix_flows established flows round-robin, repeat=1 each; compare with floor_single_ns"},
       {"cpus", "no loop over CPUs on any path: the cache is voided through per-tuple version words"},
   };
@@ -841,9 +883,15 @@ Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream&
     c.ct_new_burst = 100000000;
     KPX_TRY(maps->config.update(0, c));
   }
-  std::unique_ptr<kpx_floor, FloorDeleter> floor(kpx_floor__open_and_load());
-  if (!floor) return errno_error("load kpx_floor", errno);
+  // The baselines; the reference's table has conntrack's size.
+  std::unique_ptr<kpx_floor, FloorDeleter> floor(kpx_floor__open());
+  if (!floor) return errno_error("open kpx_floor", errno);
+  if (int rc = bpf_map__set_max_entries(floor->maps.kpx_ref_ct, maps->ct_max_entries); rc != 0)
+    return errno_error("size kpx_ref_ct", -rc);
+  if (int rc = kpx_floor__load(floor.get()); rc != 0) return errno_error("load kpx_floor", -rc);
   const int floor_fd = bpf_program__fd(floor->progs.kpx_floor);
+  const int ref_fd = bpf_program__fd(floor->progs.kpx_ref_ct_insert);
+  const int ref_map_fd = bpf_map__fd(floor->maps.kpx_ref_ct);
   Counters ctrs(maps->counters.get());
   dataplane::Filter filter;
 
@@ -887,9 +935,10 @@ Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream&
       if (!est) return est.error();
       res.cases["established"][n].push_back(*est);
 
-      auto nf = measure_new_flows(*obj, floor_fd, *maps, ctrs, svc, o.new_flow_frames);
+      auto nf = measure_new_flows(*obj, floor_fd, ref_fd, ref_map_fd, *maps, ctrs, svc, o.new_flow_frames);
       if (!nf) return nf.error();
       res.cases["new_flow"][n].push_back(median(nf->kpx_ns));
+      res.cases["ref_inserts"][n].push_back(median(nf->ref_ns));
       res.floor_single.push_back(median(nf->floor_ns));
 
       auto rep = measure_loop(obj->to_pod_fd(), fl->reply, iters, &ctrs, KPX_CTR_REVNAT, "reply");

@@ -3,11 +3,11 @@
  * kpx pod-side datapath: attached with tc clsact on the host end of each
  * pod's veth.
  *   kpx_from_pod (ingress: frames the pod sends)
- *     source is a node-owned address -> drop (spoofing), before any state
  *     destination certainly no frontend (classification filter) -> pass,
  *                           without touching conntrack
- *     conntrack hit      -> translate to the flow's backend (hot path: the
- *                           per-CPU conntrack cache, else the LRU entry)
+ *     per-CPU conntrack cache hit -> translate (hot path)
+ *     source is a node-owned address -> drop (spoofing), before any state
+ *     conntrack hit      -> translate to the flow's backend (the LRU entry)
  *     hairpin reply      -> restore frontend source and client destination, bounce
  *     frontend, new flow -> admission budget, pick a backend, create
  *                           conntrack, translate
@@ -107,6 +107,14 @@ static __attribute__((noinline)) int hairpin_reply(struct __sk_buff *skb, struct
 static __always_inline int node_owned(__be32 addr)
 {
 	return bpf_map_lookup_elem(&kpx_node_addr_v4, &addr) != 0;
+}
+
+/* A pod never sends from an address of the node's own: such a frame is
+ * dropped before it can make or touch any state. */
+static __always_inline int spoofed(const struct pkt4 *p)
+{
+	return unlikely(filter_bits(kpx_filter_slot_addr_v4(p->ip->saddr)) & KPX_FILT_NODE_ADDR) &&
+	       node_owned(p->ip->saddr);
 }
 
 /* from_pod_slow's locals, kept in the per-CPU scratch (ct_scratch.caller):
@@ -229,16 +237,14 @@ int kpx_from_pod(struct __sk_buff *skb)
 	if (r != PARSE_OK)
 		return pass_unparsed(r);
 
-	/* A pod never sends from an address of the node's own. */
-	if (unlikely(filter_bits(kpx_filter_slot_addr_v4(p.ip->saddr)) & KPX_FILT_NODE_ADDR) &&
-	    node_owned(p.ip->saddr))
-		return drop(KPX_CTR_DROP_SPOOF);
 	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
 	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))
-		return pass();
+		return spoofed(&p) ? drop(KPX_CTR_DROP_SPOOF) : pass();
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
 	hash = kpx_ct_hash_v4(&key);
+	/* A cache hit needs no spoofing check: the slot holds this exact
+	 * tuple, and only a frame that passed the check made its entry. */
 	if (ct_cache_usable(&p)) {
 		cached = ct_cache_get(&key, hash);
 		if (likely(cached)) {
@@ -247,6 +253,8 @@ int kpx_from_pod(struct __sk_buff *skb)
 						 cached->snat_addr, cached->snat_port);
 		}
 	}
+	if (spoofed(&p))
+		return drop(KPX_CTR_DROP_SPOOF);
 	r = from_pod_ct(skb, &p, &key, hash, res);
 	if (res[0])
 		return r;

@@ -440,8 +440,12 @@ TEST_F(Neighbours, APodSendingFromANodeAddressIsDroppedBeforeAnyState) {
     EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_SHOT)) << src;
     r = from_pod(tcp(src, 49001, kBe1, 8080, kSyn), attacker_if_);  // not even to a pod
     EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_SHOT)) << src;
+    // A mid-flow segment (the per-CPU cache path) is checked after the
+    // cache misses: dropped all the same.
+    r = from_pod(tcp(src, 49003, kVip, 80, kAck), attacker_if_);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_SHOT)) << src;
   }
-  EXPECT_EQ(counter(KPX_CTR_DROP_SPOOF), 4u);
+  EXPECT_EQ(counter(KPX_CTR_DROP_SPOOF), 6u);
   EXPECT_EQ(ct_size(), entries);
   EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), 0u);
   // The pod's own address works.
