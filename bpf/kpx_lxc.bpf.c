@@ -244,7 +244,9 @@ int kpx_from_pod(struct __sk_buff *skb)
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
 	hash = kpx_ct_hash_v4(&key);
 	/* A cache hit needs no spoofing check: the slot holds this exact
-	 * tuple, and only a frame that passed the check made its entry. */
+	 * tuple, and only a frame that passed the check made its entry. (A
+	 * source that becomes a node address later is stopped when the slot
+	 * next goes back to the conntrack entry, within a second.) */
 	if (ct_cache_usable(&p)) {
 		cached = ct_cache_get(&key, hash);
 		if (likely(cached)) {
