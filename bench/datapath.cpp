@@ -556,12 +556,9 @@ struct NewFlowRound {
 Status clear_ref_ct(int ref_map_fd, uint32_t client, uint32_t vip, uint32_t k_frames) {
   for (uint32_t k = 0; k < k_frames; ++k) {
     const uint16_t sport = static_cast<uint16_t>(kNewFlowSportBase + k);
-    kpx_ct_key_v4 fk = ct_key(client, vip, sport, kServicePort, KPX_CT_FORWARD), rk = fk;
-    rk.saddr = fk.daddr;
-    rk.daddr = fk.saddr;
-    rk.sport = fk.dport;
-    rk.dport = fk.sport;
-    rk.dir = KPX_CT_REPLY;
+    // kpx_ref_ct_insert's keys: the frame's tuple, and the same reversed.
+    const kpx_ct_key_v4 fk = ct_key(client, vip, sport, kServicePort, KPX_CT_FORWARD);
+    const kpx_ct_key_v4 rk = ct_key(vip, client, kServicePort, sport, KPX_CT_REPLY);
     for (const auto* key : {&fk, &rk})
       if (bpf_map_delete_elem(ref_map_fd, key) != 0)
         return errno_error("ref_inserts: an entry of frame " + std::to_string(k) + " is missing", errno);
