@@ -9,10 +9,15 @@
  *     source is a node-owned address -> drop (spoofing), before any state
  *     conntrack hit      -> translate to the flow's backend (the LRU entry)
  *     hairpin reply      -> restore frontend source and client destination, bounce
+ *     reply of an uplink flow (a local backend answering a NodePort client)
+ *                        -> restore the NodePort source and the client, send
+ *                           it out (lib/uplink.h)
  *     frontend, new flow -> admission budget, pick a backend, create
  *                           conntrack, translate
  *     anything else      -> pass unchanged
  *   kpx_to_pod (egress: frames delivered to the pod)
+ *     an uplink flow's frame marked KPX_MARK_BIND -> bind the flow's REPLY
+ *                           entry to this veth (lib/uplink.h), then as below
  *     source certainly no backend (filter) -> pass
  *     no conntrack entry (remembered per CPU as a negative cache entry) -> pass
  *     conntrack reply of a live flow -> restore the frontend as source
@@ -31,41 +36,10 @@
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/parse.h"
+#include "lib/uplink.h"
+#include "lib/verdict.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
-
-/* What a frame the parser could not fully read becomes. Nothing kpx cannot
- * parse is translated; such frames continue unchanged and the kernel treats
- * them as it would without kpx (an invalid IPv4 header is dropped by
- * ip_rcv, a non-first fragment is reassembled or expires). */
-static __always_inline int pass_unparsed(int r)
-{
-	switch (r) {
-	case PARSE_NOT_IPV4:
-		count(KPX_CTR_PASS_NON_IPV4);
-		break;
-	case PARSE_BAD_IP:
-	case PARSE_TRUNC_L4:
-		count(KPX_CTR_PASS_MALFORMED);
-		break;
-	default:
-		count(KPX_CTR_PASS);
-		break;
-	}
-	return TC_ACT_OK;
-}
-
-static __always_inline int drop(enum kpx_counter reason)
-{
-	count(reason);
-	return TC_ACT_SHOT;
-}
-
-static __always_inline int pass(void)
-{
-	count(KPX_CTR_PASS);
-	return TC_ACT_OK;
-}
 
 /* Translate a frame of a tracked flow to its backend. */
 static __always_inline int forward_translate(struct __sk_buff *skb, struct pkt4 *p, __be32 be_addr,
@@ -102,19 +76,12 @@ static __attribute__((noinline)) int hairpin_reply(struct __sk_buff *skb, struct
 	return nat_bounce(skb);
 }
 
-/* Is addr one the node owns (kpx_node_addr_v4)? Only asked when the filter
- * slot says it may be. */
-static __always_inline int node_owned(__be32 addr)
-{
-	return bpf_map_lookup_elem(&kpx_node_addr_v4, &addr) != 0;
-}
-
 /* A pod never sends from an address of the node's own: such a frame is
  * dropped before it can make or touch any state. */
 static __always_inline int spoofed(const struct pkt4 *p)
 {
 	return unlikely(filter_bits(kpx_filter_slot_addr_v4(p->ip->saddr)) & KPX_FILT_NODE_ADDR) &&
-	       node_owned(p->ip->saddr);
+	       node_addr_flags(p->ip->saddr);
 }
 
 /* from_pod_slow's locals, kept in the per-CPU scratch (ct_scratch.caller):
@@ -143,6 +110,9 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		if (handled)
 			return ret;
 	}
+	/* A local backend answering an uplink flow. */
+	if ((filt & KPX_FILT_NODE_ADDR) && uplink_reply_port(p->dport) && uplink_is_reply(p, ifindex))
+		return uplink_reply(skb, p, ifindex);
 
 	_Static_assert(sizeof(struct slow_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
 	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
@@ -192,44 +162,12 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 #undef nat
 }
 
-/* A packet of a flow the per-CPU cache did not hold: the conntrack entry
- * (its own frame, so that from_pod_slow's chain fits the stack). Sets *done
- * when it returned the verdict; else *stale_gen is the gen of an unusable
- * entry (0: none) and nothing was changed. */
-static __attribute__((noinline)) int from_pod_ct(struct __sk_buff *skb, struct pkt4 *p,
-						 const struct kpx_ct_key_v4 *key, __u32 hash, __u32 *out)
-{
-	struct kpx_ct_value_v4 fv, *fp;
-	__u32 ver = 0, epoch, *verp;
-
-	out[0] = 0; /* done */
-	out[1] = 0; /* stale gen */
-	epoch = ct_epoch();
-	verp = ct_ver_word(hash);
-	if (verp)
-		ver = *verp;
-	fp = ct_get(key, &fv);
-	if (!fp)
-		return 0;
-	if (!ct_forward_usable(fp, &fv, key, p)) {
-		out[1] = fv.gen;
-		return 0;
-	}
-	out[0] = 1;
-	if (unlikely(p->is_fragment))
-		return drop(KPX_CTR_DROP_FRAGMENT);
-	if (ct_cache_usable(p))
-		ct_cache_put(key, hash, &fv, ver, epoch);
-	count(KPX_CTR_DNAT_ESTABLISHED);
-	return forward_translate(skb, p, fv.nat_addr, fv.nat_port, fv.snat_addr, fv.snat_port);
-}
-
 SEC("tc")
 int kpx_from_pod(struct __sk_buff *skb)
 {
-	struct kpx_ct_cache_entry_v4 *cached;
 	struct kpx_ct_key_v4 key;
 	__u32 ifindex = skb->ifindex, hash, filt, res[2];
+	struct ct_nat n;
 	struct pkt4 p;
 	int r;
 
@@ -247,20 +185,71 @@ int kpx_from_pod(struct __sk_buff *skb)
 	 * tuple, and only a frame that passed the check made its entry. (A
 	 * source that becomes a node address later is stopped when the slot
 	 * next goes back to the conntrack entry, within a second.) */
-	if (ct_cache_usable(&p)) {
-		cached = ct_cache_get(&key, hash);
-		if (likely(cached)) {
-			count(KPX_CTR_DNAT_ESTABLISHED);
-			return forward_translate(skb, &p, cached->nat_addr, cached->nat_port,
-						 cached->snat_addr, cached->snat_port);
-		}
+	if (likely(ct_cache_forward(&key, hash, &p, &n))) {
+		count(KPX_CTR_DNAT_ESTABLISHED);
+		return forward_translate(skb, &p, n.nat_addr, n.nat_port, n.snat_addr, n.snat_port);
 	}
 	if (spoofed(&p))
 		return drop(KPX_CTR_DROP_SPOOF);
-	r = from_pod_ct(skb, &p, &key, hash, res);
-	if (res[0])
-		return r;
+	r = ct_forward_lookup(&p, &key, hash, &n, res);
+	if (r == CT_FWD_FRAGMENT)
+		return drop(KPX_CTR_DROP_FRAGMENT);
+	if (r == CT_FWD_HIT) {
+		count(KPX_CTR_DNAT_ESTABLISHED);
+		return forward_translate(skb, &p, n.nat_addr, n.nat_port, n.snat_addr, n.snat_port);
+	}
 	return from_pod_slow(skb, &p, ifindex, filt, res[1]);
+}
+
+/*
+ * For a frame carrying KPX_MARK_BIND: the kernel delivered an
+ * uplink flow's frame (translated: node:port -> backend) to this veth, so
+ * the backend is behind it. Bind the flow's REPLY entry here: a copy of the
+ * waiting entry (interface 0, which stays as the reply tuple's reservation
+ * while the flow lives) on this interface, and the FORWARD entry told where
+ * it is. Nothing happens for a frame of no waiting flow.
+ */
+static __attribute__((noinline)) void uplink_bind_reply(const struct pkt4 *p, __u32 ifindex)
+{
+	struct ct_scratch *sc;
+	__u32 zero = 0;
+
+	/* ct_create's scratch (not on this call chain): the stack is too
+	 * small for two entries beside kpx_to_pod's. */
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
+		return;
+#define rv (sc->tmp)
+#define fv (sc->fv)
+#define rk (sc->rk)
+#define fk (sc->fk)
+	rk.saddr = p->ip->daddr;
+	rk.daddr = p->ip->saddr;
+	rk.sport = p->dport;
+	rk.dport = p->sport;
+	rk.proto = p->proto;
+	rk.dir = KPX_CT_REPLY;
+	rk.pad = 0;
+	rk.ifindex = 0;
+	if (!ct_get(&rk, &rv) || !(rv.flags & KPX_CT_F_UPLINK))
+		return;
+	ct_forward_key_of_reply(&fk, &rk, &rv);
+	if (!ct_get(&fk, &fv) || fv.gen != rv.gen || fv.out_ifindex != 0 || fv.nat_addr != rk.saddr ||
+	    fv.nat_port != rk.sport)
+		return;
+	rk.ifindex = ifindex;
+	if (ct_claim_reply(&rk, &rv, &fk, bpf_ktime_get_coarse_ns()))
+		return;
+	fv.out_ifindex = ifindex;
+	if (ct_put(&fk, &fv, BPF_EXIST)) {
+		ct_del(&rk);
+		return;
+	}
+	count(KPX_CTR_CT_BOUND);
+#undef rv
+#undef fv
+#undef rk
+#undef fk
 }
 
 SEC("tc")
@@ -277,6 +266,11 @@ int kpx_to_pod(struct __sk_buff *skb)
 	r = parse_pkt4(skb, &p);
 	if (r != PARSE_OK)
 		return pass_unparsed(r);
+
+	if (unlikely(skb->mark == KPX_MARK_BIND)) {
+		skb->mark = 0;
+		uplink_bind_reply(&p, ifindex);
+	}
 
 	/* Replies come from a backend: anything else passes untouched. */
 	if (likely(!(filter_bits(kpx_filter_slot_backend_v4(p.ip->saddr, p.sport, p.proto)) &

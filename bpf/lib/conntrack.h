@@ -59,7 +59,7 @@ static __always_inline void ct_reply_key_of_forward(struct kpx_ct_key_v4 *rk, co
 	rk->proto = fk->proto;
 	rk->dir = KPX_CT_REPLY;
 	rk->pad = 0;
-	rk->ifindex = fk->ifindex;
+	rk->ifindex = (fv->flags & KPX_CT_F_UPLINK) ? fv->out_ifindex : fk->ifindex;
 }
 
 /* The FORWARD key of the flow a REPLY entry belongs to. */
@@ -73,7 +73,7 @@ static __always_inline void ct_forward_key_of_reply(struct kpx_ct_key_v4 *fk, co
 	fk->proto = rk->proto;
 	fk->dir = KPX_CT_FORWARD;
 	fk->pad = 0;
-	fk->ifindex = rk->ifindex;
+	fk->ifindex = (rv->flags & KPX_CT_F_UPLINK) ? rv->out_ifindex : rk->ifindex;
 }
 
 static __always_inline int ct_key_equal(const struct kpx_ct_key_v4 *a, const struct kpx_ct_key_v4 *b)
@@ -291,7 +291,8 @@ static __always_inline void ct_reply_value_of(struct kpx_ct_value_v4 *rv, const 
 	rv->nat_kind = fv->nat_kind;
 	rv->svc_id = fv->svc_id;
 	rv->gen = fv->gen;
-	rv->flags = fv->flags & (KPX_CT_F_HAIRPIN | KPX_CT_F_PORT_REMAP);
+	rv->flags = fv->flags & (KPX_CT_F_HAIRPIN | KPX_CT_F_PORT_REMAP | KPX_CT_F_UPLINK);
+	rv->out_ifindex = (fv->flags & KPX_CT_F_UPLINK) ? fk->ifindex : 0;
 	rv->last_seen_ns = fv->last_seen_ns;
 	rv->created_ns = fv->created_ns;
 }
@@ -304,7 +305,7 @@ struct ct_scratch {
 	struct kpx_ct_value_v4 tmp;   /* ct_create's */
 	struct kpx_ct_key_v4 fk, rk;  /* ct_create's */
 	struct kpx_ct_value_v4 probe; /* ct_reply_taken's */
-	__u8 caller[128];             /* the entry program's (from_pod_slow) */
+	__u8 caller[160];             /* the entry program's (from_pod_slow, uplink_slow) */
 };
 
 struct {
@@ -374,16 +375,19 @@ static __always_inline void ct_nat_of(struct ct_nat *n, const struct kpx_ct_valu
 	n->snat_port = fv->snat_port;
 }
 
-/* A source port for a flow whose natural reply tuple is taken: candidates
- * spread by the tuple's hash (as netfilter's get_unique_tuple does), the
- * first whose reply tuple is free. 0 when none of them is. */
+/* A source port in [min, min + span) for a flow whose natural reply tuple
+ * is taken, or that is source-NATed to the node: candidates spread by the
+ * tuple's hash (as netfilter's get_unique_tuple does), the first whose
+ * reply tuple is free. 0 when none of them is. */
 static __always_inline __be16 ct_alloc_port(struct kpx_ct_key_v4 *rk, const struct kpx_ct_key_v4 *fk,
-					    __u64 now)
+					    __u64 now, __u32 min, __u32 span)
 {
 	__u32 h = kpx_ct_hash_v4(fk), i;
 
+	if (!span)
+		return 0;
 	for (i = 0; i < KPX_PORT_TRIES; i++) {
-		__u16 port = KPX_PORT_MIN + (h + i * 0x9e37u) % KPX_PORT_SPAN;
+		__u16 port = min + (h + i * 0x9e37u) % span;
 
 		rk->dport = bpf_htons(port);
 		if (rk->dport != fk->sport && !ct_reply_taken(rk, fk, now))
@@ -418,13 +422,21 @@ enum {
  * FORWARD entry the caller found unusable (0: none). Fills *out with what
  * the packet becomes.
  */
-/* What a new flow is made of (a struct: a BPF function takes 5 arguments). */
+/* What a new flow is made of (a struct: a BPF function takes 5 arguments).
+ * An uplink flow (uplink set) is source-NATed to snat_addr with a port
+ * from [port_min, port_min + port_span), and its REPLY entry goes on
+ * reply_ifindex (0: the local backend's veth, bound later). */
 struct ct_new {
 	struct kpx_backend_value_v4 be;
 	__u32 ifindex;
 	__u32 svc_id;
 	__be32 snat_addr;
 	__u32 stale_gen;
+	__u32 reply_ifindex;
+	__u16 port_min;
+	__u16 port_span;
+	__u8 uplink;
+	__u8 pad[3];
 };
 
 static __attribute__((noinline)) int ct_create(const struct pkt4 *p, const struct ct_new *req,
@@ -457,7 +469,12 @@ static __attribute__((noinline)) int ct_create(const struct pkt4 *p, const struc
 	fv.nat_port = be->port;
 	fv.snat_addr = snat_addr;
 	fv.svc_id = svc_id;
-	fv.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
+	if (req->uplink) {
+		fv.flags = ct_flags_of(p) | KPX_CT_F_UPLINK;
+		fv.out_ifindex = req->reply_ifindex;
+	} else {
+		fv.flags = ct_flags_of(p) | (snat_addr ? KPX_CT_F_HAIRPIN : 0);
+	}
 	fv.last_seen_ns = now;
 	fv.created_ns = now;
 	fv.gen = bpf_get_prandom_u32() | 1; /* never KPX_CT_GEN_DEAD */
@@ -466,8 +483,13 @@ static __attribute__((noinline)) int ct_create(const struct pkt4 *p, const struc
 	 * (the client's port towards another frontend): give this one another
 	 * source port, so the two flows' replies stay apart. */
 	ct_reply_key_of_forward(&rk, &fk, &fv);
-	if (ct_reply_taken(&rk, &fk, now)) {
-		fv.snat_port = ct_alloc_port(&rk, &fk, now);
+	if (req->uplink) {
+		/* Source NAT to the node: always a port of the SNAT range. */
+		fv.snat_port = ct_alloc_port(&rk, &fk, now, req->port_min, req->port_span);
+		if (!fv.snat_port)
+			return CT_ERR_CLASH;
+	} else if (ct_reply_taken(&rk, &fk, now)) {
+		fv.snat_port = ct_alloc_port(&rk, &fk, now, KPX_PORT_MIN, KPX_PORT_SPAN);
 		if (!fv.snat_port)
 			return CT_ERR_CLASH;
 		fv.flags |= KPX_CT_F_PORT_REMAP;
@@ -622,6 +644,66 @@ static __always_inline struct kpx_ct_value_v4 *ct_reply_flow(const struct kpx_ct
 	if (ct_forward_dead(fv, rk->proto, bpf_ktime_get_coarse_ns()))
 		return 0;
 	return f;
+}
+
+/* ---- the FORWARD lookup of both entry programs ---------------------------- */
+
+/* The per-CPU cache's translation of a FORWARD key (the hot path): 1 with
+ * *n filled, or 0. */
+static __always_inline int ct_cache_forward(const struct kpx_ct_key_v4 *key, __u32 hash, const struct pkt4 *p,
+					    struct ct_nat *n)
+{
+	struct kpx_ct_cache_entry_v4 *c;
+
+	if (!ct_cache_usable(p))
+		return 0;
+	c = ct_cache_get(key, hash);
+	if (!c)
+		return 0;
+	n->nat_addr = c->nat_addr;
+	n->snat_addr = c->snat_addr;
+	n->nat_port = c->nat_port;
+	n->snat_port = c->snat_port;
+	return 1;
+}
+
+enum { CT_FWD_NONE, CT_FWD_HIT, CT_FWD_FRAGMENT };
+
+/*
+ * The conntrack entry of a packet the per-CPU cache did not hold. Returns
+ * CT_FWD_HIT with *n (and out[0]: an uplink flow whose frames must still
+ * carry KPX_MARK_BIND), CT_FWD_FRAGMENT for a fragment of a tracked flow,
+ * or CT_FWD_NONE with out[1] the gen of an unusable entry (0: none). The
+ * caller translates: one frame less on the call chain's stack.
+ */
+static __attribute__((noinline)) int ct_forward_lookup(struct pkt4 *p, const struct kpx_ct_key_v4 *key,
+						       __u32 hash, struct ct_nat *n, __u32 *out)
+{
+	struct kpx_ct_value_v4 fv, *fp;
+	__u32 ver = 0, epoch, *verp;
+
+	out[0] = 0; /* bind */
+	out[1] = 0; /* stale gen */
+	epoch = ct_epoch();
+	verp = ct_ver_word(hash);
+	if (verp)
+		ver = *verp;
+	fp = ct_get(key, &fv);
+	if (!fp)
+		return CT_FWD_NONE;
+	if (!ct_forward_usable(fp, &fv, key, p)) {
+		out[1] = fv.gen;
+		return CT_FWD_NONE;
+	}
+	if (unlikely(p->is_fragment))
+		return CT_FWD_FRAGMENT;
+	out[0] = (fv.flags & KPX_CT_F_UPLINK) && fv.out_ifindex == 0;
+	/* A flow still waiting for its backend's veth is not cached: its
+	 * frames must carry the mark until the binding is made. */
+	if (!out[0] && ct_cache_usable(p))
+		ct_cache_put(key, hash, &fv, ver, epoch);
+	ct_nat_of(n, &fv);
+	return CT_FWD_HIT;
 }
 
 /* ---- admission ------------------------------------------------------------- */

@@ -14,13 +14,13 @@
  * for another key, fails the check and is read once more. Returns 0 when
  * there is no (consistent) frontend.
  */
-static __always_inline int lb_lookup_service(const struct pkt4 *p, __u8 scope,
-					     struct kpx_service_value *svc)
+static __always_inline int lb_lookup_key(__be32 addr, __be16 port, __u8 proto, __u8 scope,
+					 struct kpx_service_value *svc)
 {
 	struct kpx_service_key_v4 key = {
-		.addr = p->ip->daddr,
-		.port = p->dport,
-		.proto = p->proto,
+		.addr = addr,
+		.port = port,
+		.proto = proto,
 		.scope = scope,
 	};
 	int attempt;
@@ -37,15 +37,44 @@ static __always_inline int lb_lookup_service(const struct pkt4 *p, __u8 scope,
 	return 0;
 }
 
+static __always_inline int lb_lookup_service(const struct pkt4 *p, __u8 scope, struct kpx_service_value *svc)
+{
+	return lb_lookup_key(p->ip->daddr, p->dport, p->proto, scope, svc);
+}
+
+/* The NodePort frontend for a packet to one of the node's addresses: the
+ * one on that address (--nodeport-addresses), else the one on every node
+ * address (address 0). */
+static __always_inline int lb_lookup_nodeport(const struct pkt4 *p, struct kpx_service_value *svc)
+{
+	return lb_lookup_service(p, KPX_SCOPE_NODE_PORT, svc) ||
+	       lb_lookup_key(0, p->dport, p->proto, KPX_SCOPE_NODE_PORT, svc);
+}
+
+/* The node-address flags of addr (enum kpx_node_addr_flags), 0 for an
+ * address the node does not own. Only asked when the filter slot says it
+ * may be one. */
+static __always_inline __u32 node_addr_flags(__be32 addr)
+{
+	__u32 *f = bpf_map_lookup_elem(&kpx_node_addr_v4, &addr);
+
+	return f ? *f : 0;
+}
+
 /*
  * The frontend a pod's packet is for: the scopes the classification filter
- * says the destination address has frontends of, ClusterIP first. (NodePort
- * from pods comes with the node-port issue.)
+ * says the destination address has frontends of, ClusterIP first; a NodePort
+ * when the destination is one of this node's addresses (as kube-proxy
+ * captures NodePorts on local addresses only; another node's NodePort is
+ * that node's to translate).
  */
 static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 					      struct kpx_service_value *svc)
 {
 	if ((filt & KPX_FILT_CLUSTER_IP) && lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, svc))
+		return 1;
+	if ((filt & KPX_FILT_NODE_ADDR) && (node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODE) &&
+	    lb_lookup_nodeport(p, svc))
 		return 1;
 	if ((filt & KPX_FILT_EXTERNAL_IP) && lb_lookup_service(p, KPX_SCOPE_EXTERNAL_IP, svc))
 		return 1;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * kpx map ABI, version 2: the keys, values and constants shared by the BPF
+ * kpx map ABI, version 3: the keys, values and constants shared by the BPF
  * programs (bpf/) and the C++ userspace (userspace/). Fixed-width types
  * only; every size is pinned by a static assert at the end of this file.
  *
@@ -28,7 +28,7 @@
 #include <linux/types.h>
 
 #define KPX_ABI_MAGIC 0x6b707841u /* "kpxA" */
-#define KPX_ABI_VERSION 2u
+#define KPX_ABI_VERSION 3u /* 3: uplink flows (issue 10), counters map of KPX_CTR_SLOTS */
 
 /* Map sizes. */
 #define KPX_MAX_SERVICES 65536           /* frontends (address, port, proto, scope) */
@@ -147,6 +147,7 @@ enum kpx_ct_flags {
 	KPX_CT_F_HAIRPIN = 1 << 4,     /* source was NATed to the hairpin address */
 	KPX_CT_F_REPLY_FIN = 1 << 5,   /* FORWARD: the server sent FIN */
 	KPX_CT_F_PORT_REMAP = 1 << 6,  /* source port reallocated (a reply tuple clash) */
+	KPX_CT_F_UPLINK = 1 << 7,      /* north-south: made on an uplink (issue 10), see out_ifindex */
 };
 
 /* kpx_ct_value_v4.nat_kind */
@@ -162,6 +163,15 @@ enum kpx_nat_kind {
  * REPLY entry: nat_addr:nat_port = the frontend address and port to restore
  * as the reply's source; snat_addr / snat_port = the client's address and
  * port to restore as the reply's destination (0: kept).
+ * A pod's flow has both entries on the pod's veth (out_ifindex 0). An
+ * uplink flow (KPX_CT_F_UPLINK: a client outside reaching a NodePort) has
+ * its FORWARD entry on the uplink and its REPLY entry where the backend's
+ * replies arrive: the uplink again for a backend on another node, the
+ * backend's veth for a local one. FORWARD.out_ifindex names the REPLY's
+ * interface (0 while a local backend's veth is not known yet: the REPLY
+ * entry then waits on interface 0, which no frame has, until the flow's
+ * first frame is delivered to the veth and binds it there); REPLY.out_ifindex
+ * names the FORWARD's.
  * gen is unique per flow instance (both entries share it): the GC reaps an
  * entry only if it still holds the gen it read. check = kpx_ct_check_v4(key,
  * value) over the immutable fields: readers copy and validate.
@@ -175,7 +185,7 @@ struct kpx_ct_value_v4 {
 	__u8 nat_kind; /* enum kpx_nat_kind */
 	__u8 reserved8;
 	__u32 svc_id;
-	__u32 out_ifindex; /* issue 10/13: interface to redirect to (0: the kernel routes) */
+	__u32 out_ifindex; /* KPX_CT_F_UPLINK flows: the other entry's interface (below) */
 	__u32 gen;
 	__u32 check;
 	__u64 last_seen_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns) */
@@ -263,8 +273,15 @@ enum kpx_counter {
 	KPX_CTR_CT_HEALED,          /* a flow's missing REPLY entry was re-created */
 	KPX_CTR_CT_PORT_REMAP,      /* a new flow got another source port (reply clash) */
 	KPX_CTR_CT_ADOPTED,         /* a new flow adopted another CPU's entry for it */
+	KPX_CTR_DROP_NO_NODE_ADDR,  /* source NAT needed, no node address configured */
+	KPX_CTR_DROP_FIB,           /* no route (or MTU) for a frame kpx must send on itself */
+	KPX_CTR_CT_BOUND,           /* an uplink flow's REPLY bound to its local backend's veth */
 	KPX_CTR_MAX,
 };
+
+/* Room in the counters map: a counter added later is an entry, not a new
+ * layout. */
+#define KPX_CTR_SLOTS 64
 
 /* config: ARRAY with one element, updatable at run time. A zero means "use
  * the default". */
@@ -296,8 +313,22 @@ struct kpx_config {
 	__u8 service_prefix_v6;      /* issue 16 */
 	__u8 cluster_prefix_v6;      /* issue 16 */
 	__u16 reserved16b;
-	__u32 reserved[31];
+	__u16 snat_port_min;         /* uplink source NAT ports (host order; 0: defaults) */
+	__u16 snat_port_max;
+	__u32 reserved[30];
 };
+
+/* skb->mark of an uplink flow's frames while its REPLY entry waits for the
+ * local backend's veth (bpf/lib/uplink.h); cleared where it is consumed. A
+ * pod cannot set it: the kernel clears the mark of frames that cross from
+ * a pod's namespace into the node's. */
+#define KPX_MARK_BIND 0x6b70b1d0u
+
+/* Uplink source NAT ports: above Linux's default ephemeral range
+ * (ip_local_port_range 32768-60999), so that a translated reply never
+ * meets one of the node's own connections, and outside the NodePort range. */
+#define KPX_DEFAULT_SNAT_PORT_MIN 61000
+#define KPX_DEFAULT_SNAT_PORT_MAX 65535
 
 /* kpx_abi: ARRAY with one element, written when the pins are created. */
 struct kpx_abi_info {
@@ -334,7 +365,7 @@ struct kpx_abi_info {
 	X(kpx_ct_budget, HASH, __u32, struct kpx_ct_budget, KPX_MAX_INTERFACES)                  \
 	X(kpx_filter, ARRAY, __u32, __u64, KPX_FILTER_WORDS)                                      \
 	X(kpx_node_addr_v4, HASH, __be32, __u32, KPX_MAX_NODE_ADDRS)                              \
-	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_MAX)                                  \
+	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_SLOTS)                                \
 	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)
 
 /* ---- hashes shared by the datapath and userspace ------------------------ */
@@ -438,5 +469,6 @@ KPX_STATIC_ASSERT(sizeof(struct kpx_abi_info) == 64, "kpx_abi_info ABI");
 KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
 KPX_STATIC_ASSERT((KPX_CT_VER_SLOTS & (KPX_CT_VER_SLOTS - 1)) == 0, "ct versions: power of two");
 KPX_STATIC_ASSERT(KPX_FILTER_SLOTS == 1u << KPX_FILTER_SLOT_BITS, "filter slots");
+KPX_STATIC_ASSERT(KPX_CTR_MAX <= KPX_CTR_SLOTS, "counters: room in the map");
 
 #endif /* KPX_ABI_H */

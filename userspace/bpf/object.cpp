@@ -8,8 +8,26 @@
 
 #include "bpf/pinned_maps.h"
 #include "kpx_lxc.skel.h"
+#include "kpx_uplink.skel.h"
 
 namespace kpx::bpf {
+
+namespace {
+
+// The conntrack map's size: libbpf reuses a pin only if its size matches,
+// so a pinned conntrack map keeps the size it was made with.
+uint32_t conntrack_size(const std::string& pin_dir, uint32_t ct_entries) {
+  uint32_t entries = ct_entries ? ct_entries : KPX_DEFAULT_CT_ENTRIES;
+  if (int fd = bpf_obj_get((pin_dir + "/kpx_ct_v4").c_str()); fd >= 0) {
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) entries = info.max_entries;
+    close(fd);
+  }
+  return entries;
+}
+
+}  // namespace
 
 Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs, uint32_t ct_entries) {
   KPX_TRY(check_pin_dir(pin_dir));
@@ -18,15 +36,7 @@ Result<LxcObject> LxcObject::load(const std::string& pin_dir, bool load_programs
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
   struct kpx_lxc* skel = kpx_lxc__open_opts(&opts);
   if (!skel) return errno_error("open kpx_lxc BPF object", errno);
-  // libbpf reuses a pin only if its size matches: a pinned conntrack map
-  // keeps the size it was made with.
-  uint32_t entries = ct_entries ? ct_entries : KPX_DEFAULT_CT_ENTRIES;
-  if (int fd = bpf_obj_get((pin_dir + "/kpx_ct_v4").c_str()); fd >= 0) {
-    bpf_map_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0) entries = info.max_entries;
-    close(fd);
-  }
+  const uint32_t entries = conntrack_size(pin_dir, ct_entries);
   bpf_map__set_max_entries(skel->maps.kpx_ct_v4, entries);
   if (!load_programs) {
     bpf_program__set_autoload(skel->progs.kpx_from_pod, false);
@@ -65,6 +75,36 @@ LxcObject& LxcObject::operator=(LxcObject&& o) noexcept {
 LxcObject::~LxcObject() {
   if (skel_) kpx_lxc__destroy(skel_);
 }
+
+Result<UplinkObject> UplinkObject::load(const std::string& pin_dir) {
+  KPX_TRY(check_pin_dir(pin_dir));
+  KPX_TRY(check_pinned_abi(pin_dir));
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
+  struct kpx_uplink* skel = kpx_uplink__open_opts(&opts);
+  if (!skel) return errno_error("open kpx_uplink BPF object", errno);
+  bpf_map__set_max_entries(skel->maps.kpx_ct_v4, conntrack_size(pin_dir, 0));
+  if (int rc = kpx_uplink__load(skel); rc != 0) {
+    kpx_uplink__destroy(skel);
+    return errno_error("load kpx_uplink BPF object (pin dir " + pin_dir + ")", rc);
+  }
+  return UplinkObject(skel);
+}
+
+UplinkObject::UplinkObject(UplinkObject&& o) noexcept : skel_(std::exchange(o.skel_, nullptr)) {}
+
+UplinkObject& UplinkObject::operator=(UplinkObject&& o) noexcept {
+  if (this != &o) {
+    if (skel_) kpx_uplink__destroy(skel_);
+    skel_ = std::exchange(o.skel_, nullptr);
+  }
+  return *this;
+}
+
+UplinkObject::~UplinkObject() {
+  if (skel_) kpx_uplink__destroy(skel_);
+}
+
+int UplinkObject::from_uplink_fd() const { return bpf_program__fd(skel_->progs.kpx_from_uplink); }
 
 int LxcObject::from_pod_fd() const { return bpf_program__fd(skel_->progs.kpx_from_pod); }
 int LxcObject::to_pod_fd() const { return bpf_program__fd(skel_->progs.kpx_to_pod); }

@@ -1,5 +1,5 @@
-// The loaded pod-side datapath object (bpf/kpx_lxc.bpf.c): programs and
-// maps, with maps pinned under (and reused from) the instance's directory.
+// The loaded datapath objects: programs and maps, with maps pinned under
+// (and reused from) the instance's directory.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +9,7 @@
 #include "status/status.h"
 
 struct kpx_lxc;
+struct kpx_uplink;
 
 namespace kpx::bpf {
 
@@ -33,6 +34,24 @@ class LxcObject {
  private:
   explicit LxcObject(struct kpx_lxc* s) : skel_(s) {}
   struct kpx_lxc* skel_ = nullptr;
+};
+
+// The uplink datapath object (bpf/kpx_uplink.bpf.c): kpx_from_uplink, for
+// the ingress of the node's uplink, on the same pinned maps as LxcObject
+// (load an LxcObject on pin_dir first: it creates and stamps them).
+class UplinkObject {
+ public:
+  static Result<UplinkObject> load(const std::string& pin_dir);
+
+  UplinkObject(UplinkObject&&) noexcept;
+  UplinkObject& operator=(UplinkObject&&) noexcept;
+  ~UplinkObject();
+
+  int from_uplink_fd() const;
+
+ private:
+  explicit UplinkObject(struct kpx_uplink* s) : skel_(s) {}
+  struct kpx_uplink* skel_ = nullptr;
 };
 
 }  // namespace kpx::bpf

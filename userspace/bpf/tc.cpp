@@ -31,6 +31,7 @@ bpf_tc_opts kpx_opts(int prog_fd) {
 
 Status tc_attach(int ifindex, int from_pod_fd, int to_pod_fd) {
   for (bool ingress : {true, false}) {
+    if (!ingress && to_pod_fd < 0) continue;  // ingress only
     bpf_tc_hook h = hook_for(ifindex, ingress);
     bpf_tc_opts o = kpx_opts(ingress ? from_pod_fd : to_pod_fd);
     o.flags = BPF_TC_F_REPLACE;

@@ -14,7 +14,8 @@ inline constexpr uint32_t kTcHandle = 0x6b7078;  // "kpx"
 inline constexpr uint32_t kTcPriority = 1;
 
 // Attach from_pod at ingress and to_pod at egress of ifindex (creating the
-// clsact qdisc if needed, replacing kpx's previous filters).
+// clsact qdisc if needed, replacing kpx's previous filters). to_pod_fd -1:
+// ingress only (an uplink).
 Status tc_attach(int ifindex, int from_pod_fd, int to_pod_fd);
 // Remove kpx's filters from ifindex; other filters and the qdisc stay.
 Status tc_detach(int ifindex);

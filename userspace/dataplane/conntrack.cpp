@@ -50,7 +50,8 @@ kpx_ct_key_v4 reply_key_of(const kpx_ct_key_v4& forward, const kpx_ct_value_v4& 
   r.dport = fv.snat_port ? fv.snat_port : forward.sport;
   r.proto = forward.proto;
   r.dir = KPX_CT_REPLY;
-  r.ifindex = forward.ifindex;
+  // An uplink flow's REPLY entry is where the backend's replies arrive.
+  r.ifindex = (fv.flags & KPX_CT_F_UPLINK) ? fv.out_ifindex : forward.ifindex;
   return r;
 }
 
@@ -62,7 +63,7 @@ kpx_ct_key_v4 forward_key_of(const kpx_ct_key_v4& reply, const kpx_ct_value_v4& 
   f.dport = rv.nat_port;
   f.proto = reply.proto;
   f.dir = KPX_CT_FORWARD;
-  f.ifindex = reply.ifindex;
+  f.ifindex = (rv.flags & KPX_CT_F_UPLINK) ? rv.out_ifindex : reply.ifindex;
   return f;
 }
 

@@ -25,6 +25,9 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_CT_HEALED: return "ct_healed";
     case KPX_CTR_CT_PORT_REMAP: return "ct_port_remap";
     case KPX_CTR_CT_ADOPTED: return "ct_adopted";
+    case KPX_CTR_DROP_NO_NODE_ADDR: return "drop_no_node_addr";
+    case KPX_CTR_DROP_FIB: return "drop_fib";
+    case KPX_CTR_CT_BOUND: return "ct_bound";
     case KPX_CTR_MAX: break;
   }
   return "unknown";

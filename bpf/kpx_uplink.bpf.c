@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * kpx uplink datapath: attached with tc clsact at the ingress of the node's
+ * uplink (the interface towards the other nodes and the outside).
+ *   kpx_from_uplink (frames arriving from outside the node)
+ *     destination certainly no frontend and no node address (filter) -> pass
+ *     per-CPU conntrack cache hit -> translate, send on (hot path)
+ *     conntrack hit      -> translate to the flow's backend, send on
+ *     reply of an uplink flow (from a backend on another node) -> restore
+ *                           the NodePort source and the client, send on
+ *     NodePort on a node address, new flow -> pick a backend, create
+ *                           conntrack, DNAT to the backend and SNAT to the
+ *                           node's address with a port of the SNAT range
+ *                           (externalTrafficPolicy Cluster, as kube-proxy
+ *                           masquerades it), send on
+ *     anything else      -> pass unchanged
+ * "Send on": the frame's source is now the node's own address, which the
+ * kernel's forwarding path would drop, so kpx routes it (lib/fib.h). The
+ * FORWARD entry is on the uplink; the REPLY entry on the uplink for a
+ * backend on another node, else on the local backend's veth, bound when
+ * the kernel first delivers the flow there (lib/uplink.h).
+ */
+#include "lib/common.h"
+#include "lib/conntrack.h"
+#include "lib/csum.h"
+#include "lib/ctx.h"
+#include "lib/fib.h"
+#include "lib/lb.h"
+#include "lib/maps.h"
+#include "lib/nat.h"
+#include "lib/parse.h"
+#include "lib/uplink.h"
+#include "lib/verdict.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/*
+ * Translate a frame of an uplink flow towards its backend and send it on.
+ * bind: the flow's REPLY entry waits for the local backend's veth, so the
+ * frame carries KPX_MARK_BIND there.
+ */
+static __attribute__((noinline)) int uplink_forward(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n,
+						    int bind)
+{
+	struct bpf_fib_lookup fib;
+	int rc;
+
+	if (fib_route(skb, p, n->snat_addr ? n->snat_addr : p->ip->saddr, n->nat_addr,
+		      n->snat_port ? n->snat_port : p->sport, n->nat_port, &fib, &rc))
+		return drop(KPX_CTR_DROP_FIB);
+	if (nat_rewrite_dst(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port))
+		return drop(KPX_CTR_DROP_REWRITE);
+	if (bind)
+		skb->mark = KPX_MARK_BIND;
+	return fib_redirect(skb, &fib, rc);
+}
+
+/* uplink_slow's locals, in the per-CPU scratch (ct_scratch.caller). */
+struct uplink_scratch {
+	struct kpx_service_value svc;
+	struct ct_new req;
+	struct ct_nat nat;
+	struct bpf_fib_lookup fib;
+};
+
+/* No usable conntrack entry: a reply of an uplink flow, a new flow to a
+ * NodePort, or traffic kpx does not touch. */
+static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex, __u32 filt,
+						 __u32 stale_gen)
+{
+	const struct kpx_config *cfg = config();
+	struct ct_scratch *sc;
+	__u32 zero = 0;
+	int ret, rc;
+
+	/* NodePorts and the replies of uplink flows are on node addresses only. */
+	if (!(filt & KPX_FILT_NODE_ADDR) || !(node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODE))
+		return pass();
+	if (uplink_reply_port(p->dport) && uplink_is_reply(p, ifindex))
+		return uplink_reply(skb, p, ifindex);
+
+	_Static_assert(sizeof(struct uplink_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
+		return pass();
+#define svc (((struct uplink_scratch *)sc->caller)->svc)
+#define req (((struct uplink_scratch *)sc->caller)->req)
+#define nat (((struct uplink_scratch *)sc->caller)->nat)
+#define fib (((struct uplink_scratch *)sc->caller)->fib)
+	if (!lb_lookup_nodeport(p, &svc))
+		return pass();
+	if (p->is_fragment)
+		return drop(KPX_CTR_DROP_FRAGMENT);
+	__builtin_memset(&req, 0, sizeof(req));
+	if (!lb_pick_backend(&svc, &req.be)) {
+		/* The frontend changed under this packet: read it once more. */
+		if (!svc.backend_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_backend(&svc, &req.be))
+			return drop(KPX_CTR_DROP_NO_BACKEND);
+	}
+	req.snat_addr = cfg ? cfg->node_addr_v4 : 0;
+	if (!req.snat_addr)
+		return drop(KPX_CTR_DROP_NO_NODE_ADDR);
+	/* Where the backend is: back out of the uplink (another node; its
+	 * replies arrive here) or behind another interface of this node (a
+	 * local pod; its REPLY entry waits for the veth). */
+	if (fib_route(skb, p, req.snat_addr, req.be.addr, 0, req.be.port, &fib, &rc))
+		return drop(KPX_CTR_DROP_FIB);
+	req.reply_ifindex = fib.ifindex == ifindex ? ifindex : 0;
+	req.ifindex = ifindex;
+	req.stale_gen = stale_gen;
+	req.svc_id = svc.svc_id;
+	req.uplink = 1;
+	uplink_snat_ports(cfg, &req.port_min, &req.port_span);
+	ret = ct_create(p, &req, &nat);
+	if (ret == CT_ERR_CLASH)
+		return drop(KPX_CTR_DROP_CT_CLASH);
+	if (ret < 0)
+		return drop(KPX_CTR_DROP_CT_FULL);
+	count(ret == CT_ADOPTED ? KPX_CTR_CT_ADOPTED : KPX_CTR_DNAT_NEW);
+	return uplink_forward(skb, p, &nat, req.reply_ifindex == 0);
+#undef svc
+#undef req
+#undef nat
+#undef fib
+}
+
+SEC("tc")
+int kpx_from_uplink(struct __sk_buff *skb)
+{
+	struct kpx_ct_key_v4 key;
+	__u32 ifindex = skb->ifindex, hash, filt, res[2];
+	struct ct_nat n;
+	struct pkt4 p;
+	int r;
+
+	r = parse_pkt4(skb, &p);
+	if (r != PARSE_OK)
+		return pass_unparsed(r);
+
+	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
+	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))
+		return pass();
+
+	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
+	hash = kpx_ct_hash_v4(&key);
+	if (likely(ct_cache_forward(&key, hash, &p, &n))) {
+		count(KPX_CTR_DNAT_ESTABLISHED);
+		return uplink_forward(skb, &p, &n, 0);
+	}
+	r = ct_forward_lookup(&p, &key, hash, &n, res);
+	if (r == CT_FWD_FRAGMENT)
+		return drop(KPX_CTR_DROP_FRAGMENT);
+	if (r == CT_FWD_HIT) {
+		count(KPX_CTR_DNAT_ESTABLISHED);
+		return uplink_forward(skb, &p, &n, res[0]);
+	}
+	return uplink_slow(skb, &p, ifindex, filt, res[1]);
+}

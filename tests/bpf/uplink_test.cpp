@@ -1,0 +1,339 @@
+// The uplink datapath (bpf/kpx_uplink.bpf.c) and its pod-side halves in
+// kpx_lxc, run with BPF_PROG_TEST_RUN inside a namespace of the test's own
+// that looks like a lab node: an uplink with the node's address, a route to
+// another node's pod CIDR, a local pod network, and permanent neighbours, so
+// that the programs' FIB lookups give known interfaces and MACs.
+#include <net/if.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+
+#include "dataplane/dataplane.h"
+#include "datapath_fixture.h"
+#include "net/netns.h"
+
+namespace kpx::bpftest {
+namespace {
+
+using net::Proto;
+
+constexpr const char* kNode = "10.0.0.11";     // this node, on the uplink
+constexpr const char* kClient = "10.0.0.100";  // outside the cluster
+constexpr const char* kPodGw = "10.244.1.1";   // this node's pod network
+constexpr const char* kLocalBe = "10.244.1.5";
+constexpr const char* kLocalBe2 = "10.244.1.6";
+constexpr const char* kRemoteBe = "10.244.2.7";
+constexpr const char* kPodClient = "10.244.1.9";
+constexpr uint16_t kNodePort = 30080;
+constexpr uint8_t kSyn = 0x02, kSynAck = 0x12, kAck = 0x10;
+constexpr uint32_t kRedirect = 7;  // TC_ACT_REDIRECT
+
+const uint8_t kNode2Mac[6] = {0x02, 0, 0, 0, 0, 0x12};
+const uint8_t kClientMac[6] = {0x02, 0, 0, 0, 0x01, 0x00};
+const uint8_t kLocalBeMac[6] = {0x02, 0, 0, 0, 0x02, 0x05};
+
+struct HookRun {
+  int err = 0;
+  uint32_t retval = 0;
+  uint32_t mark = 0;  // skb->mark as the program left it
+  Frame out;
+};
+
+HookRun run(int prog_fd, const Frame& in, uint32_t ifindex, uint32_t mark = 0) {
+  HookRun r;
+  r.out.assign(in.size() + 512, 0);
+  LIBBPF_OPTS(bpf_test_run_opts, o);
+  __sk_buff ctx{}, ctx_out{};
+  ctx.ifindex = ifindex;
+  ctx.mark = mark;
+  o.ctx_in = &ctx;
+  o.ctx_size_in = sizeof(ctx);
+  o.ctx_out = &ctx_out;
+  o.ctx_size_out = sizeof(ctx_out);
+  o.data_in = in.data();
+  o.data_size_in = static_cast<__u32>(in.size());
+  o.data_out = r.out.data();
+  o.data_size_out = static_cast<__u32>(r.out.size());
+  o.repeat = 1;
+  r.err = bpf_prog_test_run_opts(prog_fd, &o);
+  r.retval = o.retval;
+  r.mark = ctx_out.mark;
+  r.out.resize(r.err == 0 ? o.data_size_out : 0);
+  return r;
+}
+
+class Uplink : public DatapathTest {
+ protected:
+  void SetUp() override {
+    DatapathTest::SetUp();
+    if (HasFatalFailure()) return;
+    auto up = bpf::UplinkObject::load(pins.path());
+    ASSERT_TRUE(up.ok()) << up.error().message;
+    uplink_.emplace(std::move(*up));
+
+    ns_ = netns_.add("up");
+    ASSERT_FALSE(ns_.empty());
+    const std::string ip = "ip -n " + ns_ + " ";
+    for (const char* c :
+         {"link add up0 type veth peer name up1", "link set up0 up", "link set up1 up",
+          "addr add 10.0.0.11/24 dev up0", "link add pods0 type veth peer name pods1", "link set pods0 up",
+          "link set pods1 up",
+          "addr add 10.244.1.1/24 dev pods0", "link add veth1 type veth peer name veth2",
+          "link set veth1 up", "link set veth2 up", "route add 10.244.2.0/24 via 10.0.0.12 dev up0",
+          "neigh add 10.0.0.12 lladdr 02:00:00:00:00:12 dev up0 nud permanent",
+          "neigh add 10.0.0.100 lladdr 02:00:00:00:01:00 dev up0 nud permanent",
+          "neigh add 10.244.1.5 lladdr 02:00:00:00:02:05 dev pods0 nud permanent"})
+      ASSERT_EQ(std::system((ip + c).c_str()), 0) << c;
+    auto scope = net::NetnsScope::enter(ns_);
+    ASSERT_TRUE(scope.ok()) << scope.error().message;
+    scope_.emplace(std::move(*scope));
+    {
+      std::ofstream fwd("/proc/sys/net/ipv4/ip_forward");  // this namespace's: a node forwards
+      fwd << "1";
+    }
+    up_if_ = if_nametoindex("up0");
+    pods_if_ = if_nametoindex("pods0");
+    veth_ = if_nametoindex("veth1");
+    other_veth_ = if_nametoindex("veth2");
+    ASSERT_TRUE(up_if_ && pods_if_ && veth_ && other_veth_);
+
+    set_node_addresses(nullptr, {kNode, kPodGw});
+    kpx_config c = maps->read_config();
+    c.node_addr_v4 = ipv4(kNode);
+    set_config(c);
+  }
+  void TearDown() override {
+    scope_.reset();
+    uplink_.reset();
+    DatapathTest::TearDown();
+  }
+
+  // A NodePort frontend on every node address.
+  void set_nodeport(Proto proto, const std::vector<const char*>& backends, uint16_t port = kNodePort) {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    std::vector<net::BackendAddr> bs;
+    for (const char* b : backends) bs.push_back({ipv4(b), 8080});
+    const dataplane::FrontendKey key{net::IpAddr::from_v4(0), port, proto, dataplane::Scope::kNodePort};
+    auto st = dp->upsert(key, dataplane::frontend_of(bs, "default/web"));
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+
+  HookRun from_uplink(const Frame& f, uint32_t mark = 0) { return run(uplink_->from_uplink_fd(), f, up_if_, mark); }
+  HookRun pod_in(const Frame& f, uint32_t ifindex) { return run(obj->from_pod_fd(), f, ifindex); }
+  HookRun pod_out(const Frame& f, uint32_t ifindex, uint32_t mark = 0) { return run(obj->to_pod_fd(), f, ifindex, mark); }
+
+  static bool macs_are(const Frame& f, const uint8_t* dst) { return f.size() >= 6 && std::memcmp(f.data(), dst, 6) == 0; }
+
+  kpx_ct_key_v4 key(const char* s, uint16_t sp, const char* d, uint16_t dp, uint8_t proto, uint8_t dir,
+                    uint32_t ifindex) const {
+    return ct_key(s, sp, d, dp, proto, dir, ifindex);
+  }
+
+  std::optional<bpf::UplinkObject> uplink_;
+  testing::ScopedNetns netns_;
+  std::string ns_;
+  std::optional<net::NetnsScope> scope_;
+  uint32_t up_if_ = 0, pods_if_ = 0, veth_ = 0, other_veth_ = 0;
+};
+
+// The translated frame: parsed, checksums right.
+packet::Parsed parsed(const HookRun& r) {
+  auto p = packet::parse_frame(r.out);
+  EXPECT_TRUE(p.has_value());
+  if (!p) return {};
+  EXPECT_TRUE(p->ip_csum_ok);
+  EXPECT_TRUE(p->l4_csum_ok);
+  return *p;
+}
+
+TEST_F(Uplink, NodePortToABackendOnAnotherNodeIsSourceNatedAndItsReplyTranslatedBack) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  const Frame syn = tcp(kClient, 40000, kNode, kNodePort, kSyn);
+  auto r = from_uplink(syn);
+  ASSERT_EQ(r.err, 0);
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.daddr_be), kRemoteBe);
+  EXPECT_EQ(p.dport, 8080);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode) << "externalTrafficPolicy Cluster: masqueraded to the node";
+  EXPECT_GE(p.sport, KPX_DEFAULT_SNAT_PORT_MIN);
+  EXPECT_TRUE(macs_are(r.out, kNode2Mac)) << "routed via the other node";
+  // Every byte but addresses, ports, checksums and MACs as sent.
+  auto want_spec = spec(IPPROTO_TCP, kNode, p.sport, kRemoteBe, 8080, kSyn);
+  Frame want = expected_translation(want_spec, r.out);
+  std::memcpy(want.data(), r.out.data(), 12);
+  EXPECT_EQ(r.out, want);
+
+  const auto fk = key(kClient, 40000, kNode, kNodePort, IPPROTO_TCP, KPX_CT_FORWARD, up_if_);
+  auto fv = maps->conntrack.lookup(fk);
+  ASSERT_TRUE(fv.has_value());
+  EXPECT_TRUE(fv->flags & KPX_CT_F_UPLINK);
+  EXPECT_EQ(fv->out_ifindex, up_if_) << "the backend's replies come back on the uplink";
+  EXPECT_EQ(fv->nat_kind, KPX_NAT_DNAT_SNAT);
+  const auto rk = key(kRemoteBe, 8080, kNode, p.sport, IPPROTO_TCP, KPX_CT_REPLY, up_if_);
+  ASSERT_TRUE(maps->conntrack.lookup(rk).has_value());
+  EXPECT_EQ(dataplane::reply_key_of(fk, *fv).ifindex, up_if_);
+
+  // The reply from the other node: back to the client from the NodePort.
+  auto rr = from_uplink(tcp(kRemoteBe, 8080, kNode, p.sport, kSynAck));
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kNode);
+  EXPECT_EQ(rp.sport, kNodePort);
+  EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+  EXPECT_EQ(rp.dport, 40000);
+  EXPECT_TRUE(macs_are(rr.out, kClientMac));
+
+  // The established flow keeps its backend and its port.
+  auto a = from_uplink(tcp(kClient, 40000, kNode, kNodePort, kAck));
+  ASSERT_EQ(a.retval, kRedirect);
+  EXPECT_EQ(parsed(a).sport, p.sport);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), 1u);
+  EXPECT_EQ(counter(KPX_CTR_REVNAT), 1u);
+}
+
+TEST_F(Uplink, NodePortOverUdpRoundTrips) {
+  set_nodeport(Proto::kUdp, {kRemoteBe});
+  auto r = from_uplink(udp(kClient, 5353, kNode, kNodePort));
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.daddr_be), kRemoteBe);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode);
+  auto rr = from_uplink(udp(kRemoteBe, 8080, kNode, p.sport));
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kNode);
+  EXPECT_EQ(rp.sport, kNodePort);
+  EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+  EXPECT_EQ(rp.dport, 5353);
+  // A datagram without a checksum stays without one.
+  auto z = from_uplink(udp(kClient, 5354, kNode, kNodePort, /*zero_csum=*/true));
+  ASSERT_EQ(z.retval, kRedirect);
+  EXPECT_EQ(parsed(z).l4_csum, 0);
+}
+
+TEST_F(Uplink, ALocalBackendsReplyEntryIsBoundToTheVethTheKernelDeliversTo) {
+  set_nodeport(Proto::kTcp, {kLocalBe});
+  auto r = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kSyn));
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.daddr_be), kLocalBe);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode);
+  EXPECT_TRUE(macs_are(r.out, kLocalBeMac));
+  EXPECT_EQ(r.mark, KPX_MARK_BIND) << "marked until the veth is known";
+  const auto fk = key(kClient, 41000, kNode, kNodePort, IPPROTO_TCP, KPX_CT_FORWARD, up_if_);
+  ASSERT_EQ(maps->conntrack.lookup(fk)->out_ifindex, 0u);
+  const auto waiting = key(kLocalBe, 8080, kNode, p.sport, IPPROTO_TCP, KPX_CT_REPLY, 0);
+  ASSERT_TRUE(maps->conntrack.lookup(waiting).has_value());
+
+  // Before the binding the backend's reply is no one's: on any veth.
+  const Frame reply = tcp(kLocalBe, 8080, kNode, p.sport, kSynAck);
+  auto early = pod_in(reply, veth_);
+  EXPECT_EQ(early.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(early.out, reply);
+
+  // An unmarked frame binds nothing; the marked one, delivered on veth1, does.
+  auto plain = pod_out(r.out, other_veth_);
+  EXPECT_EQ(plain.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(maps->conntrack.lookup(fk)->out_ifindex, 0u);
+  auto delivered = pod_out(r.out, veth_, KPX_MARK_BIND);
+  EXPECT_EQ(delivered.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(delivered.mark, 0u) << "the mark ends where it is consumed";
+  EXPECT_EQ(delivered.out, r.out) << "delivered unchanged";
+  EXPECT_EQ(maps->conntrack.lookup(fk)->out_ifindex, veth_);
+  EXPECT_EQ(counter(KPX_CTR_CT_BOUND), 1u);
+  ASSERT_TRUE(maps->conntrack.lookup(key(kLocalBe, 8080, kNode, p.sport, IPPROTO_TCP, KPX_CT_REPLY, veth_)));
+
+  // A neighbour claiming the backend's tuple matches nothing and changes nothing.
+  auto before = maps->conntrack.lookup(fk);
+  auto spoof = pod_in(tcp(kLocalBe, 8080, kNode, p.sport, 0x04 /* RST */), other_veth_);
+  EXPECT_EQ(spoof.retval, static_cast<uint32_t>(TC_ACT_OK));
+  auto after = maps->conntrack.lookup(fk);
+  ASSERT_TRUE(before && after);
+  EXPECT_EQ(std::memcmp(&*before, &*after, sizeof(*before)), 0);
+
+  // The backend's own reply, on its veth: to the client, from the NodePort.
+  auto rr = pod_in(reply, veth_);
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kNode);
+  EXPECT_EQ(rp.sport, kNodePort);
+  EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+  EXPECT_EQ(rp.dport, 41000);
+  EXPECT_TRUE(macs_are(rr.out, kClientMac));
+
+  // Bound: later frames of the flow are no longer marked.
+  auto a = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kAck));
+  ASSERT_EQ(a.retval, kRedirect);
+  EXPECT_EQ(a.mark, 0u);
+}
+
+TEST_F(Uplink, FlowsToOneBackendGetDistinctSourcePortsFromTheSnatRange) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  std::set<uint16_t> ports;
+  for (uint16_t c = 0; c < 64; ++c) {
+    auto r = from_uplink(tcp(kClient, static_cast<uint16_t>(42000 + c), kNode, kNodePort, kSyn));
+    ASSERT_EQ(r.retval, kRedirect);
+    auto p = parsed(r);
+    EXPECT_GE(p.sport, KPX_DEFAULT_SNAT_PORT_MIN);
+    ports.insert(p.sport);
+  }
+  EXPECT_EQ(ports.size(), 64u);
+  EXPECT_EQ(counter(KPX_CTR_DROP_CT_CLASH), 0u);
+
+  // A narrower range, from the config: the ports follow it.
+  kpx_config c = maps->read_config();
+  c.snat_port_min = 50000;
+  c.snat_port_max = 50015;
+  set_config(c);
+  auto r = from_uplink(tcp(kClient, 43000, kNode, kNodePort, kSyn));
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_GE(p.sport, 50000);
+  EXPECT_LE(p.sport, 50015);
+}
+
+TEST_F(Uplink, TrafficThatIsNoNodePortPassesUntouched) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  for (const Frame& f : {tcp(kClient, 40000, kNode, 22, kSyn),            // the node's own service
+                         tcp(kClient, 40000, kNode, 30081, kSyn),         // no such NodePort
+                         udp(kClient, 40000, kNode, kNodePort),           // other protocol
+                         tcp(kClient, 40000, kRemoteBe, kNodePort, kSyn), // not a node address
+                         tcp(kClient, 40000, kNode, 61000, kAck)}) {      // a port of the SNAT range, no flow
+    auto r = from_uplink(f);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    EXPECT_EQ(r.out, f);
+  }
+  EXPECT_EQ(ct_size(), 0u);
+}
+
+TEST_F(Uplink, WithoutANodeAddressToMasqueradeToNewFlowsAreDroppedAndCounted) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  kpx_config c = maps->read_config();
+  c.node_addr_v4 = 0;
+  set_config(c);
+  auto r = from_uplink(tcp(kClient, 40000, kNode, kNodePort, kSyn));
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(KPX_CTR_DROP_NO_NODE_ADDR), 1u);
+  EXPECT_EQ(ct_size(), 0u);
+}
+
+TEST_F(Uplink, APodReachesANodePortOnItsNodesAddressWithItsOwnSource) {
+  set_nodeport(Proto::kTcp, {kLocalBe2});
+  auto r = pod_in(tcp(kPodClient, 40000, kNode, kNodePort, kSyn), veth_);
+  ASSERT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.daddr_be), kLocalBe2);
+  EXPECT_EQ(addr_str(p.saddr_be), kPodClient);
+  // The reply, delivered to the client pod, comes from the NodePort.
+  auto rr = pod_out(tcp(kLocalBe2, 8080, kPodClient, 40000, kSynAck), veth_);
+  ASSERT_EQ(rr.retval, static_cast<uint32_t>(TC_ACT_OK));
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kNode);
+  EXPECT_EQ(rp.sport, kNodePort);
+}
+
+}  // namespace
+}  // namespace kpx::bpftest
