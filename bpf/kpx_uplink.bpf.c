@@ -70,14 +70,17 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 {
 	const struct kpx_config *cfg = config();
 	struct ct_scratch *sc;
-	__u32 zero = 0;
+	__u32 zero = 0, addr_flags;
 	int ret, rc;
 
 	/* NodePorts and the replies of uplink flows are on node addresses only. */
-	if (!(filt & KPX_FILT_NODE_ADDR) || !(node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODE))
+	if (!(filt & KPX_FILT_NODE_ADDR))
 		return pass();
-	if (uplink_reply_port(p->dport) && uplink_is_reply(p, ifindex))
+	addr_flags = node_addr_flags(p->ip->daddr);
+	if ((addr_flags & KPX_NODE_ADDR_F_NODE) && uplink_reply_port(p->dport) && uplink_is_reply(p, ifindex))
 		return uplink_reply(skb, p, ifindex);
+	if (!(addr_flags & KPX_NODE_ADDR_F_NODEPORT))
+		return pass();
 
 	_Static_assert(sizeof(struct uplink_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
 	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);

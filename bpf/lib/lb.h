@@ -73,7 +73,7 @@ static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 {
 	if ((filt & KPX_FILT_CLUSTER_IP) && lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, svc))
 		return 1;
-	if ((filt & KPX_FILT_NODE_ADDR) && (node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODE) &&
+	if ((filt & KPX_FILT_NODE_ADDR) && (node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODEPORT) &&
 	    lb_lookup_nodeport(p, svc))
 		return 1;
 	if ((filt & KPX_FILT_EXTERNAL_IP) && lb_lookup_service(p, KPX_SCOPE_EXTERNAL_IP, svc))

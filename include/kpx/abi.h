@@ -249,6 +249,7 @@ enum kpx_filter_bits {
 enum kpx_node_addr_flags {
 	KPX_NODE_ADDR_F_NODE = 1 << 0,    /* an address of the node's interfaces */
 	KPX_NODE_ADDR_F_HAIRPIN = 1 << 1, /* the hairpin source address */
+	KPX_NODE_ADDR_F_NODEPORT = 1 << 2, /* NodePorts are served on it (--nodeport-addresses) */
 };
 
 /* Per-reason counters: PERCPU_ARRAY indexed by enum kpx_counter. Their

@@ -309,6 +309,24 @@ TEST_F(Uplink, TrafficThatIsNoNodePortPassesUntouched) {
   EXPECT_EQ(ct_size(), 0u);
 }
 
+TEST_F(Uplink, NodePortAddressesLimitTheAddressesNodePortsAreServedOn) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    auto st = dp->set_node_addresses({ipv4(kNode), ipv4(kPodGw)}, 0, std::vector<uint32_t>{ipv4(kPodGw)});
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+  const Frame on_node = tcp(kClient, 40000, kNode, kNodePort, kSyn);
+  auto r = from_uplink(on_node);
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK)) << "not a NodePort address";
+  EXPECT_EQ(r.out, on_node);
+  auto g = from_uplink(tcp(kClient, 40000, kPodGw, kNodePort, kSyn));
+  ASSERT_EQ(g.retval, kRedirect);
+  EXPECT_EQ(addr_str(parsed(g).daddr_be), kRemoteBe);
+  EXPECT_EQ(addr_str(parsed(g).saddr_be), kNode) << "the source is the node's primary address";
+}
+
 TEST_F(Uplink, WithoutANodeAddressToMasqueradeToNewFlowsAreDroppedAndCounted) {
   set_nodeport(Proto::kTcp, {kRemoteBe});
   kpx_config c = maps->read_config();

@@ -211,6 +211,49 @@ TEST_F(LabTest, PodToClusterIpTcpAndUdpReachBackendsOnBothNodes) {
   }
 }
 
+TEST_F(LabTest, NodePortFromOutsideFromAnotherNodeAndFromPodsTcpAndUdp) {
+  ASSERT_EQ(apply("nodeport.yaml"), 0);
+  const std::map<std::string, std::string> node_ip = {{"node1", "10.0.0.11"}, {"node2", "10.0.0.12"}};
+  for (const auto& [node, ip] : node_ip) {
+    for (const char* proto : {"tcp", "udp"}) {
+      const std::string target = ip + ":30080/" + proto;
+      // The external client: answered by pods on both nodes, from the
+      // NodePort, and every backend sees the node's address (Cluster policy).
+      auto seen = answering("client", target, 6);
+      EXPECT_EQ(seen.size(), 6u) << target;
+      std::set<std::string> nodes;
+      for (const auto& r : probe("client", target, 12)) {
+        EXPECT_TRUE(r.ok) << target << ": " << r.line;
+        EXPECT_EQ(r.from, ip + ":30080") << "replies come from the NodePort";
+        EXPECT_EQ(r.client_ip(), ip) << "externalTrafficPolicy Cluster: source-NATed to the node";
+        nodes.insert(r.pod.substr(0, 6));
+      }
+      EXPECT_EQ(nodes.size(), 2u) << target << ": backends on both nodes answer";
+    }
+  }
+  // Another node's own namespace reaches node1's NodePort.
+  for (const auto& r : probe("node2", "10.0.0.11:30080/tcp", 4)) {
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(r.from, "10.0.0.11:30080");
+  }
+  // A pod reaches its own node's NodePort with its own source (kpx on its
+  // veth translates, as for a ClusterIP), and another node's like an
+  // outside client.
+  const std::string me = pod_ip("echo-1-1");
+  for (const auto& r : probe("echo-1-1", "10.0.0.11:30080/tcp", 6)) {
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(r.from, "10.0.0.11:30080");
+    if (r.pod != "echo-1-1") {
+      EXPECT_EQ(r.client_ip(), me) << r.line;
+    }
+  }
+  for (const auto& r : probe("echo-1-1", "10.0.0.12:30080/udp", 6)) {
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(r.from, "10.0.0.12:30080");
+    EXPECT_EQ(r.client_ip(), "10.0.0.12") << r.line;
+  }
+}
+
 TEST_F(LabTest, HairpinThroughOwnService) {
   ASSERT_EQ(apply("hairpin.yaml"), 0);
   ASSERT_TRUE(wait_pod("loner"));

@@ -1,6 +1,8 @@
 // The agent's pure parts: flags and config file, health answers, metrics
 // text, and the manifests' promises (RBAC, capabilities, config).
 #include <gtest/gtest.h>
+
+#include "net/endpoint.h"
 #include <yaml-cpp/yaml.h>
 
 #include <cstdio>
@@ -24,6 +26,17 @@ TEST(Duration, GoFormats) {
   EXPECT_FALSE(parse_duration("10").ok());
   EXPECT_FALSE(parse_duration("5d").ok());
   EXPECT_FALSE(parse_duration("h").ok());
+}
+
+TEST(Cidr, ParsesContainsAndRefusesHostBits) {
+  auto c = net::parse_ipv4_cidr("10.0.0.0/24");
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(c->contains(*net::parse_ipv4("10.0.0.11")));
+  EXPECT_FALSE(c->contains(*net::parse_ipv4("10.0.1.11")));
+  EXPECT_TRUE(net::parse_ipv4_cidr("0.0.0.0/0")->contains(*net::parse_ipv4("203.0.113.9")));
+  EXPECT_TRUE(net::parse_ipv4_cidr("10.0.0.11/32")->contains(*net::parse_ipv4("10.0.0.11")));
+  for (const char* bad : {"10.0.0.1/24", "10.0.0.0", "10.0.0.0/33", "10.0.0.0/x", "10.0.0/8", "10.0.0.0/"})
+    EXPECT_FALSE(net::parse_ipv4_cidr(bad).ok()) << bad;
 }
 
 TEST(BindAddress, Parses) {
@@ -58,6 +71,9 @@ healthzBindAddress: 127.0.0.1:20256
 metricsBindAddress: 127.0.0.1:20249
 minSyncPeriod: 250ms
 mode: iptables
+nodePortAddresses:
+- 10.0.0.0/24
+- primary
 conntrack:
   tcpEstablishedTimeout: 2h0m0s
   tcpCloseWaitTimeout: 30s
@@ -69,6 +85,7 @@ conntrack:
   EXPECT_EQ(o.kubeconfig, "/etc/kpx/kubeconfig");
   EXPECT_EQ(o.hostname_override, "node-7");
   EXPECT_EQ(o.cluster_cidr, "10.244.0.0/16");
+  EXPECT_EQ(o.nodeport_addresses, (std::vector<std::string>{"10.0.0.0/24", "primary"}));
   EXPECT_EQ(o.healthz_bind_address, "127.0.0.1:20256");
   EXPECT_EQ(o.metrics_bind_address, "127.0.0.1:20249");
   EXPECT_EQ(o.min_sync_period.count(), 250);

@@ -144,6 +144,42 @@ TEST(Compute, FrontendsCarryOwnerFlagsAndBothBackendSets) {
   EXPECT_TRUE(compute(m, {}).frontends.at(fk("10.96.0.10:80/tcp")).local.empty());
 }
 
+TEST(Compute, NodePortServicesGetANodePortFrontendWithTheExternalPolicy) {
+  Model m;
+  k8s::Service s = service("web", "10.96.0.10", {port("http", 80), port("dns", 53, "UDP")});
+  s.type = "NodePort";
+  s.ports[0].node_port = 30080;
+  s.ports[1].node_port = 30053;
+  s.external_traffic_policy = "Local";
+  s.internal_traffic_policy = "Cluster";
+  add(m, s);
+  add(m, slice("web-1", "web", {endpoint("10.244.1.5")}, {slice_port("http", 8080), slice_port("dns", 5353, "UDP")}));
+  DesiredState d = compute(m, {"node1"});
+  ASSERT_EQ(d.frontends.size(), 4u);
+  const dataplane::FrontendKey np{net::IpAddr::from_v4(0), 30080, net::Proto::kTcp, dataplane::Scope::kNodePort};
+  ASSERT_TRUE(d.frontends.count(np));
+  const auto& fe = d.frontends.at(np);
+  EXPECT_EQ(fe.service, "default/web");
+  EXPECT_EQ(fe.port_name, "http");
+  EXPECT_EQ(addrs(fe.cluster), backends({"10.244.1.5:8080"}));
+  EXPECT_EQ(fe.flags, dataplane::kRejectEmpty | dataplane::kLocalOnly) << "externalTrafficPolicy Local";
+  EXPECT_EQ(d.frontends.at(fk("10.96.0.10:80/tcp")).flags, dataplane::kRejectEmpty)
+      << "the ClusterIP follows the internal policy only";
+  const dataplane::FrontendKey np_udp{net::IpAddr::from_v4(0), 30053, net::Proto::kUdp, dataplane::Scope::kNodePort};
+  EXPECT_EQ(addrs(d.frontends.at(np_udp).cluster), backends({"10.244.1.5:5353"}));
+
+  // A ClusterIP Service has none, a port without an allocated nodePort neither.
+  s.type = "ClusterIP";
+  add(m, s);
+  EXPECT_EQ(compute(m, {"node1"}).frontends.size(), 2u);
+  s.type = "LoadBalancer";
+  s.ports[1].node_port = 0;
+  add(m, s);
+  d = compute(m, {"node1"});
+  EXPECT_EQ(d.frontends.size(), 3u);
+  EXPECT_TRUE(d.frontends.count(np));
+}
+
 TEST(Compute, UdpAndTcpPortsOfOneService) {
   Model m;
   add(m, service("dns", "10.96.0.10", {port("dns", 53, "UDP"), port("dns-tcp", 53, "TCP")}));

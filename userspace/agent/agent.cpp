@@ -1,6 +1,7 @@
 #include "agent/agent.h"
 
 #include <bpf/libbpf.h>
+#include <fnmatch.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
@@ -25,6 +26,7 @@
 #include "k8s/config.h"
 #include "k8s/reflector.h"
 #include "log/log.h"
+#include "net/endpoint.h"
 
 namespace kpx::agent {
 
@@ -47,6 +49,46 @@ std::vector<uint32_t> node_ipv4_addresses() {
   }
   freeifaddrs(ifs);
   return out;
+}
+
+// The first IPv4 address of the first interface whose name matches glob
+// (0: none): the node's primary address, the source of translated
+// north-south traffic.
+uint32_t primary_address(const std::string& glob) {
+  uint32_t out = 0;
+  ifaddrs* ifs = nullptr;
+  if (glob.empty() || getifaddrs(&ifs) != 0) return 0;
+  std::string best_name;
+  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || fnmatch(glob.c_str(), i->ifa_name, 0) != 0) continue;
+    // The first interface by name, so that the choice does not depend on
+    // the order the kernel lists them in; its first address.
+    if (!out || std::string(i->ifa_name) < best_name) {
+      best_name = i->ifa_name;
+      out = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr;
+    }
+  }
+  freeifaddrs(ifs);
+  return out;
+}
+
+// The node addresses NodePorts are served on (nullopt: every one), from
+// --nodeport-addresses: CIDRs and "primary".
+Result<std::optional<std::vector<uint32_t>>> nodeport_addresses(const Options& o, const std::vector<uint32_t>& node,
+                                                               uint32_t primary) {
+  if (o.nodeport_addresses.empty()) return std::optional<std::vector<uint32_t>>{};
+  std::vector<uint32_t> out;
+  for (const std::string& spec : o.nodeport_addresses) {
+    if (spec == "primary") {
+      if (primary) out.push_back(primary);
+      continue;
+    }
+    auto cidr = net::parse_ipv4_cidr(spec);
+    if (!cidr) return invalid_argument("--nodeport-addresses: " + cidr.error().message);
+    for (uint32_t a : node)
+      if (cidr->contains(a)) out.push_back(a);
+  }
+  return std::optional<std::vector<uint32_t>>{std::move(out)};
 }
 
 constexpr auto kHealthTimeout = std::chrono::seconds(60);
@@ -155,8 +197,9 @@ Status cleanup(const Options& o) {
     if (!l) return l.error();
     lock = std::move(*l);
   }
-  if (!o.pod_interfaces.empty()) {
-    auto follower = InterfaceFollower::open(o.pod_interfaces, [](int ifindex, const std::string& name) {
+  for (const std::string* glob : {&o.pod_interfaces, &o.uplink_interfaces}) {
+    if (glob->empty()) continue;
+    auto follower = InterfaceFollower::open(*glob, [](int ifindex, const std::string& name) {
       if (auto st = bpf::tc_detach(ifindex); !st) log::warning("detach " + name + ": " + st.error().message);
       else log::info("detached from " + name);
       return true;
@@ -208,6 +251,12 @@ Status run_agent(const Options& o) {
       bpf::conntrack_entries(o.conntrack_max_per_core, o.conntrack_min, ncpu > 0 ? static_cast<uint32_t>(ncpu) : 1);
   auto object = bpf::LxcObject::load(o.pin_dir, /*load_programs=*/!o.pod_interfaces.empty(), ct_entries);
   if (!object) return object.error();
+  std::optional<bpf::UplinkObject> uplink;
+  if (!o.uplink_interfaces.empty()) {
+    auto u = bpf::UplinkObject::load(o.pin_dir);
+    if (!u) return u.error();
+    uplink.emplace(std::move(*u));
+  }
   auto maps = bpf::PinnedMaps::open(o.pin_dir);
   if (!maps) return maps.error();
   if (maps->ct_max_entries != ct_entries)
@@ -223,7 +272,20 @@ Status run_agent(const Options& o) {
   dp->remove_leftovers();
   // The node's own addresses: a pod sending from one of them is dropped
   // before any state is made (read once, at start).
-  KPX_TRY(dp->set_node_addresses(node_ipv4_addresses(), hairpin));
+  const std::vector<uint32_t> node_addrs = node_ipv4_addresses();
+  const uint32_t primary = primary_address(o.uplink_interfaces);
+  auto np_addrs = nodeport_addresses(o, node_addrs, primary);
+  if (!np_addrs) return np_addrs.error();
+  KPX_TRY(dp->set_node_addresses(node_addrs, hairpin, *np_addrs));
+  {
+    kpx_config c = maps->read_config();
+    c.node_addr_v4 = primary;
+    KPX_TRY(maps->config.update(0, c));
+  }
+  if (uplink)
+    log::info(primary ? "north-south traffic is source-NATed to " + net::format_ipv4(primary)
+                      : "no IPv4 address on the uplinks (" + o.uplink_interfaces +
+                            "): NodePort traffic from outside is dropped (counter drop_no_node_addr)");
   log::info("recovered " + std::to_string(dp->frontends().size()) + " frontends from " + o.pin_dir);
 
   auto client = k8s::Client::create(*client_config);
@@ -311,6 +373,21 @@ Status run_agent(const Options& o) {
     follower.emplace(std::move(*f));
     follower->scan();
     threads.emplace_back([&](std::stop_token st) { follower->run(st); });
+  }
+  std::optional<InterfaceFollower> uplink_follower;
+  if (uplink) {
+    auto f = InterfaceFollower::open(o.uplink_interfaces, [&](int ifindex, const std::string& name) {
+      if (auto st = bpf::tc_attach(ifindex, uplink->from_uplink_fd(), -1); !st) {
+        log::warning("attach to uplink " + name + ": " + st.error().message);
+        return false;
+      }
+      log::info("attached to uplink " + name);
+      return true;
+    });
+    if (!f) return f.error();
+    uplink_follower.emplace(std::move(*f));
+    uplink_follower->scan();
+    threads.emplace_back([&](std::stop_token st) { uplink_follower->run(st); });
   }
 
   int sig = 0;

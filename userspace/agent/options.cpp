@@ -83,6 +83,11 @@ Status load_config_file(const std::string& path, Options& o) {
     str(root["clusterCIDR"], o.cluster_cidr);
     str(root["healthzBindAddress"], o.healthz_bind_address);
     str(root["metricsBindAddress"], o.metrics_bind_address);
+    if (auto np = root["nodePortAddresses"]; np && !np.IsNull()) {
+      if (!np.IsSequence()) return invalid_argument("--config " + path + ": nodePortAddresses: not a list");
+      o.nodeport_addresses.clear();
+      for (const auto& a : np) o.nodeport_addresses.push_back(a.as<std::string>());
+    }
     KPX_TRY(dur(root["minSyncPeriod"], o.min_sync_period, "minSyncPeriod"));
     if (auto ct = root["conntrack"]) {
       KPX_TRY(dur(ct["tcpEstablishedTimeout"], o.tcp_established_timeout, "conntrack.tcpEstablishedTimeout"));

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "status/status.h"
 
@@ -32,6 +33,14 @@ struct Options {
   uint32_t conntrack_new_burst = 0;
   std::string pin_dir;             // --pin-dir
   std::string pod_interfaces;      // --pod-interfaces GLOB (empty: attach to nothing)
+  // --uplink-interfaces GLOB: the node's interfaces towards the other nodes
+  // and the outside, where NodePort traffic arrives (empty: none). The
+  // first one's first IPv4 address is the node's primary address (the
+  // source of translated north-south traffic).
+  std::string uplink_interfaces;
+  // --nodeport-addresses / nodePortAddresses: CIDRs, or "primary"; NodePorts
+  // are served on the node addresses they match (empty: on every one).
+  std::vector<std::string> nodeport_addresses;
   std::string hairpin_snat_ip;     // --hairpin-snat-ip
   bool cleanup = false;            // --cleanup
   int verbosity = 0;               // -v

@@ -410,6 +410,12 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   agent_cmd->add_option("--pod-interfaces", ag.pod_interfaces,
                         "glob of the pod veths' host ends to attach to, followed as they come (none: attach nowhere)");
   agent_cmd->add_option("--hairpin-snat-ip", ag.hairpin_snat_ip, "node address for hairpin source NAT");
+  agent_cmd->add_option("--uplink-interfaces", ag.uplink_interfaces,
+                        "glob of the node's uplinks, where NodePort traffic arrives (none: no north-south)");
+  auto* o_np_addrs = agent_cmd->add_option("--nodeport-addresses", ag.nodeport_addresses,
+                                           "CIDRs (or 'primary') of the node addresses NodePorts are served on "
+                                           "(default: every one)")
+                         ->delimiter(',');
   auto* o_ct_per_core = agent_cmd->add_option("--conntrack-max-per-core", ag.conntrack_max_per_core,
                                               "flows per CPU the conntrack table holds (0: kpx's default size)");
   auto* o_ct_min = agent_cmd->add_option("--conntrack-min", ag.conntrack_min, "least flows the conntrack table holds");
@@ -446,6 +452,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       o.udp_timeout = from_file.udp_timeout;
       if (o_ct_per_core->count() == 0) o.conntrack_max_per_core = from_file.conntrack_max_per_core;
       if (o_ct_min->count() == 0) o.conntrack_min = from_file.conntrack_min;
+      if (o_np_addrs->count() == 0) o.nodeport_addresses = from_file.nodeport_addresses;
     }
     if (o_min_sync->count() > 0 || ag_config.empty()) {
       auto d = agent::parse_duration(ag_min_sync);

@@ -180,10 +180,14 @@ Status Dataplane::load_node_addresses() {
   return {};
 }
 
-Status Dataplane::set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be) {
+Status Dataplane::set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be,
+                                     const std::optional<std::vector<uint32_t>>& nodeport_addrs_be) {
   std::map<uint32_t, uint32_t> want;
   for (uint32_t a : node_addrs_be)
-    if (a) want[a] |= KPX_NODE_ADDR_F_NODE;
+    if (a) want[a] |= KPX_NODE_ADDR_F_NODE | (nodeport_addrs_be ? 0 : KPX_NODE_ADDR_F_NODEPORT);
+  if (nodeport_addrs_be)
+    for (uint32_t a : *nodeport_addrs_be)
+      if (want.count(a)) want[a] |= KPX_NODE_ADDR_F_NODEPORT;
   if (hairpin_be) want[hairpin_be] |= KPX_NODE_ADDR_F_HAIRPIN;
   if (want.size() > KPX_MAX_NODE_ADDRS)
     return invalid_argument("more than " + std::to_string(KPX_MAX_NODE_ADDRS) + " node addresses");

@@ -60,7 +60,10 @@ class Dataplane {
   // The addresses the node owns (its interfaces' addresses) and the hairpin
   // source address (0: none): written to kpx_node_addr_v4, the filter and
   // config.hairpin_addr_v4. A pod sending from one of them is dropped.
-  Status set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be);
+  // NodePorts are served on `nodeport_addrs_be` (nullopt: on every node
+  // address; kube-proxy's --nodeport-addresses).
+  Status set_node_addresses(const std::vector<uint32_t>& node_addrs_be, uint32_t hairpin_be,
+                            const std::optional<std::vector<uint32_t>>& nodeport_addrs_be = std::nullopt);
 
   // Flows still going through removed frontends and backends keep their
   // filter bits (their packets must reach conntrack): drop the bits of those

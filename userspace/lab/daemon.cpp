@@ -77,6 +77,8 @@ class Agents {
                n.pin_dir,
                "--pod-interfaces",
                "veth*",
+               "--uplink-interfaces",
+               "eth0",
                "--hairpin-snat-ip",
                n.pod_gateway,
                "--cluster-cidr",

@@ -109,6 +109,29 @@ Result<BackendAddr> parse_backend(std::string_view s) {
   return BackendAddr{ipp->first, ipp->second};
 }
 
+bool Ipv4Cidr::contains(uint32_t a_be) const {
+  const uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  return (ntohl(a_be) & mask) == (ntohl(addr_be) & mask);
+}
+
+Result<Ipv4Cidr> parse_ipv4_cidr(std::string_view s) {
+  const size_t slash = s.find('/');
+  if (slash == std::string_view::npos) return invalid_argument("'" + std::string(s) + "' is not a CIDR (no /prefix)");
+  auto addr = parse_ipv4(s.substr(0, slash));
+  if (!addr) return invalid_argument("'" + std::string(s) + "': " + addr.error().message);
+  const std::string_view bits = s.substr(slash + 1);
+  int prefix = 0;
+  if (bits.empty() || bits.size() > 2) return invalid_argument("'" + std::string(s) + "': bad prefix length");
+  for (char c : bits) {
+    if (c < '0' || c > '9') return invalid_argument("'" + std::string(s) + "': bad prefix length");
+    prefix = prefix * 10 + (c - '0');
+  }
+  if (prefix > 32) return invalid_argument("'" + std::string(s) + "': prefix length over 32");
+  const uint32_t mask = prefix == 0 ? 0 : ~uint32_t{0} << (32 - prefix);
+  if ((ntohl(*addr) & ~mask) != 0) return invalid_argument("'" + std::string(s) + "': host bits are set");
+  return Ipv4Cidr{*addr, static_cast<uint8_t>(prefix)};
+}
+
 std::string format_ipv4(uint32_t addr_be) {
   char buf[INET_ADDRSTRLEN];
   in_addr a{addr_be};

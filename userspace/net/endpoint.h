@@ -56,6 +56,15 @@ Result<ServiceAddr> parse_service(std::string_view s);
 Result<BackendAddr> parse_backend(std::string_view s);
 
 std::string format_ipv4(uint32_t addr_be);
+
+// An IPv4 network, "10.0.0.0/24". Host bits set are an error (as Kubernetes
+// validates CIDR flags).
+struct Ipv4Cidr {
+  uint32_t addr_be = 0;
+  uint8_t prefix = 0;
+  bool contains(uint32_t a_be) const;
+};
+Result<Ipv4Cidr> parse_ipv4_cidr(std::string_view s);
 std::string proto_name(Proto p);  // "TCP" / "UDP"
 std::string format(const ServiceAddr& s);  // 10.96.0.10:53/UDP
 std::string format(const BackendAddr& b);  // 10.244.1.5:8080

@@ -129,13 +129,26 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
     // kube-proxy rejects connections to a Service without usable endpoints
     // (with traffic policy Local and endpoints elsewhere only, it drops).
     fe.flags = dataplane::kRejectEmpty;
-    if (svc.internal_traffic_policy == TrafficPolicy::kLocal) fe.flags |= dataplane::kLocalOnly;
     if (svc.session_affinity == SessionAffinity::kClientIP) {
       fe.flags |= dataplane::kAffinity;
       fe.affinity_timeout_s = static_cast<uint32_t>(std::max<int32_t>(svc.client_ip_timeout_seconds, 0));
     }
     fe.cluster = backends_for(slices, sp, strings, nullptr);
     if (!config.node_name.empty()) fe.local = backends_for(slices, sp, strings, &config.node_name);
+    // The NodePort: the same backends on every node address (address 0),
+    // with the external traffic policy; the ClusterIP has the internal one.
+    if ((svc.type == ServiceType::kNodePort || svc.type == ServiceType::kLoadBalancer) && sp.node_port != 0) {
+      const dataplane::FrontendKey nk{net::IpAddr::from_v4(0), sp.node_port, *proto, dataplane::Scope::kNodePort};
+      auto [nit, nadded] = out.frontends.try_emplace(nk, fe);
+      if (!nadded) {
+        out.skipped.push_back({key, describe(sp, strings) + ": node port " + std::to_string(sp.node_port) + "/" +
+                                        to_string(sp.protocol) + " is already " + nit->second.service + "'s",
+                               true});
+      } else if (svc.external_traffic_policy == TrafficPolicy::kLocal) {
+        nit->second.flags |= dataplane::kLocalOnly;
+      }
+    }
+    if (svc.internal_traffic_policy == TrafficPolicy::kLocal) fe.flags |= dataplane::kLocalOnly;
   }
 }
 
