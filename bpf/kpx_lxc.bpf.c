@@ -176,8 +176,17 @@ int kpx_from_pod(struct __sk_buff *skb)
 		return pass_unparsed(r);
 
 	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
-	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))
-		return spoofed(&p) ? drop(KPX_CTR_DROP_SPOOF) : pass();
+	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR)))) {
+		if (spoofed(&p))
+			return drop(KPX_CTR_DROP_SPOOF);
+		/* A local backend of a traffic-policy-Local NodePort answering its
+		 * outside client (no source NAT: the reply is addressed to it). */
+		if (unlikely(filter_bits(kpx_filter_slot_backend_v4(p.ip->saddr, p.sport, p.proto)) &
+			     KPX_FILT_DIRECT_REPLY) &&
+		    uplink_is_reply(&p, ifindex))
+			return uplink_reply(skb, &p, ifindex);
+		return pass();
+	}
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
 	hash = kpx_ct_hash_v4(&key);

@@ -9,10 +9,11 @@
  *     reply of an uplink flow (from a backend on another node) -> restore
  *                           the NodePort source and the client, send on
  *     NodePort on a node address, new flow -> pick a backend, create
- *                           conntrack, DNAT to the backend and SNAT to the
+ *                           conntrack, DNAT to the backend and, with
+ *                           externalTrafficPolicy Cluster, SNAT to the
  *                           node's address with a port of the SNAT range
- *                           (externalTrafficPolicy Cluster, as kube-proxy
- *                           masquerades it), send on
+ *                           (as kube-proxy masquerades it); with Local, a
+ *                           local backend and the client's own address; send on
  *     anything else      -> pass unchanged
  * "Send on": the frame's source is now the node's own address, which the
  * kernel's forwarding path would drop, so kpx routes it (lib/fib.h). The
@@ -95,18 +96,29 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	__builtin_memset(&req, 0, sizeof(req));
-	if (!lb_pick_backend(&svc, &req.be)) {
-		/* The frontend changed under this packet: read it once more. */
-		if (!svc.backend_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_backend(&svc, &req.be))
+	if (svc.flags & KPX_SVC_F_LOCAL_ONLY) {
+		/* externalTrafficPolicy Local: this node's endpoints only, the
+		 * client's address kept (a node without one drops, as
+		 * kube-proxy does; its health check node port says so). */
+		if (!lb_pick_local(&svc, &req.be) &&
+		    (!svc.local_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_local(&svc, &req.be)))
 			return drop(KPX_CTR_DROP_NO_BACKEND);
+	} else {
+		if (!lb_pick_backend(&svc, &req.be)) {
+			/* The frontend changed under this packet: read it once more. */
+			if (!svc.backend_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_backend(&svc, &req.be))
+				return drop(KPX_CTR_DROP_NO_BACKEND);
+		}
+		/* Cluster: masqueraded to the node, so that replies come back here
+		 * from whichever node the backend is on. */
+		req.snat_addr = cfg ? cfg->node_addr_v4 : 0;
+		if (!req.snat_addr)
+			return drop(KPX_CTR_DROP_NO_NODE_ADDR);
 	}
-	req.snat_addr = cfg ? cfg->node_addr_v4 : 0;
-	if (!req.snat_addr)
-		return drop(KPX_CTR_DROP_NO_NODE_ADDR);
 	/* Where the backend is: back out of the uplink (another node; its
 	 * replies arrive here) or behind another interface of this node (a
 	 * local pod; its REPLY entry waits for the veth). */
-	if (fib_route(skb, p, req.snat_addr, req.be.addr, 0, req.be.port, &fib, &rc))
+	if (fib_route(skb, p, req.snat_addr ? req.snat_addr : p->ip->saddr, req.be.addr, 0, req.be.port, &fib, &rc))
 		return drop(KPX_CTR_DROP_FIB);
 	req.reply_ifindex = fib.ifindex == ifindex ? ifindex : 0;
 	req.ifindex = ifindex;

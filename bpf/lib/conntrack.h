@@ -423,9 +423,10 @@ enum {
  * the packet becomes.
  */
 /* What a new flow is made of (a struct: a BPF function takes 5 arguments).
- * An uplink flow (uplink set) is source-NATed to snat_addr with a port
- * from [port_min, port_min + port_span), and its REPLY entry goes on
- * reply_ifindex (0: the local backend's veth, bound later). */
+ * An uplink flow (uplink set) is source-NATed to snat_addr (0: the client's
+ * address kept, traffic policy Local) with a port from [port_min, port_min
+ * + port_span), and its REPLY entry goes on reply_ifindex (0: the local
+ * backend's veth, bound later). */
 struct ct_new {
 	struct kpx_backend_value_v4 be;
 	__u32 ifindex;
@@ -483,7 +484,7 @@ static __attribute__((noinline)) int ct_create(const struct pkt4 *p, const struc
 	 * (the client's port towards another frontend): give this one another
 	 * source port, so the two flows' replies stay apart. */
 	ct_reply_key_of_forward(&rk, &fk, &fv);
-	if (req->uplink) {
+	if (req->uplink && snat_addr) {
 		/* Source NAT to the node: always a port of the SNAT range. */
 		fv.snat_port = ct_alloc_port(&rk, &fk, now, req->port_min, req->port_span);
 		if (!fv.snat_port)

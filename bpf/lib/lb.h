@@ -83,6 +83,22 @@ static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 	return 0;
 }
 
+/* Backend slot `slot` into *be: 0 when the slot or the backend is gone. */
+static __always_inline int lb_backend_at(__u32 slot, struct kpx_backend_value_v4 *be)
+{
+	struct kpx_backend_value_v4 *b;
+	__u32 *id;
+
+	id = bpf_map_lookup_elem(&kpx_svc_be, &slot);
+	if (!id || !*id)
+		return 0;
+	b = bpf_map_lookup_elem(&kpx_be_v4, id);
+	if (!b)
+		return 0;
+	__builtin_memcpy(be, b, sizeof(*be));
+	return be->addr != 0;
+}
+
 /*
  * Pick a backend uniformly at random among the frontend's cluster set and
  * copy it into *be. Slots and backends are ARRAY maps (inlined lookups); a
@@ -93,20 +109,18 @@ static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 static __always_inline int lb_pick_backend(const struct kpx_service_value *svc,
 					   struct kpx_backend_value_v4 *be)
 {
-	struct kpx_backend_value_v4 *b;
-	__u32 slot, *id;
-
 	if (svc->backend_count == 0)
 		return 0;
-	slot = svc->slot_base + bpf_get_prandom_u32() % svc->backend_count;
-	id = bpf_map_lookup_elem(&kpx_svc_be, &slot);
-	if (!id || !*id)
+	return lb_backend_at(svc->slot_base + bpf_get_prandom_u32() % svc->backend_count, be);
+}
+
+/* The same among the local set (this node's endpoints, after the cluster
+ * set): traffic policy Local. */
+static __always_inline int lb_pick_local(const struct kpx_service_value *svc, struct kpx_backend_value_v4 *be)
+{
+	if (svc->local_count == 0)
 		return 0;
-	b = bpf_map_lookup_elem(&kpx_be_v4, id);
-	if (!b)
-		return 0;
-	__builtin_memcpy(be, b, sizeof(*be));
-	return be->addr != 0;
+	return lb_backend_at(svc->slot_base + svc->backend_count + bpf_get_prandom_u32() % svc->local_count, be);
 }
 
 #endif

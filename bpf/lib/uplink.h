@@ -90,7 +90,10 @@ static __attribute__((noinline)) int uplink_reply(struct __sk_buff *skb, struct 
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	ct_reply_seen(ffp, &fv, &fk, p);
-	if (fib_route(skb, p, rv.nat_addr, rv.snat_addr, rv.nat_port, rv.snat_port, &fib, &rc))
+	/* The client: restored when the flow was source-NATed, else the
+	 * reply's own destination (traffic policy Local). */
+	if (fib_route(skb, p, rv.nat_addr, rv.snat_addr ? rv.snat_addr : p->ip->daddr, rv.nat_port,
+		      rv.snat_port ? rv.snat_port : p->dport, &fib, &rc))
 		return drop(KPX_CTR_DROP_FIB);
 	count(KPX_CTR_REVNAT);
 	if (nat_rewrite_src(skb, p, rv.nat_addr, rv.nat_port, rv.snat_addr, rv.snat_port))

@@ -243,6 +243,9 @@ enum kpx_filter_bits {
 	KPX_FILT_FRONTEND = 0x0f,
 	KPX_FILT_NODE_ADDR = 1 << 4, /* an address the node owns (kpx_node_addr_v4) */
 	KPX_FILT_BACKEND = 1 << 5,   /* a backend address:port:proto */
+	KPX_FILT_DIRECT_REPLY = 1 << 6, /* a backend of a traffic-policy-Local NodePort (or LB, ExternalIP):
+					 * its replies to outside clients leave from its veth untranslated
+					 * by the kernel, so kpx_from_pod looks them up */
 };
 
 /* kpx_node_addr_v4 values */

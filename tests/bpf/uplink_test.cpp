@@ -120,6 +120,21 @@ class Uplink : public DatapathTest {
     ASSERT_TRUE(st.ok()) << st.error().message;
   }
 
+  // A NodePort with externalTrafficPolicy Local: the cluster set, and the
+  // node's own endpoints as the local set.
+  void set_nodeport_local(Proto proto, const std::vector<const char*>& cluster, const std::vector<const char*>& local) {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    std::vector<net::BackendAddr> bs;
+    for (const char* b : cluster) bs.push_back({ipv4(b), 8080});
+    dataplane::Frontend fe = dataplane::frontend_of(bs, "default/web");
+    fe.flags |= dataplane::kLocalOnly;
+    for (const char* b : local) fe.local.push_back(dataplane::backend({ipv4(b), 8080}));
+    const dataplane::FrontendKey key{net::IpAddr::from_v4(0), kNodePort, proto, dataplane::Scope::kNodePort};
+    auto st = dp->upsert(key, fe);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+
   HookRun from_uplink(const Frame& f, uint32_t mark = 0) { return run(uplink_->from_uplink_fd(), f, up_if_, mark); }
   HookRun pod_in(const Frame& f, uint32_t ifindex) { return run(obj->from_pod_fd(), f, ifindex); }
   HookRun pod_out(const Frame& f, uint32_t ifindex, uint32_t mark = 0) { return run(obj->to_pod_fd(), f, ifindex, mark); }
@@ -268,6 +283,52 @@ TEST_F(Uplink, ALocalBackendsReplyEntryIsBoundToTheVethTheKernelDeliversTo) {
   auto a = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kAck));
   ASSERT_EQ(a.retval, kRedirect);
   EXPECT_EQ(a.mark, 0u);
+}
+
+TEST_F(Uplink, TrafficPolicyLocalKeepsTheClientsAddressAndUsesOnlyLocalEndpoints) {
+  set_nodeport_local(Proto::kTcp, {kLocalBe, kRemoteBe}, {kLocalBe});
+  for (uint16_t c = 0; c < 8; ++c) {
+    const uint16_t sport = static_cast<uint16_t>(44000 + c);
+    auto r = from_uplink(tcp(kClient, sport, kNode, kNodePort, kSyn));
+    ASSERT_EQ(r.retval, kRedirect);
+    auto p = parsed(r);
+    EXPECT_EQ(addr_str(p.daddr_be), kLocalBe) << "only the local endpoint";
+    EXPECT_EQ(addr_str(p.saddr_be), kClient) << "the backend sees the client";
+    EXPECT_EQ(p.sport, sport);
+    EXPECT_EQ(r.mark, KPX_MARK_BIND);
+    ASSERT_EQ(pod_out(r.out, veth_, r.mark).retval, static_cast<uint32_t>(TC_ACT_OK));
+    // Its reply, addressed to the client, is translated on the backend's veth.
+    const Frame reply = tcp(kLocalBe, 8080, kClient, sport, kSynAck);
+    auto rr = pod_in(reply, veth_);
+    ASSERT_EQ(rr.retval, kRedirect);
+    auto rp = parsed(rr);
+    EXPECT_EQ(addr_str(rp.saddr_be), kNode);
+    EXPECT_EQ(rp.sport, kNodePort);
+    EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+    EXPECT_EQ(rp.dport, sport);
+    EXPECT_TRUE(macs_are(rr.out, kClientMac));
+    // The same frame from another pod's veth is nobody's reply.
+    auto other = pod_in(reply, other_veth_);
+    EXPECT_EQ(other.retval, static_cast<uint32_t>(TC_ACT_OK));
+    EXPECT_EQ(other.out, reply);
+  }
+  // In-cluster clients are not held to the policy (kube-proxy's short
+  // circuit): a pod's flows go to any endpoint.
+  std::set<std::string> seen;
+  for (uint16_t c = 0; c < 64 && seen.size() < 2; ++c) {
+    auto r = pod_in(tcp(kPodClient, static_cast<uint16_t>(45000 + c), kNode, kNodePort, kSyn), other_veth_);
+    ASSERT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    seen.insert(addr_str(parsed(r).daddr_be));
+  }
+  EXPECT_EQ(seen, (std::set<std::string>{kLocalBe, kRemoteBe}));
+}
+
+TEST_F(Uplink, TrafficPolicyLocalWithoutALocalEndpointDrops) {
+  set_nodeport_local(Proto::kUdp, {kRemoteBe}, {});
+  auto r = from_uplink(udp(kClient, 5000, kNode, kNodePort));
+  EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(KPX_CTR_DROP_NO_BACKEND), 1u);
+  EXPECT_EQ(ct_size(), 0u);
 }
 
 TEST_F(Uplink, FlowsToOneBackendGetDistinctSourcePortsFromTheSnatRange) {

@@ -254,6 +254,29 @@ TEST_F(LabTest, NodePortFromOutsideFromAnotherNodeAndFromPodsTcpAndUdp) {
   }
 }
 
+TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {
+  ASSERT_EQ(apply("nodeport-local.yaml"), 0);
+  ASSERT_TRUE(wait_pod("web-local-1"));
+  for (const char* proto : {"tcp", "udp"}) {
+    const std::string target = std::string("10.0.0.11:30081/") + proto;
+    ASSERT_EQ(answering("client", target, 1), (std::set<std::string>{"web-local-1"})) << target;
+    for (const auto& r : probe("client", target, 6)) {
+      EXPECT_TRUE(r.ok) << r.line;
+      EXPECT_EQ(r.from, "10.0.0.11:30081");
+      EXPECT_EQ(r.client_ip(), "10.0.0.100") << "the backend sees the external client itself";
+    }
+    // node2 has no endpoint of its own: dropped, never sent across.
+    for (const auto& r : probe("client", std::string("10.0.0.12:30081/") + proto, 3, "--timeout-ms 300"))
+      EXPECT_FALSE(r.ok) << r.line;
+  }
+  // A pod on node2 is not held to the policy: node2's NodePort from there
+  // reaches the endpoint on node1.
+  for (const auto& r : probe("echo-2-1", "10.0.0.12:30081/tcp", 3)) {
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(r.pod, "web-local-1");
+  }
+}
+
 TEST_F(LabTest, HairpinThroughOwnService) {
   ASSERT_EQ(apply("hairpin.yaml"), 0);
   ASSERT_TRUE(wait_pod("loner"));

@@ -88,6 +88,14 @@ void Dataplane::set_owner(const FrontendKey& key, const std::string& old_owner, 
 
 uint32_t frontend_slot(uint32_t addr_be) { return kpx_filter_slot_addr_v4(addr_be); }
 
+// The filter bits a frontend's backends get: every backend's, and for a
+// north-south frontend with traffic policy Local the bit that makes
+// kpx_from_pod look up its backends' replies to outside clients.
+uint8_t backend_bits(const FrontendKey& key, uint32_t flags) {
+  const bool direct = (flags & kLocalOnly) && key.scope != Scope::kClusterIP;
+  return static_cast<uint8_t>(KPX_FILT_BACKEND | (direct ? KPX_FILT_DIRECT_REPLY : 0));
+}
+
 uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto) {
   return kpx_filter_slot_backend_v4(b.addr_be, htons(b.port), static_cast<uint8_t>(proto));
 }
@@ -142,7 +150,7 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
         ref.id = id;
         ++ref.refs;
         backend_ids.insert(id);
-        dp.filter_.add(backend_slot(*b, proto), KPX_FILT_BACKEND);
+        dp.filter_.add(backend_slot(*b, proto), backend_bits(key, v.flags));
       }
       st.whole = whole;
     }
@@ -435,7 +443,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
   for (Write& wr : writes) {
     if (wr.failed) continue;
     if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
-    for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+    for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.fe.flags));
     wr.bits_added = true;
   }
   if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
@@ -479,7 +487,8 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       }
       for (size_t i = 0; i < wr.acquired; ++i) release_backend(wr.backends[i]);
       if (wr.bits_added)
-        for (const auto& b : wr.backends) filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+        for (const auto& b : wr.backends)
+          filter_.remove(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.fe.flags));
       if (!wr.old) {
         if (wr.bits_added) filter_.remove(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
         free_service_ids_.push_back(wr.next.svc_id);
@@ -491,7 +500,7 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       slots_.release(wr.old->slot_base, static_cast<uint32_t>(wr.old->backends.size()));
       for (const auto& b : wr.old->backends) {
         release_backend(b);
-        filter_.remove(backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
+        filter_.remove(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.old->fe.flags));
         if (std::find(wr.backends.begin(), wr.backends.end(), b) == wr.backends.end()) {
           retain(false, backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
           if (wr.svc.proto == net::Proto::kUdp) lost.push_back({wr.old->svc_id, b});
@@ -527,7 +536,7 @@ void Dataplane::erase_services(const std::vector<FrontendKey>& gone, Lost& lost)
     retain(true, frontend_slot(addr), scope_bit(key.scope));
     for (const auto& b : st.backends) {
       release_backend(b);
-      filter_.remove(backend_slot(b, key.proto), KPX_FILT_BACKEND);
+      filter_.remove(backend_slot(b, key.proto), backend_bits(key, st.fe.flags));
       retain(false, backend_slot(b, key.proto), KPX_FILT_BACKEND);
       if (key.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
     }
