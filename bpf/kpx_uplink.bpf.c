@@ -8,7 +8,8 @@
  *     conntrack hit      -> translate to the flow's backend, send on
  *     reply of an uplink flow (from a backend on another node) -> restore
  *                           the NodePort source and the client, send on
- *     NodePort on a node address, new flow -> pick a backend, create
+ *     an external IP, a load balancer IP, or a NodePort on a node address,
+ *     new flow           -> pick a backend, create
  *                           conntrack, DNAT to the backend and, with
  *                           externalTrafficPolicy Cluster, SNAT to the
  *                           node's address with a port of the SNAT range
@@ -64,8 +65,9 @@ struct uplink_scratch {
 	struct bpf_fib_lookup fib;
 };
 
-/* No usable conntrack entry: a reply of an uplink flow, a new flow to a
- * NodePort, or traffic kpx does not touch. */
+/* No usable conntrack entry: a reply of an uplink flow, a new flow to an
+ * external IP, a load balancer IP or a NodePort, or traffic kpx does not
+ * touch. */
 static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex, __u32 filt,
 						 __u32 stale_gen)
 {
@@ -74,14 +76,10 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	__u32 zero = 0, addr_flags;
 	int ret, rc;
 
-	/* NodePorts and the replies of uplink flows are on node addresses only. */
-	if (!(filt & KPX_FILT_NODE_ADDR))
-		return pass();
-	addr_flags = node_addr_flags(p->ip->daddr);
+	/* The replies of uplink flows come back to a node address. */
+	addr_flags = (filt & KPX_FILT_NODE_ADDR) ? node_addr_flags(p->ip->daddr) : 0;
 	if ((addr_flags & KPX_NODE_ADDR_F_NODE) && uplink_reply_port(p->dport) && uplink_is_reply(p, ifindex))
 		return uplink_reply(skb, p, ifindex);
-	if (!(addr_flags & KPX_NODE_ADDR_F_NODEPORT))
-		return pass();
 
 	_Static_assert(sizeof(struct uplink_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
 	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
@@ -91,7 +89,7 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 #define req (((struct uplink_scratch *)sc->caller)->req)
 #define nat (((struct uplink_scratch *)sc->caller)->nat)
 #define fib (((struct uplink_scratch *)sc->caller)->fib)
-	if (!lb_lookup_nodeport(p, &svc))
+	if (!lb_lookup_uplink(p, filt, addr_flags, &svc))
 		return pass();
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
@@ -101,12 +99,13 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 		 * client's address kept (a node without one drops, as
 		 * kube-proxy does; its health check node port says so). */
 		if (!lb_pick_local(&svc, &req.be) &&
-		    (!svc.local_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_local(&svc, &req.be)))
+		    (!svc.local_count || !lb_lookup_uplink(p, filt, addr_flags, &svc) || !lb_pick_local(&svc, &req.be)))
 			return drop(KPX_CTR_DROP_NO_BACKEND);
 	} else {
 		if (!lb_pick_backend(&svc, &req.be)) {
 			/* The frontend changed under this packet: read it once more. */
-			if (!svc.backend_count || !lb_lookup_nodeport(p, &svc) || !lb_pick_backend(&svc, &req.be))
+			if (!svc.backend_count || !lb_lookup_uplink(p, filt, addr_flags, &svc) ||
+			    !lb_pick_backend(&svc, &req.be))
 				return drop(KPX_CTR_DROP_NO_BACKEND);
 		}
 		/* Cluster: masqueraded to the node, so that replies come back here

@@ -100,6 +100,23 @@ static __always_inline int lb_backend_at(__u32 slot, struct kpx_backend_value_v4
 }
 
 /*
+ * The frontend a frame arriving from outside the node is for: an external
+ * IP or a load balancer IP the filter says the destination may have (as
+ * kube-proxy matches them before NodePorts), else a NodePort when the
+ * destination is a node address NodePorts are served on (addr_flags: its
+ * node_addr_flags).
+ */
+static __always_inline int lb_lookup_uplink(const struct pkt4 *p, __u32 filt, __u32 addr_flags,
+					    struct kpx_service_value *svc)
+{
+	if ((filt & KPX_FILT_EXTERNAL_IP) && lb_lookup_service(p, KPX_SCOPE_EXTERNAL_IP, svc))
+		return 1;
+	if ((filt & KPX_FILT_LOAD_BALANCER) && lb_lookup_service(p, KPX_SCOPE_LOAD_BALANCER, svc))
+		return 1;
+	return (addr_flags & KPX_NODE_ADDR_F_NODEPORT) && lb_lookup_nodeport(p, svc);
+}
+
+/*
  * Pick a backend uniformly at random among the frontend's cluster set and
  * copy it into *be. Slots and backends are ARRAY maps (inlined lookups); a
  * slot freed by userspace after this packet read the frontend holds 0, a

@@ -388,6 +388,42 @@ TEST_F(Uplink, NodePortAddressesLimitTheAddressesNodePortsAreServedOn) {
   EXPECT_EQ(addr_str(parsed(g).saddr_be), kNode) << "the source is the node's primary address";
 }
 
+TEST_F(Uplink, ExternalAndLoadBalancerIpsAreServedLikeNodePorts) {
+  auto dp = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(dp.ok()) << dp.error().message;
+  const auto fe = dataplane::frontend_of({{ipv4(kRemoteBe), 8080}}, "default/web");
+  const dataplane::FrontendKey ext{net::IpAddr::parse("192.0.2.10"), 80, Proto::kTcp,
+                                   dataplane::Scope::kExternalIP};
+  const dataplane::FrontendKey lb{net::IpAddr::parse("198.51.100.1"), 443, Proto::kUdp,
+                                  dataplane::Scope::kLoadBalancer};
+  ASSERT_TRUE(dp->upsert(ext, fe).ok());
+  ASSERT_TRUE(dp->upsert(lb, fe).ok());
+  struct Case {
+    Frame in;
+    const char* vip;
+    uint16_t port;
+  };
+  for (const Case& c : {Case{tcp(kClient, 40000, "192.0.2.10", 80, kSyn), "192.0.2.10", 80},
+                        Case{udp(kClient, 40001, "198.51.100.1", 443), "198.51.100.1", 443}}) {
+    auto r = from_uplink(c.in);
+    ASSERT_EQ(r.retval, kRedirect) << c.vip;
+    auto p = parsed(r);
+    EXPECT_EQ(addr_str(p.daddr_be), kRemoteBe);
+    EXPECT_EQ(addr_str(p.saddr_be), kNode);
+    const Frame reply = p.proto == IPPROTO_TCP ? tcp(kRemoteBe, 8080, kNode, p.sport, kSynAck)
+                                               : udp(kRemoteBe, 8080, kNode, p.sport);
+    auto rr = from_uplink(reply);
+    ASSERT_EQ(rr.retval, kRedirect);
+    auto rp = parsed(rr);
+    EXPECT_EQ(addr_str(rp.saddr_be), c.vip) << "replies come from the address the client reached";
+    EXPECT_EQ(rp.sport, c.port);
+    EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+  }
+  // The same port on an address that is none of them passes.
+  const Frame other = tcp(kClient, 40002, "192.0.2.11", 80, kSyn);
+  EXPECT_EQ(from_uplink(other).out, other);
+}
+
 TEST_F(Uplink, WithoutANodeAddressToMasqueradeToNewFlowsAreDroppedAndCounted) {
   set_nodeport(Proto::kTcp, {kRemoteBe});
   kpx_config c = maps->read_config();

@@ -277,6 +277,34 @@ TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWitho
   }
 }
 
+TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
+  ASSERT_EQ(apply("loadbalancer.yaml"), 0);
+  std::string lb_ip;
+  for (int i = 0; i < 200 && lb_ip.empty(); ++i) {
+    json s = kubectl_json("get service echo-lb");
+    if (s.is_object() && s.contains("status") && s["status"]["loadBalancer"].contains("ingress"))
+      lb_ip = s["status"]["loadBalancer"]["ingress"][0].value("ip", "");
+    if (lb_ip.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  ASSERT_EQ(lb_ip.rfind("198.51.100.", 0), 0u) << "an IP from the lab's pool: '" << lb_ip << "'";
+  for (const std::string& vip : {lb_ip, std::string("192.0.2.10")}) {
+    for (const char* proto : {"tcp", "udp"}) {
+      const std::string target = vip + ":80/" + proto;
+      EXPECT_EQ(answering("client", target, 6).size(), 6u) << target;
+      for (const auto& r : probe("client", target, 6)) {
+        EXPECT_TRUE(r.ok) << target << ": " << r.line;
+        EXPECT_EQ(r.from, vip + ":80") << "replies come from the address the client reached";
+        EXPECT_TRUE(r.client_ip() == "10.0.0.11" || r.client_ip() == "10.0.0.12")
+            << "source-NATed to the node the gateway chose: " << r.line;
+      }
+      for (const auto& r : probe("echo-1-1", target, 4)) {
+        EXPECT_TRUE(r.ok) << "from a pod: " << r.line;
+        EXPECT_EQ(r.from, vip + ":80");
+      }
+    }
+  }
+}
+
 TEST_F(LabTest, HairpinThroughOwnService) {
   ASSERT_EQ(apply("hairpin.yaml"), 0);
   ASSERT_TRUE(wait_pod("loner"));

@@ -180,6 +180,40 @@ TEST(Compute, NodePortServicesGetANodePortFrontendWithTheExternalPolicy) {
   EXPECT_TRUE(d.frontends.count(np));
 }
 
+TEST(Compute, ExternalIpsAndLoadBalancerIpsInVipModeAreFrontends) {
+  Model m;
+  k8s::Service s = service("web", "10.96.0.10", {port("http", 80)});
+  s.type = "LoadBalancer";
+  s.ports[0].node_port = 30080;
+  s.external_ips = {"192.0.2.10"};
+  s.load_balancer_ingress = {{"198.51.100.1", ""}, {"198.51.100.2", "VIP"}, {"198.51.100.3", "Proxy"}};
+  s.load_balancer_source_ranges = {"203.0.113.0/24"};
+  add(m, s);
+  add(m, slice("web-1", "web", {endpoint("10.244.1.5")}, {slice_port("http", 8080)}));
+  DesiredState d = compute(m, {"node1"});
+  auto has = [&](const char* ip, uint16_t p, dataplane::Scope scope) {
+    return d.frontends.count({net::IpAddr::parse(ip), p, net::Proto::kTcp, scope}) == 1;
+  };
+  EXPECT_TRUE(has("10.96.0.10", 80, dataplane::Scope::kClusterIP));
+  EXPECT_TRUE(has("0.0.0.0", 30080, dataplane::Scope::kNodePort));
+  EXPECT_TRUE(has("192.0.2.10", 80, dataplane::Scope::kExternalIP));
+  EXPECT_TRUE(has("198.51.100.1", 80, dataplane::Scope::kLoadBalancer)) << "ipMode unset means VIP";
+  EXPECT_TRUE(has("198.51.100.2", 80, dataplane::Scope::kLoadBalancer));
+  EXPECT_FALSE(has("198.51.100.3", 80, dataplane::Scope::kLoadBalancer)) << "ipMode Proxy is not captured";
+  EXPECT_EQ(d.frontends.size(), 5u);
+  const auto& lb = d.frontends.at({net::IpAddr::parse("198.51.100.1"), 80, net::Proto::kTcp,
+                                   dataplane::Scope::kLoadBalancer});
+  EXPECT_TRUE(lb.flags & dataplane::kSourceRanges);
+  EXPECT_EQ(addrs(lb.cluster), backends({"10.244.1.5:8080"}));
+  // A load balancer's IPs are a LoadBalancer Service's only; external IPs any type's.
+  s.type = "ClusterIP";
+  s.ports[0].node_port = 0;
+  add(m, s);
+  d = compute(m, {"node1"});
+  EXPECT_EQ(d.frontends.size(), 2u);
+  EXPECT_TRUE(has("192.0.2.10", 80, dataplane::Scope::kExternalIP));
+}
+
 TEST(Compute, UdpAndTcpPortsOfOneService) {
   Model m;
   add(m, service("dns", "10.96.0.10", {port("dns", 53, "UDP"), port("dns-tcp", 53, "TCP")}));

@@ -18,6 +18,7 @@
 #include "lab/cgroup.h"
 #include "lab/dns.h"
 #include "lab/endpointslice_controller.h"
+#include "lab/lb_controller.h"
 #include "lab/kubelet.h"
 #include "lab/plan.h"
 #include "lab/proc.h"
@@ -173,6 +174,8 @@ Status run_daemon(const DaemonOptions& o) {
 
   auto slices = EndpointSliceController::start(store);
   if (!slices) return slices.error();
+  auto lbs = LoadBalancerController::start(store);
+  if (!lbs) return lbs.error();
 
   auto pods_cg = make_cgroup(plan.cgroup_name() + "/pods");
   if (!pods_cg) return pods_cg.error();
@@ -225,6 +228,7 @@ Status run_daemon(const DaemonOptions& o) {
   agents.stop();
   (*kubelet)->stop();
   (*slices)->stop();
+  (*lbs)->stop();
   terminate(*inet_pid, 1000);
   (*api)->stop();
   pthread_sigmask(SIG_SETMASK, &old, nullptr);

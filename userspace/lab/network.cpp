@@ -56,6 +56,14 @@ Status build(const LabPlan& p) {
                                   "link add eth1 type veth peer name eth0 netns " + p.internet_ns,
                                   std::string("addr add ") + kInternetGatewayIp + "/24 dev eth1", "link set eth1 up"}));
   KPX_TRY(set_netns_sysctl(p.gateway_ns, "ipv4/ip_forward", "1"));
+  // Load balancer and external IPs: to the nodes, one path per flow (ECMP,
+  // hashed on the addresses), as a router in front of a cluster would.
+  {
+    std::string nexthops;
+    for (const auto& n : p.nodes) nexthops += (p.nodes.size() > 1 ? " nexthop via " : " via ") + n.ip;
+    KPX_TRY(ip_batch(p.gateway_ns, {std::string("route add ") + kLoadBalancerPool + nexthops,
+                                    std::string("route add ") + kExternalIpRange + nexthops}));
+  }
   // The internet knows nothing of the cluster's private addresses: no route
   // back to 10.0.0.0/8. Without masquerading, pods' packets arrive but
   // replies have nowhere to go, as on the real internet.

@@ -3,7 +3,9 @@
 // same namespaces, pin dirs and cgroups without asking a running process.
 //
 //   fabric   kpxlab-L-fabric   bridge br0, 10.0.0.0/24
-//   gateway  kpxlab-L-gw       eth0 10.0.0.1 (fabric), eth1 203.0.113.1
+//   gateway  kpxlab-L-gw       eth0 10.0.0.1 (fabric), eth1 203.0.113.1,
+//                              198.51.100.0/24 (load balancer IPs) and
+//                              192.0.2.0/24 (external IPs) via the nodes
 //   internet kpxlab-L-inet     eth0 203.0.113.10, no route back to the cluster
 //   client   kpxlab-L-client   eth0 10.0.0.100, outside the cluster
 //   nodeN    kpxlab-L-nodeN    eth0 10.0.0.(10+N), cbr0 10.244.N.1/24,
@@ -29,6 +31,10 @@ inline constexpr const char* kClusterCidr = "10.244.0.0/16";
 inline constexpr const char* kServiceCidr = "10.96.0.0/16";
 inline constexpr const char* kApiServiceIp = "10.96.0.1";  // the `kubernetes` Service
 inline constexpr const char* kDnsServiceIp = "10.96.0.10";
+// Routed by the gateway to the nodes (ECMP): the load-balancer controller's
+// pool (LoadBalancer Services' IPs) and the range for spec.externalIPs.
+inline constexpr const char* kLoadBalancerPool = "198.51.100.0/24";
+inline constexpr const char* kExternalIpRange = "192.0.2.0/24";
 inline constexpr const char* kDnsDomain = "cluster.local";
 inline constexpr int kNodeApiPort = 6443;  // the API server inside each node: 127.0.0.1:6443
 inline constexpr int kMaxNodes = 50;

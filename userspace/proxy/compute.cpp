@@ -135,17 +135,37 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
     }
     fe.cluster = backends_for(slices, sp, strings, nullptr);
     if (!config.node_name.empty()) fe.local = backends_for(slices, sp, strings, &config.node_name);
-    // The NodePort: the same backends on every node address (address 0),
-    // with the external traffic policy; the ClusterIP has the internal one.
-    if ((svc.type == ServiceType::kNodePort || svc.type == ServiceType::kLoadBalancer) && sp.node_port != 0) {
-      const dataplane::FrontendKey nk{net::IpAddr::from_v4(0), sp.node_port, *proto, dataplane::Scope::kNodePort};
-      auto [nit, nadded] = out.frontends.try_emplace(nk, fe);
-      if (!nadded) {
-        out.skipped.push_back({key, describe(sp, strings) + ": node port " + std::to_string(sp.node_port) + "/" +
-                                        to_string(sp.protocol) + " is already " + nit->second.service + "'s",
+    // The ways in from outside: the NodePort (every node address, address
+    // 0), the external IPs and the load balancer's IPs, each with the same
+    // backends and the external traffic policy; the ClusterIP has the
+    // internal one.
+    const uint32_t ext_flags = svc.external_traffic_policy == TrafficPolicy::kLocal ? uint32_t{dataplane::kLocalOnly} : 0u;
+    auto add_external = [&](const dataplane::FrontendKey& k, const std::string& what, uint32_t extra) {
+      auto [xit, xadded] = out.frontends.try_emplace(k, fe);
+      if (!xadded) {
+        out.skipped.push_back({key, describe(sp, strings) + ": " + what + " is already " + xit->second.service + "'s",
                                true});
-      } else if (svc.external_traffic_policy == TrafficPolicy::kLocal) {
-        nit->second.flags |= dataplane::kLocalOnly;
+        return;
+      }
+      xit->second.flags |= ext_flags | extra;
+    };
+    if ((svc.type == ServiceType::kNodePort || svc.type == ServiceType::kLoadBalancer) && sp.node_port != 0)
+      add_external({net::IpAddr::from_v4(0), sp.node_port, *proto, dataplane::Scope::kNodePort},
+                   "node port " + std::to_string(sp.node_port) + "/" + to_string(sp.protocol), 0);
+    const auto& ext = svc.ext();
+    for (const IpAddr& ip : ext.external_ips)
+      if (auto a = ip.v4())
+        add_external({ip, sp.port, *proto, dataplane::Scope::kExternalIP},
+                     "external IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), 0);
+    if (svc.type == ServiceType::kLoadBalancer) {
+      const uint32_t ranges = ext.load_balancer_source_ranges.empty() ? 0u : uint32_t{dataplane::kSourceRanges};
+      for (const auto& ing : ext.load_balancer_ingress) {
+        auto a = ing.ip.v4();
+        // ipMode Proxy: the load balancer proxies to the nodes, which must
+        // not capture its IP (kube-proxy does not either).
+        if (!a || ing.ip_mode == LoadBalancerIpMode::kProxy) continue;
+        add_external({ing.ip, sp.port, *proto, dataplane::Scope::kLoadBalancer},
+                     "load balancer IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), ranges);
       }
     }
     if (svc.internal_traffic_policy == TrafficPolicy::kLocal) fe.flags |= dataplane::kLocalOnly;
