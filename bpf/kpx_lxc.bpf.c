@@ -126,6 +126,8 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	req.stale_gen = stale_gen;
 	if (!lb_lookup_from_pod(p, filt, &svc))
 		return pass();
+	if (!lb_source_allowed(&svc, p->ip->saddr))
+		return drop(KPX_CTR_DROP_SOURCE_RANGE);
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	if (!lb_pick_backend(&svc, &req.be)) {

@@ -91,6 +91,8 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 #define fib (((struct uplink_scratch *)sc->caller)->fib)
 	if (!lb_lookup_uplink(p, filt, addr_flags, &svc))
 		return pass();
+	if (!lb_source_allowed(&svc, p->ip->saddr))
+		return drop(KPX_CTR_DROP_SOURCE_RANGE);
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	__builtin_memset(&req, 0, sizeof(req));

@@ -51,6 +51,20 @@ static __always_inline int lb_lookup_nodeport(const struct pkt4 *p, struct kpx_s
 	       lb_lookup_key(0, p->dport, p->proto, KPX_SCOPE_NODE_PORT, svc);
 }
 
+/* Whether a new flow from saddr may reach the frontend: always, unless its
+ * loadBalancerSourceRanges (KPX_SVC_F_SOURCE_RANGES) exclude saddr. */
+static __always_inline int lb_source_allowed(const struct kpx_service_value *svc, __be32 saddr)
+{
+	struct kpx_src_range_key_v4 k;
+
+	if (!(svc->flags & KPX_SVC_F_SOURCE_RANGES))
+		return 1;
+	k.prefixlen = 64;
+	k.svc_id = bpf_htonl(svc->svc_id);
+	k.addr = saddr;
+	return bpf_map_lookup_elem(&kpx_lb_src_v4, &k) != 0;
+}
+
 /* The node-address flags of addr (enum kpx_node_addr_flags), 0 for an
  * address the node does not own. Only asked when the filter slot says it
  * may be one. */

@@ -11,6 +11,7 @@
 	struct {                                             \
 		__uint(type, BPF_MAP_TYPE_##_type);          \
 		__uint(max_entries, _max);                   \
+		__uint(map_flags, KPX_MAP_FLAGS_##_type);    \
 		__type(key, _key);                           \
 		__type(value, _value);                       \
 		__uint(pinning, LIBBPF_PIN_BY_NAME);         \

@@ -43,6 +43,7 @@
 #define KPX_FILTER_WORDS (KPX_FILTER_SLOTS / 8)
 #define KPX_MAX_NODE_ADDRS 256
 #define KPX_MAX_INTERFACES 16384         /* admission budgets (one an interface) */
+#define KPX_MAX_SOURCE_RANGES 16384      /* loadBalancerSourceRanges entries over all frontends */
 
 /*
  * Service scope: which traffic a frontend answers. The datapath takes it
@@ -248,6 +249,19 @@ enum kpx_filter_bits {
 					 * by the kernel, so kpx_from_pod looks them up */
 };
 
+/*
+ * kpx_lb_src_v4: LPM trie of the source ranges of frontends with
+ * KPX_SVC_F_SOURCE_RANGES (loadBalancerSourceRanges). prefixlen counts the
+ * svc_id's 32 bits and then the CIDR's; a new flow to such a frontend from
+ * a source no entry of its svc_id covers is dropped before any conntrack
+ * entry exists.
+ */
+struct kpx_src_range_key_v4 {
+	__u32 prefixlen; /* 32 + the CIDR's prefix length */
+	__u32 svc_id;    /* big-endian in the key's bit order: written with htonl */
+	__be32 addr;
+};
+
 /* kpx_node_addr_v4 values */
 enum kpx_node_addr_flags {
 	KPX_NODE_ADDR_F_NODE = 1 << 0,    /* an address of the node's interfaces */
@@ -280,6 +294,7 @@ enum kpx_counter {
 	KPX_CTR_DROP_NO_NODE_ADDR,  /* source NAT needed, no node address configured */
 	KPX_CTR_DROP_FIB,           /* no route (or MTU) for a frame kpx must send on itself */
 	KPX_CTR_CT_BOUND,           /* an uplink flow's REPLY bound to its local backend's veth */
+	KPX_CTR_DROP_SOURCE_RANGE,  /* a load balancer IP's source ranges exclude the client */
 	KPX_CTR_MAX,
 };
 
@@ -370,7 +385,16 @@ struct kpx_abi_info {
 	X(kpx_filter, ARRAY, __u32, __u64, KPX_FILTER_WORDS)                                      \
 	X(kpx_node_addr_v4, HASH, __be32, __u32, KPX_MAX_NODE_ADDRS)                              \
 	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_SLOTS)                                \
-	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)
+	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)                                         \
+	X(kpx_lb_src_v4, LPM_TRIE, struct kpx_src_range_key_v4, __u32, KPX_MAX_SOURCE_RANGES)
+
+/* map_flags by map type (an LPM trie must not be preallocated: the kernel's
+ * BPF_F_NO_PREALLOC, 1). */
+#define KPX_MAP_FLAGS_ARRAY 0
+#define KPX_MAP_FLAGS_HASH 0
+#define KPX_MAP_FLAGS_LRU_HASH 0
+#define KPX_MAP_FLAGS_PERCPU_ARRAY 0
+#define KPX_MAP_FLAGS_LPM_TRIE 1u
 
 /* ---- hashes shared by the datapath and userspace ------------------------ */
 
@@ -470,6 +494,7 @@ KPX_STATIC_ASSERT(sizeof(struct kpx_ct_cache_entry_v4) == 64, "kpx_ct_cache_entr
 KPX_STATIC_ASSERT(sizeof(struct kpx_ct_budget) == 16, "kpx_ct_budget ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 256, "kpx_config ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_abi_info) == 64, "kpx_abi_info ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_src_range_key_v4) == 12, "kpx_src_range_key_v4 ABI");
 KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
 KPX_STATIC_ASSERT((KPX_CT_VER_SLOTS & (KPX_CT_VER_SLOTS - 1)) == 0, "ct versions: power of two");
 KPX_STATIC_ASSERT(KPX_FILTER_SLOTS == 1u << KPX_FILTER_SLOT_BITS, "filter slots");

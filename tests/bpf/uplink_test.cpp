@@ -424,6 +424,47 @@ TEST_F(Uplink, ExternalAndLoadBalancerIpsAreServedLikeNodePorts) {
   EXPECT_EQ(from_uplink(other).out, other);
 }
 
+TEST_F(Uplink, SourceRangesRefuseOtherClientsBeforeAnyStateAndFollowChanges) {
+  auto dp = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(dp.ok()) << dp.error().message;
+  const dataplane::FrontendKey lb{net::IpAddr::parse("198.51.100.1"), 80, Proto::kTcp,
+                                  dataplane::Scope::kLoadBalancer};
+  auto fe = dataplane::frontend_of({{ipv4(kRemoteBe), 8080}}, "default/web");
+  fe.flags |= dataplane::kSourceRanges;
+  fe.source_ranges = {*net::parse_ipv4_cidr("203.0.113.0/24")};
+  ASSERT_TRUE(dp->upsert(lb, fe).ok());
+  EXPECT_EQ(maps->source_ranges.keys().size(), 1u);
+
+  auto refused = from_uplink(tcp(kClient, 40000, "198.51.100.1", 80, kSyn));
+  EXPECT_EQ(refused.retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(KPX_CTR_DROP_SOURCE_RANGE), 1u);
+  EXPECT_EQ(ct_size(), 0u) << "refused before any conntrack entry";
+  auto allowed = from_uplink(tcp("203.0.113.7", 40000, "198.51.100.1", 80, kSyn));
+  EXPECT_EQ(allowed.retval, kRedirect);
+
+  // The client's range added: admitted; the ranges (and the flag) gone: open,
+  // and nothing left in the map.
+  fe.source_ranges.push_back(*net::parse_ipv4_cidr("10.0.0.0/24"));
+  ASSERT_TRUE(dp->upsert(lb, fe).ok());
+  EXPECT_EQ(maps->source_ranges.keys().size(), 2u);
+  EXPECT_EQ(from_uplink(tcp(kClient, 40001, "198.51.100.1", 80, kSyn)).retval, kRedirect);
+  fe.source_ranges = {*net::parse_ipv4_cidr("10.0.0.100/32")};
+  ASSERT_TRUE(dp->upsert(lb, fe).ok());
+  EXPECT_EQ(maps->source_ranges.keys().size(), 1u);
+  EXPECT_EQ(from_uplink(tcp("10.0.0.101", 40002, "198.51.100.1", 80, kSyn)).retval,
+            static_cast<uint32_t>(TC_ACT_SHOT));
+  // A restarted agent reads them back, and changes nothing for the same state.
+  auto again = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->frontends().at(lb).fe.source_ranges, fe.source_ranges);
+  fe.flags &= ~uint32_t{dataplane::kSourceRanges};
+  fe.source_ranges.clear();
+  ASSERT_TRUE(again->upsert(lb, fe).ok());
+  EXPECT_EQ(maps->source_ranges.keys().size(), 0u);
+  EXPECT_EQ(from_uplink(tcp("10.0.0.101", 40003, "198.51.100.1", 80, kSyn)).retval, kRedirect);
+  ASSERT_TRUE(again->remove(lb).ok());
+}
+
 TEST_F(Uplink, WithoutANodeAddressToMasqueradeToNewFlowsAreDroppedAndCounted) {
   set_nodeport(Proto::kTcp, {kRemoteBe});
   kpx_config c = maps->read_config();

@@ -111,6 +111,17 @@ class LabTest : public ::testing::Test {
     EXPECT_EQ(rc, 0) << out;
     return rc;
   }
+  // The IP the lab's load-balancer controller gave a Service ("" if none came).
+  std::string load_balancer_ip(const std::string& svc) {
+    for (int i = 0; i < 200; ++i) {
+      json s = kubectl_json("get service " + svc);
+      if (s.is_object() && s.contains("status") && s["status"].contains("loadBalancer") &&
+          s["status"]["loadBalancer"].contains("ingress"))
+        return s["status"]["loadBalancer"]["ingress"][0].value("ip", "");
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    return "";
+  }
   bool wait_pod(const std::string& pod) {
     for (int i = 0; i < 200; ++i) {
       if (!pod_ip(pod).empty()) return true;
@@ -279,13 +290,7 @@ TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWitho
 
 TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
   ASSERT_EQ(apply("loadbalancer.yaml"), 0);
-  std::string lb_ip;
-  for (int i = 0; i < 200 && lb_ip.empty(); ++i) {
-    json s = kubectl_json("get service echo-lb");
-    if (s.is_object() && s.contains("status") && s["status"]["loadBalancer"].contains("ingress"))
-      lb_ip = s["status"]["loadBalancer"]["ingress"][0].value("ip", "");
-    if (lb_ip.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
+  std::string lb_ip = load_balancer_ip("echo-lb");
   ASSERT_EQ(lb_ip.rfind("198.51.100.", 0), 0u) << "an IP from the lab's pool: '" << lb_ip << "'";
   for (const std::string& vip : {lb_ip, std::string("192.0.2.10")}) {
     for (const char* proto : {"tcp", "udp"}) {
@@ -303,6 +308,25 @@ TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
       }
     }
   }
+}
+
+TEST_F(LabTest, LoadBalancerSourceRangesRefuseTheClientButNotAtTheNodePort) {
+  ASSERT_EQ(apply("loadbalancer-ranges.yaml"), 0);
+  std::string lb_ip = load_balancer_ip("echo-ranges");
+  ASSERT_FALSE(lb_ip.empty());
+  // The NodePort answers (so the Service is programmed), the LB IP does not.
+  ASSERT_GE(answering("client", "10.0.0.11:30090/tcp", 1).size(), 1u);
+  for (const auto& r : probe("client", lb_ip + ":80/tcp", 4, "--timeout-ms 300")) EXPECT_FALSE(r.ok) << r.line;
+  // Refused and counted (on the node the gateway sent the client to).
+  uint64_t refused = 0;
+  for (const char* node : {"node1", "node2"}) {
+    std::string out;
+    ASSERT_EQ(kpx(std::string("--pin-dir /sys/fs/bpf/kpx-") + name_ + "-" + node + " stats -o json", &out), 0) << out;
+    json j = json::parse(out, nullptr, false);
+    ASSERT_FALSE(j.is_discarded()) << out;
+    refused += j.value("drop_source_range", uint64_t{0});
+  }
+  EXPECT_GE(refused, 4u);
 }
 
 TEST_F(LabTest, HairpinThroughOwnService) {

@@ -204,6 +204,7 @@ TEST(Compute, ExternalIpsAndLoadBalancerIpsInVipModeAreFrontends) {
   const auto& lb = d.frontends.at({net::IpAddr::parse("198.51.100.1"), 80, net::Proto::kTcp,
                                    dataplane::Scope::kLoadBalancer});
   EXPECT_TRUE(lb.flags & dataplane::kSourceRanges);
+  EXPECT_EQ(lb.source_ranges, (std::vector<net::Ipv4Cidr>{*net::parse_ipv4_cidr("203.0.113.0/24")}));
   EXPECT_EQ(addrs(lb.cluster), backends({"10.244.1.5:8080"}));
   // A load balancer's IPs are a LoadBalancer Service's only; external IPs any type's.
   s.type = "ClusterIP";

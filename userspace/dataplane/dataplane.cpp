@@ -88,6 +88,19 @@ void Dataplane::set_owner(const FrontendKey& key, const std::string& old_owner, 
 
 uint32_t frontend_slot(uint32_t addr_be) { return kpx_filter_slot_addr_v4(addr_be); }
 
+// A loadBalancerSourceRanges entry of the frontend with svc_id.
+kpx_src_range_key_v4 range_key(uint32_t svc_id, const net::Ipv4Cidr& c) {
+  kpx_src_range_key_v4 k{};
+  k.prefixlen = 32u + c.prefix;
+  k.svc_id = htonl(svc_id);
+  k.addr = c.addr_be;
+  return k;
+}
+
+bool has_range(const std::vector<net::Ipv4Cidr>& v, const net::Ipv4Cidr& c) {
+  return std::binary_search(v.begin(), v.end(), c);
+}
+
 // The filter bits a frontend's backends get: every backend's, and for a
 // north-south frontend with traffic policy Local the bit that makes
 // kpx_from_pod look up its backends' replies to outside clients.
@@ -159,6 +172,17 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
     dp.services_[key] = std::move(st);
   });
 
+  // Source ranges, to the frontends whose svc_id they name.
+  {
+    std::map<uint32_t, Frontend*> by_id;
+    for (auto& [key, st] : dp.services_) by_id[st.svc_id] = &st.fe;
+    maps.source_ranges.for_each([&](const kpx_src_range_key_v4& k, const uint32_t&) {
+      auto it = by_id.find(ntohl(k.svc_id));
+      if (it == by_id.end() || k.prefixlen < 32 || k.prefixlen > 64) return;  // a leftover
+      it->second->source_ranges.push_back({k.addr, static_cast<uint8_t>(k.prefixlen - 32)});
+    });
+    for (auto& [id, fe] : by_id) std::sort(fe->source_ranges.begin(), fe->source_ranges.end());
+  }
   KPX_TRY(dp.load_node_addresses());
   // Flows through frontends and backends that are gone keep their bits.
   FlowRefs refs = flow_refs(maps);
@@ -245,6 +269,19 @@ Status Dataplane::release_unreferenced(const FlowRefs& live) {
 }
 
 void Dataplane::remove_leftovers() {
+  // Source ranges no frontend holds.
+  {
+    std::map<uint32_t, const Frontend*> by_id;
+    for (const auto& [key, st] : services_) by_id[st.svc_id] = &st.fe;
+    std::vector<kpx_src_range_key_v4> stale;
+    maps_->source_ranges.for_each([&](const kpx_src_range_key_v4& k, const uint32_t&) {
+      auto it = by_id.find(ntohl(k.svc_id));
+      const bool live = it != by_id.end() && k.prefixlen >= 32 && k.prefixlen <= 64 &&
+                        has_range(it->second->source_ranges, {k.addr, static_cast<uint8_t>(k.prefixlen - 32)});
+      if (!live) stale.push_back(k);
+    });
+    for (const auto& k : stale) maps_->source_ranges.erase(k);
+  }
   // Full scans of the ARRAY maps (milliseconds per million slots): what an
   // interrupted change left outside every live range, and backends no live
   // slot names. Unreachable either way; zeroed so the maps show only what is
@@ -584,6 +621,37 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   ApplyStats stats;
   Lost lost;
   Status first_error;
+  // Source ranges (kpx_lb_src_v4, by svc_id): a frontend's new ones before
+  // the flips, the ones it lost after, so that an allowed client is never
+  // refused on the way.
+  struct Ranges {
+    std::vector<net::Ipv4Cidr> before, want;
+    uint32_t svc_id = 0;  // of the state before (0: a new frontend)
+  };
+  std::map<FrontendKey, Ranges> ranges;
+  for (auto& [key, fe] : set) {
+    std::sort(fe.source_ranges.begin(), fe.source_ranges.end());
+    fe.source_ranges.erase(std::unique(fe.source_ranges.begin(), fe.source_ranges.end()), fe.source_ranges.end());
+    auto it = services_.find(key);
+    const auto* before = it == services_.end() ? nullptr : &it->second.fe.source_ranges;
+    if (fe.source_ranges.empty() && (!before || before->empty())) continue;
+    if (fe.source_ranges.size() > KPX_MAX_SOURCE_RANGES)
+      return invalid_argument(format(key) + ": more than " + std::to_string(KPX_MAX_SOURCE_RANGES) + " source ranges");
+    Ranges& r = ranges[key];
+    r.want = fe.source_ranges;
+    if (before) {
+      r.before = *before;
+      r.svc_id = it->second.svc_id;
+      for (const auto& c : r.want)
+        if (!has_range(r.before, c)) {
+          if (auto st = maps_->source_ranges.update(range_key(r.svc_id, c), 1); !st.ok() && first_error.ok())
+            first_error = st;
+        }
+    }
+  }
+  for (const auto& key : gone)
+    if (auto it = services_.find(key); it != services_.end() && !it->second.fe.source_ranges.empty())
+      ranges[key] = Ranges{it->second.fe.source_ranges, {}, it->second.svc_id};
   std::vector<Write> writes;
   for (auto& [key, fe] : set) {
     std::vector<net::BackendAddr> slots = slot_order(fe);
@@ -608,6 +676,23 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   write_services(writes, stats, lost, first_error);
   erase_services(gone, lost);
   stats.removed = gone.size();
+  // What each frontend holds now (its old state where its write failed).
+  for (const auto& [key, r] : ranges) {
+    auto it = services_.find(key);
+    const std::vector<net::Ipv4Cidr> none;
+    const auto& live = it == services_.end() ? none : it->second.fe.source_ranges;
+    const uint32_t id = it == services_.end() ? 0 : it->second.svc_id;
+    for (const auto& c : live) {
+      // Already there: the state before's, or written before the flips.
+      const bool present = r.svc_id != 0 && id == r.svc_id && (has_range(r.before, c) || has_range(r.want, c));
+      if (present) continue;
+      if (auto st = maps_->source_ranges.update(range_key(id, c), 1); !st.ok() && first_error.ok()) first_error = st;
+    }
+    if (r.svc_id == 0) continue;
+    for (const auto* set_of : {&r.before, &r.want})
+      for (const auto& c : *set_of)
+        if (id != r.svc_id || !has_range(live, c)) maps_->source_ranges.erase(range_key(r.svc_id, c));
+  }
   collect_backends();
   // One flush for what the flips and the removals changed: a word left
   // dirty would be recomputed by the next change's flush (10 ms for one

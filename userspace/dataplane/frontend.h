@@ -62,6 +62,9 @@ struct Frontend {
   // traffic to the frontend is dropped (or rejected) and counted.
   std::vector<Backend> cluster;
   std::vector<Backend> local;
+  // loadBalancerSourceRanges (IPv4), with kSourceRanges: new flows from
+  // other sources are dropped. Sorted, deduplicated.
+  std::vector<net::Ipv4Cidr> source_ranges;
   bool operator==(const Frontend&) const = default;
 };
 

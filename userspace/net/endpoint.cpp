@@ -132,6 +132,8 @@ Result<Ipv4Cidr> parse_ipv4_cidr(std::string_view s) {
   return Ipv4Cidr{*addr, static_cast<uint8_t>(prefix)};
 }
 
+std::string format(const Ipv4Cidr& c) { return format_ipv4(c.addr_be) + "/" + std::to_string(c.prefix); }
+
 std::string format_ipv4(uint32_t addr_be) {
   char buf[INET_ADDRSTRLEN];
   in_addr a{addr_be};

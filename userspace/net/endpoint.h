@@ -63,7 +63,9 @@ struct Ipv4Cidr {
   uint32_t addr_be = 0;
   uint8_t prefix = 0;
   bool contains(uint32_t a_be) const;
+  auto operator<=>(const Ipv4Cidr&) const = default;
 };
+std::string format(const Ipv4Cidr& c);  // "10.0.0.0/24"
 Result<Ipv4Cidr> parse_ipv4_cidr(std::string_view s);
 std::string proto_name(Proto p);  // "TCP" / "UDP"
 std::string format(const ServiceAddr& s);  // 10.96.0.10:53/UDP

@@ -1,5 +1,7 @@
 #include "proxy/compute.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
 #include <optional>
 
@@ -158,14 +160,26 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
         add_external({ip, sp.port, *proto, dataplane::Scope::kExternalIP},
                      "external IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), 0);
     if (svc.type == ServiceType::kLoadBalancer) {
+      // IPv6 ranges admit no IPv4 client: with only those, IPv4 is refused.
+      std::vector<net::Ipv4Cidr> source_ranges;
+      for (const Cidr& c : ext.load_balancer_source_ranges)
+        if (auto a = c.addr.v4()) {
+          const uint32_t mask = c.prefix_len == 0 ? 0 : ~uint32_t{0} << (32 - c.prefix_len);
+          source_ranges.push_back({htonl(ntohl(*a) & mask), c.prefix_len});
+        }
+      std::sort(source_ranges.begin(), source_ranges.end());
+      source_ranges.erase(std::unique(source_ranges.begin(), source_ranges.end()), source_ranges.end());
       const uint32_t ranges = ext.load_balancer_source_ranges.empty() ? 0u : uint32_t{dataplane::kSourceRanges};
       for (const auto& ing : ext.load_balancer_ingress) {
         auto a = ing.ip.v4();
         // ipMode Proxy: the load balancer proxies to the nodes, which must
         // not capture its IP (kube-proxy does not either).
         if (!a || ing.ip_mode == LoadBalancerIpMode::kProxy) continue;
-        add_external({ing.ip, sp.port, *proto, dataplane::Scope::kLoadBalancer},
-                     "load balancer IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), ranges);
+        const dataplane::FrontendKey lk{ing.ip, sp.port, *proto, dataplane::Scope::kLoadBalancer};
+        add_external(lk, "load balancer IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), ranges);
+        auto lit = out.frontends.find(lk);
+        if (ranges && lit != out.frontends.end() && lit->second.service == key)
+          lit->second.source_ranges = source_ranges;
       }
     }
     if (svc.internal_traffic_policy == TrafficPolicy::kLocal) fe.flags |= dataplane::kLocalOnly;
