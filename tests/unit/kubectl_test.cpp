@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <filesystem>
@@ -305,27 +306,36 @@ TEST_F(KubectlTest, KpxApiserverCommandServesKubectl) {
   EXPECT_EQ(p.terminate(), 0);
 }
 
-TEST_F(KubectlTest, KpxApiserverAllocatesClusterIps) {
-  KpxProcess p({"apiserver", "--listen", "127.0.0.1:0", "--service-cluster-ip-range", "10.97.0.0/24"});
+TEST_F(KubectlTest, KpxApiserverAllocatesClusterIpsAndNodePorts) {
+  KpxProcess p({"apiserver", "--listen", "127.0.0.1:0", "--service-cluster-ip-range", "10.97.0.0/24",
+                "--service-node-port-range", "31000-31009"});
   std::string line = p.first_line(5s);
   ASSERT_EQ(line.rfind("listening on 127.0.0.1:", 0), 0u) << "got: '" << line << "'";
   std::string url = "http://" + line.substr(std::string("listening on ").size());
   std::ofstream(dir_ + "/svc.yaml") << "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: default}\n"
-                                       "spec: {selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n";
+                                       "spec: {type: NodePort, selector: {app: web}, ports: [{port: 80, targetPort: 8080}]}\n";
   auto r = kubectl("create --validate=false -f " + dir_ + "/svc.yaml", url);
   ASSERT_EQ(r.status, 0) << r.err;
   r = kubectl("get service web -o jsonpath={.spec.clusterIP}", url);
   ASSERT_EQ(r.status, 0) << r.err;
   EXPECT_EQ(r.out.rfind("10.97.0.", 0), 0u) << r.out;
+  r = kubectl("get service web -o jsonpath={.spec.ports[0].nodePort}", url);
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(r.out.rfind("3100", 0), 0u) << r.out;
+  EXPECT_EQ(r.out.size(), 5u) << r.out;
   EXPECT_EQ(p.terminate(), 0);
 }
 
 TEST(KpxApiserverCommand, RefusesABadServiceRange) {
-  std::vector<const char*> args = {"kpx", "apiserver", "--service-cluster-ip-range", "10.96.0.0/33"};
-  std::ostringstream out, err;
-  int rc = cli::run(static_cast<int>(args.size()), args.data(), out, err);
-  EXPECT_EQ(rc, 2);
-  EXPECT_NE(err.str().find("invalid service cluster IP range '10.96.0.0/33'"), std::string::npos) << err.str();
+  for (auto [flag, value, message] : std::vector<std::array<const char*, 3>>{
+           {"--service-cluster-ip-range", "10.96.0.0/33", "invalid service cluster IP range '10.96.0.0/33'"},
+           {"--service-node-port-range", "32767-30000", "invalid service node port range '32767-30000'"}}) {
+    std::vector<const char*> args = {"kpx", "apiserver", flag, value};
+    std::ostringstream out, err;
+    int rc = cli::run(static_cast<int>(args.size()), args.data(), out, err);
+    EXPECT_EQ(rc, 2) << flag;
+    EXPECT_NE(err.str().find(message), std::string::npos) << err.str();
+  }
 }
 
 TEST(KpxApiserverCommand, RefusesNonLoopbackAddresses) {

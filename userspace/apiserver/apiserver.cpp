@@ -6,6 +6,7 @@
 
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "apiserver/cluster_ip.h"
@@ -15,6 +16,7 @@
 #include "apiserver/handlers.h"
 #include "apiserver/http.h"
 #include "apiserver/media.h"
+#include "apiserver/node_port.h"
 #include "apiserver/store.h"
 #include "apiserver/watch.h"
 
@@ -55,6 +57,39 @@ void seed_namespaces(Store& store) {
     ns["status"] = {{"phase", "Active"}};
     (void)store.create(namespaces_type(), std::move(ns));
   }
+}
+
+// The Service registry's allocations, in the real server's order (ClusterIP,
+// then node ports on create; on update node ports first, as the real server
+// checks an unchanged clusterIP only after allocating). Whatever a refused
+// request claimed is given back. Either allocator may be absent.
+TypeHooks service_hooks(ServiceIpAllocator* ips, NodePortAllocator* ports) {
+  TypeHooks h;
+  h.on_create = [ips, ports](Json& svc) -> std::optional<ApiStatus> {
+    if (ips)
+      if (auto refused = ips->on_create(svc)) return refused;
+    if (ports)
+      if (auto refused = ports->on_create(svc)) {
+        if (ips) ips->on_remove(svc);
+        return refused;
+      }
+    return std::nullopt;
+  };
+  h.on_update = [ips, ports](const Json& cur, Json& next) -> std::optional<ApiStatus> {
+    if (ports)
+      if (auto refused = ports->on_update(cur, next)) return refused;
+    if (ips)
+      if (auto refused = ips->on_update(cur, next)) {
+        if (ports) ports->revert_update(cur, next);
+        return refused;
+      }
+    return std::nullopt;
+  };
+  h.on_remove = [ips, ports](const Json& svc) {
+    if (ips) ips->on_remove(svc);
+    if (ports) ports->on_remove(svc);
+  };
+  return h;
 }
 
 }  // namespace
@@ -108,6 +143,7 @@ struct ApiServer::Impl {
   ObjectHandlers objects;
   WatchHandler watches;
   std::unique_ptr<ServiceIpAllocator> service_ips;  // null without a range
+  std::unique_ptr<NodePortAllocator> node_ports;    // likewise
   std::string address;
   std::unique_ptr<http::Server> server;
   std::mutex extra_mu;
@@ -175,13 +211,17 @@ Result<std::unique_ptr<ApiServer>> ApiServer::start(const Options& o) {
   if (!o.service_cluster_ip_range.empty()) {
     auto ips = ServiceIpAllocator::create(o.service_cluster_ip_range);
     if (!ips) return ips.error();
-    ServiceIpAllocator* a = ips->get();
     impl->service_ips = std::move(*ips);
-    const ResourceType* services = find_resource("", "v1", "services");
-    impl->store.set_hooks(*services, TypeHooks{[a](Json& svc) { return a->on_create(svc); },
-                                               [a](const Json& cur, Json& next) { return a->on_update(cur, next); },
-                                               [a](const Json& svc) { a->on_remove(svc); }});
   }
+  if (!o.service_node_port_range.empty()) {
+    auto ports = NodePortAllocator::create(o.service_node_port_range);
+    if (!ports) return ports.error();
+    impl->node_ports = std::move(*ports);
+  }
+  // Before any Service is stored: there is nothing to recover.
+  if (impl->service_ips || impl->node_ports)
+    impl->store.set_hooks(*find_resource("", "v1", "services"),
+                          service_hooks(impl->service_ips.get(), impl->node_ports.get()));
   seed_namespaces(impl->store);
   Impl* raw = impl.get();
   auto server = http::Server::listen(

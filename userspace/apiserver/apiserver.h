@@ -31,6 +31,10 @@ struct Options {
   // "10.96.0.0/16": Services get ClusterIPs from this IPv4 range as from a
   // real server (cluster_ip.h). Empty: no allocation, clusterIPs stored as sent.
   std::string service_cluster_ip_range;
+  // "30000-32767": NodePort and LoadBalancer Services get nodePorts (and
+  // healthCheckNodePorts) from this range as from a real server, whose
+  // default it is (node_port.h). Empty: no allocation, nodePorts stored as sent.
+  std::string service_node_port_range = "30000-32767";
 };
 
 struct ListenAddress {

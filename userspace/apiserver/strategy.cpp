@@ -38,7 +38,8 @@ void set_default(Json& obj, const char* key, Json value) {
 }
 
 // The defaults the real server's v1 defaulting fills in for a Service
-// (cluster IPs and node ports are not allocated).
+// (cluster IPs and node ports are allocated later, by the store's hooks:
+// cluster_ip.h, node_port.h).
 void default_service(Json& svc) {
   if (!svc["spec"].is_object()) svc["spec"] = Json::object();
   Json& spec = svc["spec"];

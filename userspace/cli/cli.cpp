@@ -382,6 +382,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->capture_default_str()->check(CLI::Range(1, 86400));
   api_cmd->add_option("--service-cluster-ip-range", api.service_cluster_ip_range,
                       "allocate Services' ClusterIPs from this IPv4 CIDR, e.g. 10.96.0.0/16 (default: none)");
+  api_cmd->add_option("--service-node-port-range", api.service_node_port_range,
+                      "allocate NodePort and LoadBalancer Services' nodePorts from this range (\"\": none)")
+      ->capture_default_str();
   bool api_aligned = false;
   api_cmd->add_flag("--aligned-chunks", api_aligned, "one watch event per chunk (default: split and merged)");
   api_cmd->callback([&] {
