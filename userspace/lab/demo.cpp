@@ -48,7 +48,12 @@ class Demo {
   Status hairpin();
   Status discovery();
   Status scaling();
+  Status node_port();
+  Status local_policy();
+  Status load_balancer();
+  Status source_ranges();
   Status internet();
+  std::string load_balancer_ip(const std::string& svc);
 
   std::string name_;
   std::ostream& out_;
@@ -287,6 +292,102 @@ Status Demo::internet() {
   return check(from.rfind(me + ":", 0) == 0, "the internet host did not see the pod's request");
 }
 
+std::string Demo::load_balancer_ip(const std::string& svc) {
+  for (int i = 0; i < 200; ++i) {
+    auto s = get("/api/v1/namespaces/default/services/" + svc);
+    if (s && (*s).contains("status") && (*s)["status"].contains("loadBalancer") &&
+        (*s)["status"]["loadBalancer"].contains("ingress"))
+      return (*s)["status"]["loadBalancer"]["ingress"][0].value("ip", "");
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  return "";
+}
+
+namespace {
+// The nodes ("echo-N") whose pods answered.
+std::set<std::string> answering_nodes(const std::vector<ProbeAnswer>& a) {
+  std::set<std::string> nodes;
+  for (const auto& r : a)
+    if (r.ok) nodes.insert(r.pod.substr(0, r.pod.rfind('-')));
+  return nodes;
+}
+// Every request answered, from `from`, by a backend that saw the client as `ip`.
+bool all_seen_as(const std::vector<ProbeAnswer>& a, const std::string& ip, const std::string& from) {
+  bool ok = !a.empty();
+  for (const auto& r : a) ok &= r.ok && r.client_ip() == ip && r.from == from;
+  return ok;
+}
+bool none_answered(const std::vector<ProbeAnswer>& a) {
+  bool none = !a.empty();
+  for (const auto& r : a) none &= !r.ok;
+  return none;
+}
+}  // namespace
+
+// The echo pods the scaling step leaves (it deletes echo-2-3).
+constexpr size_t kEchoPodsLeft = 5;
+
+Status Demo::node_port() {
+  for (const auto& [node, node_ip] : {std::pair{"node1", "10.0.0.11"}, std::pair{"node2", "10.0.0.12"}}) {
+    const std::string target = std::string(node_ip) + ":30080/tcp";
+    heading(std::string("External client to a NodePort on ") + node,
+            "client (" + std::string(kClientIp) + ") → " + target +
+                "; kpx on the node's uplink picks any backend (DNAT) and source-NATs to the node "
+                "(externalTrafficPolicy Cluster)");
+    KPX_TRY(wait_answers("client", target, kEchoPodsLeft));
+    auto a = probe("client", target, 12);
+    out_ << "   12 requests:" << by_pod(a) << "\n   every backend saw the client as " << node_ip
+         << "; the replies came from " << node_ip << ":30080\n";
+    KPX_TRY(check(answering_nodes(a).size() == 2 && all_seen_as(a, node_ip, std::string(node_ip) + ":30080"),
+                  "NodePort " + target + ": not answered from both nodes through the node's address"));
+  }
+  return {};
+}
+
+Status Demo::local_policy() {
+  heading("externalTrafficPolicy Local",
+          "client → 10.0.0.11:30081/tcp (service web-local, one pod, on node1): local endpoints only, no source NAT");
+  KPX_TRY(wait_answers("client", "10.0.0.11:30081/tcp", 1));
+  auto a = probe("client", "10.0.0.11:30081/tcp", 3);
+  out_ << "   3 requests:" << by_pod(a) << ", which saw the client as itself (" << kClientIp << ")\n";
+  KPX_TRY(check(all_seen_as(a, kClientIp, "10.0.0.11:30081"), "traffic policy Local: the client's address was not kept"));
+  auto b = probe("client", "10.0.0.12:30081/tcp", 2, 0, 300);
+  out_ << "   client → 10.0.0.12:30081/tcp: " << (none_answered(b) ? "no answer" : "ANSWERED")
+       << " (node2 has no local endpoint and drops, as kube-proxy does)\n";
+  return check(none_answered(b), "traffic policy Local: a node without local endpoints answered");
+}
+
+Status Demo::load_balancer() {
+  const std::string lb_ip = load_balancer_ip("echo-lb");
+  KPX_TRY(check(!lb_ip.empty(), "no load balancer IP was assigned to echo-lb"));
+  for (const std::string& vip : {lb_ip, std::string("192.0.2.10")}) {
+    const bool lb = vip == lb_ip;
+    heading(lb ? "External client to a LoadBalancer IP" : "External client to an external IP",
+            lb ? "the lab's load-balancer controller gave service echo-lb " + vip +
+                     " (status.loadBalancer.ingress); the gateway routes the pool to the nodes (ECMP)"
+               : "service echo-ext lists " + vip + " in spec.externalIPs; the gateway routes it to the nodes");
+    KPX_TRY(wait_answers("client", vip + ":80/tcp", kEchoPodsLeft));
+    auto a = probe("client", vip + ":80/tcp", 12);
+    bool from_vip = !a.empty();
+    for (const auto& r : a) from_vip &= r.ok && r.from == vip + ":80";
+    out_ << "   12 requests:" << by_pod(a) << "\n   replies came from " << vip << ":80\n";
+    KPX_TRY(check(from_vip && answering_nodes(a).size() == 2, vip + ": not answered from both nodes"));
+  }
+  return {};
+}
+
+Status Demo::source_ranges() {
+  const std::string vip = load_balancer_ip("echo-ranges");
+  heading("loadBalancerSourceRanges",
+          "service echo-ranges (" + vip + ") admits 203.0.113.0/24 only; its NodePort 30090 is not restricted");
+  KPX_TRY(wait_answers("client", "10.0.0.11:30090/tcp", 1));
+  auto a = probe("client", vip + ":80/tcp", 2, 0, 300);
+  out_ << "   client → " << vip << ":80/tcp: "
+       << (none_answered(a) ? "refused (dropped before any state, counted as drop_source_range)" : "ANSWERED")
+       << "\n   client → 10.0.0.11:30090/tcp: answered\n";
+  return check(!vip.empty() && none_answered(a), "source ranges: the client was not refused");
+}
+
 Status Demo::run() {
   KPX_TRY(connect());
   // The demo's own objects, beside the default `echo` workload.
@@ -298,11 +399,36 @@ Status Demo::run() {
                   {"spec",
                    {{"selector", {{"app", "loner"}}},
                     {"ports", json::array({{{"port", 80}, {"targetPort", 8080}, {"protocol", "TCP"}}})}}}});
+  // North-south: manifests/examples/nodeport*.yaml and loadbalancer*.yaml.
+  auto service = [](const std::string& name, json spec) {
+    spec["selector"] = spec.contains("selector") ? spec["selector"] : json{{"app", "echo"}};
+    return json{{"apiVersion", "v1"},
+                {"kind", "Service"},
+                {"metadata", {{"name", name}, {"namespace", "default"}}},
+                {"spec", spec}};
+  };
+  auto tcp_port = [](int node_port) {
+    json p = {{"name", "tcp"}, {"port", 80}, {"targetPort", 8080}, {"protocol", "TCP"}};
+    if (node_port) p["nodePort"] = node_port;
+    return json::array({p});
+  };
+  objs.push_back(service("echo-nodeport", {{"type", "NodePort"}, {"ports", tcp_port(30080)}}));
+  objs.push_back(echo_pod("web-local-1", "default", {{"app", "web-local"}}, "node1", {8080}));
+  objs.push_back(service("web-local", {{"type", "NodePort"},
+                                       {"externalTrafficPolicy", "Local"},
+                                       {"selector", {{"app", "web-local"}}},
+                                       {"ports", tcp_port(30081)}}));
+  objs.push_back(service("echo-lb", {{"type", "LoadBalancer"}, {"ports", tcp_port(0)}}));
+  objs.push_back(service("echo-ext", {{"externalIPs", json::array({"192.0.2.10"})}, {"ports", tcp_port(0)}}));
+  objs.push_back(service("echo-ranges", {{"type", "LoadBalancer"},
+                                         {"loadBalancerSourceRanges", json::array({"203.0.113.0/24"})},
+                                         {"ports", tcp_port(30090)}}));
   KPX_TRY(create_all(*client_, objs));
-  KPX_TRY(wait_ready({"duo", "loner"}, std::chrono::seconds(10)));
+  KPX_TRY(wait_ready({"duo", "loner", "web-local-1"}, std::chrono::seconds(10)));
   KPX_TRY(wait_answers("echo-1-1", cluster_ip("default", "echo") + ":80/tcp", 6));
   for (auto step : {&Demo::container_to_container, &Demo::pod_to_pod, &Demo::pod_to_service, &Demo::hairpin,
-                    &Demo::discovery, &Demo::scaling, &Demo::internet})
+                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::local_policy,
+                    &Demo::load_balancer, &Demo::source_ranges, &Demo::internet})
     KPX_TRY((this->*step)());
   return {};
 }
