@@ -14,6 +14,9 @@
  *                           it out (lib/uplink.h)
  *     frontend, new flow -> admission budget, pick a backend, create
  *                           conntrack, translate
+ *     out of the cluster, egress masquerade on, no non-masquerade CIDR
+ *                        -> conntrack as above; a new flow is SNATed to the
+ *                           node with a port of the SNAT range, sent on
  *     anything else      -> pass unchanged
  *   kpx_to_pod (egress: frames delivered to the pod)
  *     an uplink flow's frame marked KPX_MARK_BIND -> bind the flow's REPLY
@@ -82,6 +85,99 @@ static __always_inline int spoofed(const struct pkt4 *p)
 {
 	return unlikely(filter_bits(kpx_filter_slot_addr_v4(p->ip->saddr)) & KPX_FILT_NODE_ADDR) &&
 	       node_addr_flags(p->ip->saddr);
+}
+
+/* Whether a frame from a pod is masqueraded: egress masquerade is on, the
+ * destination is outside the cluster CIDR (a mask compare first) and in no
+ * non-masquerade CIDR. */
+static __always_inline int masqueraded(const struct pkt4 *p)
+{
+	const struct kpx_config *cfg = config();
+	struct kpx_nomasq_key_v4 nk;
+	__u32 mask;
+
+	if (!cfg || !(cfg->flags & KPX_CFG_F_EGRESS_MASQ))
+		return 0;
+	mask = cfg->cluster_prefix_v4 ? bpf_htonl(~0u << (32 - cfg->cluster_prefix_v4)) : 0;
+	if ((p->ip->daddr & mask) == (cfg->cluster_cidr_v4 & mask))
+		return 0;
+	nk.prefixlen = 32;
+	nk.addr = p->ip->daddr;
+	return !bpf_map_lookup_elem(&kpx_nomasq_v4, &nk);
+}
+
+/* egress_new's locals, in the per-CPU scratch (ct_scratch.caller). */
+struct egress_scratch {
+	struct ct_new req;
+	struct ct_nat nat;
+	struct bpf_fib_lookup fib;
+};
+
+/*
+ * A new flow of a pod out of the cluster (ip-masq-agent's semantics; the
+ * caller checked the non-masquerade CIDRs): the source becomes the node's
+ * address with a port of the SNAT range, and kpx sends the frame on (its
+ * source is the node's own now). The FORWARD entry is on the pod's veth,
+ * the REPLY entry where the replies come back (the uplink), as for an
+ * uplink flow; the pod interface's admission budget is spent.
+ */
+static __attribute__((noinline)) int egress_new(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex,
+						__u32 stale_gen)
+{
+	const struct kpx_config *cfg = config();
+	struct ct_scratch *sc;
+	__u32 zero = 0;
+	int r, rc;
+
+	/* Only a connection the pod opens: a TCP segment of a connection kpx
+	 * did not see start (the pod answering a client outside the cluster
+	 * that reached it without kpx) passes as it is, as netfilter's NAT
+	 * would leave a connection it tracks from its first packet. */
+	if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
+		return pass();
+	if (p->is_fragment)
+		return drop(KPX_CTR_DROP_FRAGMENT);
+	if (!cfg || !cfg->node_addr_v4)
+		return drop(KPX_CTR_DROP_NO_NODE_ADDR);
+	_Static_assert(sizeof(struct egress_scratch) <= sizeof(((struct ct_scratch *)0)->caller), "scratch");
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
+		return pass();
+#define req (((struct egress_scratch *)sc->caller)->req)
+#define nat (((struct egress_scratch *)sc->caller)->nat)
+#define fib (((struct egress_scratch *)sc->caller)->fib)
+	if (fib_route(skb, p, cfg->node_addr_v4, p->ip->daddr, 0, p->dport, &fib, &rc))
+		return drop(KPX_CTR_DROP_FIB);
+	if (!ct_admit(ifindex))
+		return drop(KPX_CTR_DROP_CT_BUDGET);
+	__builtin_memset(&req, 0, sizeof(req));
+	req.be.addr = p->ip->daddr; /* no DNAT: the destination stays */
+	req.be.port = p->dport;
+	req.ifindex = ifindex;
+	req.snat_addr = cfg->node_addr_v4;
+	req.stale_gen = stale_gen;
+	req.reply_ifindex = fib.ifindex;
+	req.uplink = 1;
+	uplink_snat_ports(cfg, &req.port_min, &req.port_span);
+	r = ct_create(p, &req, &nat);
+	if (r == CT_ERR_CLASH)
+		return drop(KPX_CTR_DROP_CT_CLASH);
+	if (r < 0)
+		return drop(KPX_CTR_DROP_CT_FULL);
+	count(r == CT_ADOPTED ? KPX_CTR_CT_ADOPTED : KPX_CTR_SNAT_EGRESS_NEW);
+	return uplink_forward(skb, p, &nat, 0);
+#undef req
+#undef nat
+#undef fib
+}
+
+/* A frame of a flow from this pod: to its backend (DNAT), or, for a
+ * masqueraded flow out of the cluster, sent on by kpx. */
+static __always_inline int pod_flow_translate(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n)
+{
+	if (n->uplink)
+		return uplink_forward(skb, p, n, 0);
+	return forward_translate(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port);
 }
 
 /* from_pod_slow's locals, kept in the per-CPU scratch (ct_scratch.caller):
@@ -169,9 +265,9 @@ int kpx_from_pod(struct __sk_buff *skb)
 {
 	struct kpx_ct_key_v4 key;
 	__u32 ifindex = skb->ifindex, hash, filt, res[2];
+	int r, egress = 0;
 	struct ct_nat n;
 	struct pkt4 p;
-	int r;
 
 	r = parse_pkt4(skb, &p);
 	if (r != PARSE_OK)
@@ -187,7 +283,9 @@ int kpx_from_pod(struct __sk_buff *skb)
 			     KPX_FILT_DIRECT_REPLY) &&
 		    uplink_is_reply(&p, ifindex))
 			return uplink_reply(skb, &p, ifindex);
-		return pass();
+		if (likely(!masqueraded(&p)))
+			return pass();
+		egress = 1; /* conntrack as below, its own new flows */
 	}
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);
@@ -198,7 +296,7 @@ int kpx_from_pod(struct __sk_buff *skb)
 	 * next goes back to the conntrack entry, within a second.) */
 	if (likely(ct_cache_forward(&key, hash, &p, &n))) {
 		count(KPX_CTR_DNAT_ESTABLISHED);
-		return forward_translate(skb, &p, n.nat_addr, n.nat_port, n.snat_addr, n.snat_port);
+		return pod_flow_translate(skb, &p, &n);
 	}
 	if (spoofed(&p))
 		return drop(KPX_CTR_DROP_SPOOF);
@@ -207,8 +305,10 @@ int kpx_from_pod(struct __sk_buff *skb)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	if (r == CT_FWD_HIT) {
 		count(KPX_CTR_DNAT_ESTABLISHED);
-		return forward_translate(skb, &p, n.nat_addr, n.nat_port, n.snat_addr, n.snat_port);
+		return pod_flow_translate(skb, &p, &n);
 	}
+	if (egress)
+		return egress_new(skb, &p, ifindex, res[1]);
 	return from_pod_slow(skb, &p, ifindex, filt, res[1]);
 }
 

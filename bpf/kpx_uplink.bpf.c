@@ -36,27 +36,6 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/*
- * Translate a frame of an uplink flow towards its backend and send it on.
- * bind: the flow's REPLY entry waits for the local backend's veth, so the
- * frame carries KPX_MARK_BIND there.
- */
-static __attribute__((noinline)) int uplink_forward(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n,
-						    int bind)
-{
-	struct bpf_fib_lookup fib;
-	int rc;
-
-	if (fib_route(skb, p, n->snat_addr ? n->snat_addr : p->ip->saddr, n->nat_addr,
-		      n->snat_port ? n->snat_port : p->sport, n->nat_port, &fib, &rc))
-		return drop(KPX_CTR_DROP_FIB);
-	if (nat_rewrite_dst(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port))
-		return drop(KPX_CTR_DROP_REWRITE);
-	if (bind)
-		skb->mark = KPX_MARK_BIND;
-	return fib_redirect(skb, &fib, rc);
-}
-
 /* uplink_slow's locals, in the per-CPU scratch (ct_scratch.caller). */
 struct uplink_scratch {
 	struct kpx_service_value svc;

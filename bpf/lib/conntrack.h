@@ -230,6 +230,7 @@ static __always_inline void ct_cache_put(const struct kpx_ct_key_v4 *k, __u32 ha
 	e->nat_port = v->nat_port;
 	e->snat_port = v->snat_port;
 	e->svc_id = v->svc_id;
+	e->ct_flags = v->flags & KPX_CT_F_UPLINK;
 	e->ver = ver;
 	e->epoch = epoch;
 	e->synced_jiffies = bpf_jiffies64();
@@ -255,6 +256,7 @@ static __always_inline void ct_cache_put_miss(const struct kpx_ct_key_v4 *k, __u
 	e->nat_port = 0;
 	e->snat_port = 0;
 	e->svc_id = 0;
+	e->ct_flags = 0;
 	e->ver = ver;
 	e->epoch = epoch;
 	e->synced_jiffies = bpf_jiffies64();
@@ -359,12 +361,15 @@ static __always_inline int ct_claim_reply(const struct kpx_ct_key_v4 *rk, struct
 	return ct_put(rk, rv, BPF_ANY) ? -1 : 0;
 }
 
-/* What a new flow's packets become. */
+/* What a flow's packets become (uplink: the flow's KPX_CT_F_UPLINK, its
+ * frames are sent on by kpx, lib/uplink.h). */
 struct ct_nat {
 	__be32 nat_addr;
 	__be32 snat_addr;
 	__be16 nat_port;
 	__be16 snat_port;
+	__u16 uplink;
+	__u16 pad;
 };
 
 static __always_inline void ct_nat_of(struct ct_nat *n, const struct kpx_ct_value_v4 *fv)
@@ -373,6 +378,7 @@ static __always_inline void ct_nat_of(struct ct_nat *n, const struct kpx_ct_valu
 	n->nat_port = fv->nat_port;
 	n->snat_addr = fv->snat_addr;
 	n->snat_port = fv->snat_port;
+	n->uplink = fv->flags & KPX_CT_F_UPLINK;
 }
 
 /* A source port in [min, min + span) for a flow whose natural reply tuple
@@ -665,6 +671,7 @@ static __always_inline int ct_cache_forward(const struct kpx_ct_key_v4 *key, __u
 	n->snat_addr = c->snat_addr;
 	n->nat_port = c->nat_port;
 	n->snat_port = c->snat_port;
+	n->uplink = c->ct_flags & KPX_CT_F_UPLINK;
 	return 1;
 }
 

@@ -46,6 +46,27 @@ static __always_inline int uplink_reply_port(__be16 dport)
 	return port >= min && port < (__u32)min + span;
 }
 
+/*
+ * Translate a frame of an uplink flow towards its backend and send it on.
+ * bind: the flow's REPLY entry waits for the local backend's veth, so the
+ * frame carries KPX_MARK_BIND there.
+ */
+static __attribute__((noinline)) int uplink_forward(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n,
+						    int bind)
+{
+	struct bpf_fib_lookup fib;
+	int rc;
+
+	if (fib_route(skb, p, n->snat_addr ? n->snat_addr : p->ip->saddr, n->nat_addr,
+		      n->snat_port ? n->snat_port : p->sport, n->nat_port, &fib, &rc))
+		return drop(KPX_CTR_DROP_FIB);
+	if (nat_rewrite_dst(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port))
+		return drop(KPX_CTR_DROP_REWRITE);
+	if (bind)
+		skb->mark = KPX_MARK_BIND;
+	return fib_redirect(skb, &fib, rc);
+}
+
 /* Whether the frame is a reply of an uplink flow arriving where that flow's
  * REPLY entry is bound. Reads only: a call to a function that may change
  * the packet voids the caller's packet pointers (the verifier), so the

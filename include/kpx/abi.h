@@ -44,6 +44,7 @@
 #define KPX_MAX_NODE_ADDRS 256
 #define KPX_MAX_INTERFACES 16384         /* admission budgets (one an interface) */
 #define KPX_MAX_SOURCE_RANGES 16384      /* loadBalancerSourceRanges entries over all frontends */
+#define KPX_MAX_NOMASQ_CIDRS 256         /* egress nonMasqueradeCIDRs */
 
 /*
  * Service scope: which traffic a frontend answers. The datapath takes it
@@ -217,7 +218,8 @@ struct kpx_ct_cache_entry_v4 {
 	__u32 epoch;
 	__u32 svc_id;
 	__u64 synced_jiffies; /* when the slot was last filled from the LRU entry */
-	__u32 pad[2];
+	__u32 ct_flags;       /* the entry's KPX_CT_F_UPLINK (how the frame is sent on) */
+	__u32 pad;
 };
 
 /* Per-interface new-flow admission (token bucket, refilled lazily). */
@@ -295,12 +297,28 @@ enum kpx_counter {
 	KPX_CTR_DROP_FIB,           /* no route (or MTU) for a frame kpx must send on itself */
 	KPX_CTR_CT_BOUND,           /* an uplink flow's REPLY bound to its local backend's veth */
 	KPX_CTR_DROP_SOURCE_RANGE,  /* a load balancer IP's source ranges exclude the client */
+	KPX_CTR_SNAT_EGRESS_NEW,    /* a pod's new flow out of the cluster, source-NATed to the node */
 	KPX_CTR_MAX,
 };
 
 /* Room in the counters map: a counter added later is an entry, not a new
  * layout. */
 #define KPX_CTR_SLOTS 64
+
+/* kpx_config.flags */
+enum kpx_config_flags {
+	/* Pods' traffic to destinations outside the cluster CIDR and outside
+	 * kpx_nomasq_v4 is source-NATed to node_addr_v4 (ip-masq-agent's job). */
+	KPX_CFG_F_EGRESS_MASQ = 1 << 0,
+};
+
+/* kpx_nomasq_v4: LPM trie of the destinations pods reach with their own
+ * address when KPX_CFG_F_EGRESS_MASQ is on (ip-masq-agent's
+ * nonMasqueradeCIDRs). prefixlen: the CIDR's. */
+struct kpx_nomasq_key_v4 {
+	__u32 prefixlen;
+	__be32 addr;
+};
 
 /* config: ARRAY with one element, updatable at run time. A zero means "use
  * the default". */
@@ -315,7 +333,7 @@ struct kpx_config {
 				      * every per-CPU cache slot of an older epoch is void */
 	__u32 ct_new_per_sec;        /* per-interface admission: new flows a second (0: default) */
 	__u32 ct_new_burst;          /* per-interface admission: burst (0: default) */
-	__u32 flags;                 /* reserved (issue 10): datapath features switched on */
+	__u32 flags;                 /* enum kpx_config_flags: datapath features switched on */
 	__be32 hairpin_addr_v4;      /* node-owned address for hairpin source NAT; 0 = unset */
 	__be32 node_addr_v4;         /* issue 10: the node's primary address (masquerade source) */
 	__be32 service_cidr_v4;      /* issue 10/11: Service CIDR (0: unknown) */
@@ -386,7 +404,8 @@ struct kpx_abi_info {
 	X(kpx_node_addr_v4, HASH, __be32, __u32, KPX_MAX_NODE_ADDRS)                              \
 	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_SLOTS)                                \
 	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)                                         \
-	X(kpx_lb_src_v4, LPM_TRIE, struct kpx_src_range_key_v4, __u32, KPX_MAX_SOURCE_RANGES)
+	X(kpx_lb_src_v4, LPM_TRIE, struct kpx_src_range_key_v4, __u32, KPX_MAX_SOURCE_RANGES)    \
+	X(kpx_nomasq_v4, LPM_TRIE, struct kpx_nomasq_key_v4, __u32, KPX_MAX_NOMASQ_CIDRS)
 
 /* map_flags by map type (an LPM trie must not be preallocated: the kernel's
  * BPF_F_NO_PREALLOC, 1). */
@@ -495,6 +514,7 @@ KPX_STATIC_ASSERT(sizeof(struct kpx_ct_budget) == 16, "kpx_ct_budget ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 256, "kpx_config ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_abi_info) == 64, "kpx_abi_info ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_src_range_key_v4) == 12, "kpx_src_range_key_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_nomasq_key_v4) == 8, "kpx_nomasq_key_v4 ABI");
 KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
 KPX_STATIC_ASSERT((KPX_CT_VER_SLOTS & (KPX_CT_VER_SLOTS - 1)) == 0, "ct versions: power of two");
 KPX_STATIC_ASSERT(KPX_FILTER_SLOTS == 1u << KPX_FILTER_SLOT_BITS, "filter slots");

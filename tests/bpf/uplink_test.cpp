@@ -32,6 +32,9 @@ constexpr uint32_t kRedirect = 7;  // TC_ACT_REDIRECT
 const uint8_t kNode2Mac[6] = {0x02, 0, 0, 0, 0, 0x12};
 const uint8_t kClientMac[6] = {0x02, 0, 0, 0, 0x01, 0x00};
 const uint8_t kLocalBeMac[6] = {0x02, 0, 0, 0, 0x02, 0x05};
+const uint8_t kPodClientMac[6] = {0x02, 0, 0, 0, 0x02, 0x09};
+const uint8_t kGatewayMac[6] = {0x02, 0, 0, 0, 0, 0x01};
+constexpr const char* kInternet = "203.0.113.10";
 
 struct HookRun {
   int err = 0;
@@ -83,7 +86,11 @@ class Uplink : public DatapathTest {
           "link set veth1 up", "link set veth2 up", "route add 10.244.2.0/24 via 10.0.0.12 dev up0",
           "neigh add 10.0.0.12 lladdr 02:00:00:00:00:12 dev up0 nud permanent",
           "neigh add 10.0.0.100 lladdr 02:00:00:00:01:00 dev up0 nud permanent",
-          "neigh add 10.244.1.5 lladdr 02:00:00:00:02:05 dev pods0 nud permanent"})
+          "neigh add 10.244.1.5 lladdr 02:00:00:00:02:05 dev pods0 nud permanent",
+          "neigh add 10.244.1.9 lladdr 02:00:00:00:02:09 dev pods0 nud permanent",
+          // The internet, via the node's gateway.
+          "route add 203.0.113.0/24 via 10.0.0.1 dev up0",
+          "neigh add 10.0.0.1 lladdr 02:00:00:00:00:01 dev up0 nud permanent"})
       ASSERT_EQ(std::system((ip + c).c_str()), 0) << c;
     auto scope = net::NetnsScope::enter(ns_);
     ASSERT_TRUE(scope.ok()) << scope.error().message;
@@ -133,6 +140,17 @@ class Uplink : public DatapathTest {
     const dataplane::FrontendKey key{net::IpAddr::from_v4(0), kNodePort, proto, dataplane::Scope::kNodePort};
     auto st = dp->upsert(key, fe);
     ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+
+  // Egress masquerade on, the cluster CIDR 10.244.0.0/16, and these
+  // non-masquerade CIDRs.
+  void set_egress_masquerade(bool on, const std::vector<std::pair<const char*, uint32_t>>& nomasq = {}) {
+    kpx_config c = maps->read_config();
+    c.flags = on ? (c.flags | KPX_CFG_F_EGRESS_MASQ) : (c.flags & ~uint32_t{KPX_CFG_F_EGRESS_MASQ});
+    c.cluster_cidr_v4 = ipv4("10.244.0.0");
+    c.cluster_prefix_v4 = 16;
+    set_config(c);
+    for (const auto& [a, len] : nomasq) ASSERT_TRUE(maps->nomasq.update(kpx_nomasq_key_v4{len, ipv4(a)}, 1).ok());
   }
 
   HookRun from_uplink(const Frame& f, uint32_t mark = 0) { return run(uplink_->from_uplink_fd(), f, up_if_, mark); }
@@ -489,6 +507,110 @@ TEST_F(Uplink, APodReachesANodePortOnItsNodesAddressWithItsOwnSource) {
   auto rp = parsed(rr);
   EXPECT_EQ(addr_str(rp.saddr_be), kNode);
   EXPECT_EQ(rp.sport, kNodePort);
+}
+
+TEST_F(Uplink, EgressMasqueradeSourceNatsAPodsFlowToTheNodeAndRestoresTheReplies) {
+  set_egress_masquerade(true);
+  const Frame syn = tcp(kPodClient, 40000, kInternet, 443, kSyn);
+  auto r = pod_in(syn, veth_);
+  ASSERT_EQ(r.err, 0);
+  ASSERT_EQ(r.retval, kRedirect) << "kpx sends it on: its source is the node's now";
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode);
+  EXPECT_GE(p.sport, KPX_DEFAULT_SNAT_PORT_MIN);
+  EXPECT_EQ(addr_str(p.daddr_be), kInternet);
+  EXPECT_EQ(p.dport, 443);
+  EXPECT_TRUE(macs_are(r.out, kGatewayMac)) << "routed via the node's gateway";
+  auto want_spec = spec(IPPROTO_TCP, kNode, p.sport, kInternet, 443, kSyn);
+  Frame want = expected_translation(want_spec, r.out);
+  std::memcpy(want.data(), r.out.data(), 12);
+  EXPECT_EQ(r.out, want);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_EGRESS_NEW), 1u);
+
+  const auto fk = key(kPodClient, 40000, kInternet, 443, IPPROTO_TCP, KPX_CT_FORWARD, veth_);
+  auto fv = maps->conntrack.lookup(fk);
+  ASSERT_TRUE(fv.has_value()) << "the FORWARD entry is on the pod's veth";
+  EXPECT_TRUE(fv->flags & KPX_CT_F_UPLINK);
+  EXPECT_EQ(fv->svc_id, 0u) << "no Service";
+  EXPECT_EQ(fv->out_ifindex, up_if_);
+  const auto rk = key(kInternet, 443, kNode, p.sport, IPPROTO_TCP, KPX_CT_REPLY, up_if_);
+  ASSERT_TRUE(maps->conntrack.lookup(rk).has_value()) << "the REPLY entry is on the uplink";
+  EXPECT_EQ(dataplane::reply_key_of(fk, *fv).ifindex, up_if_);
+
+  // The internet's answer, on the uplink: back to the pod.
+  auto rr = from_uplink(tcp(kInternet, 443, kNode, p.sport, kSynAck));
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kInternet);
+  EXPECT_EQ(rp.sport, 443);
+  EXPECT_EQ(addr_str(rp.daddr_be), kPodClient);
+  EXPECT_EQ(rp.dport, 40000);
+  EXPECT_TRUE(macs_are(rr.out, kPodClientMac));
+  EXPECT_EQ(counter(KPX_CTR_REVNAT), 1u);
+
+  // The established flow keeps its port; UDP the same.
+  auto a = pod_in(tcp(kPodClient, 40000, kInternet, 443, kAck), veth_);
+  ASSERT_EQ(a.retval, kRedirect);
+  EXPECT_EQ(parsed(a).sport, p.sport);
+  auto u = pod_in(udp(kPodClient, 5353, kInternet, 53), veth_);
+  ASSERT_EQ(u.retval, kRedirect);
+  auto up = parsed(u);
+  EXPECT_EQ(addr_str(up.saddr_be), kNode);
+  EXPECT_NE(up.sport, p.sport);
+  auto ur = from_uplink(udp(kInternet, 53, kNode, up.sport));
+  ASSERT_EQ(ur.retval, kRedirect);
+  EXPECT_EQ(addr_str(parsed(ur).daddr_be), kPodClient);
+  EXPECT_EQ(parsed(ur).dport, 5353);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_EGRESS_NEW), 2u);
+}
+
+TEST_F(Uplink, EgressMasqueradeLeavesTheClusterNonMasqueradeCidrsAndUnseenConnectionsAlone) {
+  auto untouched = [&](const Frame& f, const char* what) {
+    auto r = pod_in(f, veth_);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK)) << what;
+    EXPECT_EQ(r.out, f) << what;
+  };
+  // Off: a pod's own address goes out.
+  set_egress_masquerade(false);
+  untouched(tcp(kPodClient, 40000, kInternet, 443, kSyn), "masquerade off");
+  set_egress_masquerade(true, {{"203.0.113.0", 24}});
+  untouched(udp(kPodClient, 40001, kRemoteBe, 53), "a pod of the cluster CIDR");
+  untouched(tcp(kPodClient, 40002, kInternet, 443, kSyn), "a non-masquerade CIDR");
+  ASSERT_TRUE(maps->nomasq.erase(kpx_nomasq_key_v4{24, ipv4("203.0.113.0")}));
+  // A segment of a connection kpx did not see open (the pod answering a
+  // client that reached it directly) is not taken over.
+  untouched(tcp(kPodClient, 8080, kInternet, 50000, kSynAck), "a SYN-ACK");
+  untouched(tcp(kPodClient, 8080, kInternet, 50000, kAck), "an ACK");
+  EXPECT_EQ(ct_size(), 0u);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_EGRESS_NEW), 0u);
+  // Without a node address there is nothing to masquerade to: dropped.
+  kpx_config c = maps->read_config();
+  c.node_addr_v4 = 0;
+  set_config(c);
+  EXPECT_EQ(pod_in(tcp(kPodClient, 40003, kInternet, 443, kSyn), veth_).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(KPX_CTR_DROP_NO_NODE_ADDR), 1u);
+  EXPECT_EQ(ct_size(), 0u);
+}
+
+TEST_F(Uplink, ANeighbourPodSendingTheSameTupleGetsItsOwnFlowAndCannotTouchAnothers) {
+  set_egress_masquerade(true);
+  auto mine = pod_in(udp(kPodClient, 5000, kInternet, 53), veth_);
+  ASSERT_EQ(mine.retval, kRedirect);
+  const uint16_t my_port = parsed(mine).sport;
+  // The neighbour forges the same 5-tuple on its own veth.
+  auto theirs = pod_in(udp(kPodClient, 5000, kInternet, 53), other_veth_);
+  ASSERT_EQ(theirs.retval, kRedirect);
+  EXPECT_NE(parsed(theirs).sport, my_port) << "a flow of its own, with its own port";
+  // The first pod's flow is as it was, and its replies still reach it.
+  auto again = pod_in(udp(kPodClient, 5000, kInternet, 53), veth_);
+  EXPECT_EQ(parsed(again).sport, my_port);
+  const auto fk = key(kPodClient, 5000, kInternet, 53, IPPROTO_UDP, KPX_CT_FORWARD, veth_);
+  auto fv = maps->conntrack.lookup(fk);
+  ASSERT_TRUE(fv.has_value());
+  EXPECT_EQ(fv->snat_port, htons(my_port));
+  // Frames from the outside to a SNAT port nobody holds are no reply.
+  auto stray = from_uplink(udp(kInternet, 53, kNode, static_cast<uint16_t>(my_port ^ 1)));
+  EXPECT_EQ(stray.retval, static_cast<uint32_t>(TC_ACT_OK));
 }
 
 }  // namespace

@@ -449,18 +449,25 @@ TEST_F(LabTest, ContainersThatExitAreRestarted) {
   EXPECT_EQ(a[0].pod, "echo-2-1");
 }
 
-TEST_F(LabTest, PodToInternetLeavesThroughTheGateway) {
-  std::string me = pod_ip("echo-1-1");
-  auto a = probe("echo-1-1", "203.0.113.10:8080/udp", 1, "--timeout-ms 300");
-  ASSERT_EQ(a.size(), 1u);
-  // Without masquerading (pending: the north-south issue) the internet sees
-  // the pod's address and has no route back to it: no reply.
-  EXPECT_FALSE(a[0].ok);
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  std::ifstream f("/run/kpx-lab/" + name_ + "/internet.log");
-  std::stringstream log;
-  log << f.rdbuf();
-  EXPECT_NE(log.str().find("udp request from=" + me + ":"), std::string::npos) << log.str();
+TEST_F(LabTest, PodToInternetIsMasqueradedToTheNodeAndAnswered) {
+  // The internet has no route back to the cluster's addresses: only a
+  // masqueraded request (source: the node's address) can be answered.
+  for (const char* proto : {"udp", "tcp"}) {
+    for (const auto& [pod, node_ip] : {std::pair{"echo-1-1", "10.0.0.11"}, std::pair{"echo-2-1", "10.0.0.12"}}) {
+      auto a = probe(pod, std::string("203.0.113.10:8080/") + proto, 3);
+      ASSERT_EQ(a.size(), 3u);
+      for (const auto& r : a) {
+        EXPECT_TRUE(r.ok) << pod << " " << proto << ": " << r.line;
+        EXPECT_EQ(r.pod, "internet");
+        EXPECT_EQ(r.client_ip(), node_ip) << "the internet sees the node, not the pod: " << r.line;
+        EXPECT_EQ(r.from, "203.0.113.10:8080");
+      }
+    }
+  }
+  // Inside the cluster nothing is masqueraded: pod to pod keeps the source.
+  auto p = probe("echo-1-1", pod_ip("echo-2-1") + ":8080/tcp", 1);
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].client_ip(), pod_ip("echo-1-1"));
 }
 
 TEST_F(LabTest, KubectlCreatesAndDeletesServicesTheAgentsProgram) {
@@ -512,8 +519,11 @@ TEST(LabDemo, WalksEveryPathAndRemovesItsLab) {
   EXPECT_EQ(st, 0) << out;
   for (const char* want : {"Container to container", "Pod to pod on one node", "Pod to pod across nodes",
                            "Pod to Service (ClusterIP, tcp)", "Pod to Service (ClusterIP, udp)", "Hairpin",
-                           "discovery by environment", "discovery by DNS", "Scaling", "Pod to the internet",
-                           "PENDING: masquerading", "every path worked"})
+                           "discovery by environment", "discovery by DNS", "Scaling",
+                           "External client to a NodePort on node1", "External client to a NodePort on node2",
+                           "externalTrafficPolicy Local", "External client to a LoadBalancer IP",
+                           "External client to an external IP", "loadBalancerSourceRanges", "Pod to the internet",
+                           "the reply came back to the pod", "every path worked"})
     EXPECT_NE(out.find(want), std::string::npos) << want << " in:\n" << out;
   EXPECT_EQ(sh_out("ls /var/run/netns | grep '^kpxlab-" + name + "-' || true"), "");
   EXPECT_FALSE(fs::exists("/run/kpx-lab/" + name));

@@ -188,6 +188,56 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   return maps.config.update(0, c);
 }
 
+// The node's primary address, the cluster CIDR and egress masquerading
+// (with its non-masquerade CIDRs, kpx_nomasq_v4: the new ones first, then
+// the flag, then what went).
+Status write_north_south_config(bpf::PinnedMaps& maps, const Options& o, uint32_t primary) {
+  std::optional<net::Ipv4Cidr> cluster;
+  if (!o.cluster_cidr.empty()) {
+    // kube-proxy takes a comma list (one per family): the IPv4 one.
+    for (size_t at = 0; at <= o.cluster_cidr.size();) {
+      size_t comma = o.cluster_cidr.find(',', at);
+      std::string one = o.cluster_cidr.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+      if (one.find(':') == std::string::npos) {
+        auto c = net::parse_ipv4_cidr(one);
+        if (!c) return invalid_argument("--cluster-cidr: " + c.error().message);
+        cluster = *c;
+        break;
+      }
+      if (comma == std::string::npos) break;
+      at = comma + 1;
+    }
+  }
+  std::set<std::pair<uint32_t, uint8_t>> want;
+  if (o.egress_masquerade) {
+    if (!cluster) return invalid_argument("--egress-masquerade needs --cluster-cidr (an IPv4 pod CIDR)");
+    if (o.non_masquerade_cidrs.empty()) want.insert({cluster->addr_be, cluster->prefix});
+    for (const std::string& spec : o.non_masquerade_cidrs) {
+      auto c = net::parse_ipv4_cidr(spec);
+      if (!c) return invalid_argument("--non-masquerade-cidrs: " + c.error().message);
+      want.insert({c->addr_be, c->prefix});
+    }
+    if (want.size() > KPX_MAX_NOMASQ_CIDRS)
+      return invalid_argument("--non-masquerade-cidrs: more than " + std::to_string(KPX_MAX_NOMASQ_CIDRS));
+  }
+  for (const auto& [a, len] : want) KPX_TRY(maps.nomasq.update(kpx_nomasq_key_v4{len, a}, 1));
+  kpx_config c = maps.read_config();
+  c.node_addr_v4 = primary;
+  c.cluster_cidr_v4 = cluster ? cluster->addr_be : 0;
+  c.cluster_prefix_v4 = cluster ? cluster->prefix : 0;
+  c.flags = (c.flags & ~uint32_t{KPX_CFG_F_EGRESS_MASQ}) | (o.egress_masquerade ? uint32_t{KPX_CFG_F_EGRESS_MASQ} : 0u);
+  KPX_TRY(maps.config.update(0, c));
+  std::vector<kpx_nomasq_key_v4> stale;
+  maps.nomasq.for_each([&](const kpx_nomasq_key_v4& k, const uint32_t&) {
+    if (!want.count({k.addr, static_cast<uint8_t>(k.prefixlen)})) stale.push_back(k);
+  });
+  for (const auto& k : stale) maps.nomasq.erase(k);
+  if (o.egress_masquerade && !primary)
+    log::warning("--egress-masquerade: no primary address (no IPv4 on --uplink-interfaces): pods' traffic out of "
+                 "the cluster is dropped (counter drop_no_node_addr)");
+  return {};
+}
+
 Status cleanup(const Options& o) {
   std::optional<bpf::UniqueFd> lock;  // held until the maps are gone
   // Pins of any kpx ABI version (the refusal of another version names this).
@@ -277,11 +327,7 @@ Status run_agent(const Options& o) {
   auto np_addrs = nodeport_addresses(o, node_addrs, primary);
   if (!np_addrs) return np_addrs.error();
   KPX_TRY(dp->set_node_addresses(node_addrs, hairpin, *np_addrs));
-  {
-    kpx_config c = maps->read_config();
-    c.node_addr_v4 = primary;
-    KPX_TRY(maps->config.update(0, c));
-  }
+  KPX_TRY(write_north_south_config(*maps, o, primary));
   if (uplink)
     log::info(primary ? "north-south traffic is source-NATed to " + net::format_ipv4(primary)
                       : "no IPv4 address on the uplinks (" + o.uplink_interfaces +

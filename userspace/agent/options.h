@@ -41,6 +41,11 @@ struct Options {
   // --nodeport-addresses / nodePortAddresses: CIDRs, or "primary"; NodePorts
   // are served on the node addresses they match (empty: on every one).
   std::vector<std::string> nodeport_addresses;
+  // --egress-masquerade: pods' traffic out of the cluster is source-NATed
+  // to the node's primary address (ip-masq-agent's job), except to
+  // --non-masquerade-cidrs (default: --cluster-cidr, which it needs).
+  bool egress_masquerade = false;
+  std::vector<std::string> non_masquerade_cidrs;
   std::string hairpin_snat_ip;     // --hairpin-snat-ip
   bool cleanup = false;            // --cleanup
   int verbosity = 0;               // -v

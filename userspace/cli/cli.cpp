@@ -419,6 +419,11 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                                            "CIDRs (or 'primary') of the node addresses NodePorts are served on "
                                            "(default: every one)")
                          ->delimiter(',');
+  agent_cmd->add_flag("--egress-masquerade", ag.egress_masquerade,
+                      "source-NAT pods' traffic out of the cluster to the node's address (needs --cluster-cidr)");
+  agent_cmd->add_option("--non-masquerade-cidrs", ag.non_masquerade_cidrs,
+                        "destinations pods reach with their own address (default: --cluster-cidr)")
+      ->delimiter(',');
   auto* o_ct_per_core = agent_cmd->add_option("--conntrack-max-per-core", ag.conntrack_max_per_core,
                                               "flows per CPU the conntrack table holds (0: kpx's default size)");
   auto* o_ct_min = agent_cmd->add_option("--conntrack-min", ag.conntrack_min, "least flows the conntrack table holds");

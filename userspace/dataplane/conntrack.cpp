@@ -102,6 +102,9 @@ Table read_table(const bpf::PinnedMaps& maps) {
 }
 
 void add_refs(FlowRefs& refs, const kpx_ct_key_v4& fk, const kpx_ct_value_v4& fv) {
+  // A pod's masqueraded egress flow (no frontend: svc_id 0) goes through
+  // no frontend or backend bit.
+  if ((fv.flags & KPX_CT_F_UPLINK) && fv.svc_id == 0) return;
   refs.frontend_slots.insert(kpx_filter_slot_addr_v4(fk.daddr));
   refs.backend_slots.insert(kpx_filter_slot_backend_v4(fv.nat_addr, fv.nat_port, fk.proto));
 }

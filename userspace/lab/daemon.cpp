@@ -84,6 +84,12 @@ class Agents {
                n.pod_gateway,
                "--cluster-cidr",
                kClusterCidr,
+               "--egress-masquerade",
+               // ip-masq-agent's default style: private ranges (the pods,
+               // the nodes and the client on the fabric) keep the pod's
+               // address; the internet sees the node's.
+               "--non-masquerade-cidrs",
+               "10.0.0.0/8",
                "--healthz-bind-address",
                "127.0.0.1:10256",
                "--metrics-bind-address",

@@ -64,11 +64,13 @@ Status build(const LabPlan& p) {
     KPX_TRY(ip_batch(p.gateway_ns, {std::string("route add ") + kLoadBalancerPool + nexthops,
                                     std::string("route add ") + kExternalIpRange + nexthops}));
   }
-  // The internet knows nothing of the cluster's private addresses: no route
-  // back to 10.0.0.0/8. Without masquerading, pods' packets arrive but
-  // replies have nowhere to go, as on the real internet.
+  // The internet knows the nodes' addresses (the fabric, as nodes with
+  // routable addresses) and nothing of the pods': without masquerading,
+  // pods' packets arrive but replies have nowhere to go, as on the real
+  // internet; masqueraded to the node's address, they are answered.
   KPX_TRY(ip_batch(p.internet_ns, {"link set lo up", std::string("addr add ") + kInternetIp + "/24 dev eth0",
-                                   "link set eth0 up"}));
+                                   "link set eth0 up",
+                                   std::string("route add ") + kFabricCidr + " via " + kInternetGatewayIp}));
   KPX_TRY(ip_batch(p.client_ns, {"link set lo up", std::string("addr add ") + kClientIp + fabric_len + " dev eth0",
                                  "link set eth0 up", std::string("route add default via ") + kGatewayIp}));
 
