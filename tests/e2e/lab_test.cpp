@@ -265,6 +265,29 @@ TEST_F(LabTest, NodePortFromOutsideFromAnotherNodeAndFromPodsTcpAndUdp) {
   }
 }
 
+// The agent follows the node's addresses (netlink): a NodePort answers on
+// an address added after it started, and stops with the address's removal.
+TEST_F(LabTest, NodePortsFollowAddressesAddedToAndRemovedFromTheNode) {
+  ASSERT_EQ(apply("nodeport.yaml"), 0);
+  ASSERT_EQ(answering("client", "10.0.0.11:30080/tcp", 6).size(), 6u);
+  const std::string node1 = "ip -n kpxlab-" + name_ + "-node1 ";
+  ASSERT_EQ(sh_out(node1 + "addr add 10.0.0.31/24 dev eth0 && echo ok"), "ok\n");
+  for (const char* proto : {"tcp", "udp"}) {
+    const std::string target = std::string("10.0.0.31:30080/") + proto;
+    EXPECT_EQ(answering("client", target, 6).size(), 6u) << target << " on the new address";
+    for (const auto& r : probe("client", target, 4)) {
+      EXPECT_TRUE(r.ok) << r.line;
+      EXPECT_EQ(r.from, "10.0.0.31:30080") << "replies come from the address the client reached";
+    }
+  }
+  ASSERT_EQ(sh_out(node1 + "addr del 10.0.0.31/24 dev eth0 && echo ok"), "ok\n");
+  // Gone from the node: nothing answers there, and node1's own address
+  // still does.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  for (const auto& r : probe("client", "10.0.0.31:30080/udp", 2)) EXPECT_FALSE(r.ok) << r.line;
+  for (const auto& r : probe("client", "10.0.0.11:30080/udp", 4)) EXPECT_TRUE(r.ok) << r.line;
+}
+
 TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {
   ASSERT_EQ(apply("nodeport-local.yaml"), 0);
   ASSERT_TRUE(wait_pod("web-local-1"));

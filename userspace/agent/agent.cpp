@@ -1,8 +1,6 @@
 #include "agent/agent.h"
 
 #include <bpf/libbpf.h>
-#include <fnmatch.h>
-#include <ifaddrs.h>
 #include <netinet/in.h>
 
 #include <signal.h>
@@ -15,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "agent/addresses.h"
 #include "agent/http_endpoints.h"
 #include "agent/interfaces.h"
 #include "agent/sync_loop.h"
@@ -31,46 +30,6 @@
 namespace kpx::agent {
 
 namespace {
-
-// The IPv4 addresses of this network namespace's interfaces, loopback's
-// excepted (network byte order).
-std::vector<uint32_t> node_ipv4_addresses() {
-  std::vector<uint32_t> out;
-  ifaddrs* ifs = nullptr;
-  if (getifaddrs(&ifs) != 0) {
-    log::warning("reading the node's addresses failed: " + std::string(std::strerror(errno)));
-    return out;
-  }
-  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
-    uint32_t a = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr;
-    if ((ntohl(a) >> 24) == 127) continue;
-    if (std::find(out.begin(), out.end(), a) == out.end()) out.push_back(a);
-  }
-  freeifaddrs(ifs);
-  return out;
-}
-
-// The first IPv4 address of the first interface whose name matches glob
-// (0: none): the node's primary address, the source of translated
-// north-south traffic.
-uint32_t primary_address(const std::string& glob) {
-  uint32_t out = 0;
-  ifaddrs* ifs = nullptr;
-  if (glob.empty() || getifaddrs(&ifs) != 0) return 0;
-  std::string best_name;
-  for (ifaddrs* i = ifs; i; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET || fnmatch(glob.c_str(), i->ifa_name, 0) != 0) continue;
-    // The first interface by name, so that the choice does not depend on
-    // the order the kernel lists them in; its first address.
-    if (!out || std::string(i->ifa_name) < best_name) {
-      best_name = i->ifa_name;
-      out = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr;
-    }
-  }
-  freeifaddrs(ifs);
-  return out;
-}
 
 // The node addresses NodePorts are served on (nullopt: every one), from
 // --nodeport-addresses: CIDRs and "primary".
@@ -321,17 +280,22 @@ Status run_agent(const Options& o) {
   if (!dp) return dp.error();
   dp->remove_leftovers();
   // The node's own addresses: a pod sending from one of them is dropped
-  // before any state is made (read once, at start).
-  const std::vector<uint32_t> node_addrs = node_ipv4_addresses();
-  const uint32_t primary = primary_address(o.uplink_interfaces);
-  auto np_addrs = nodeport_addresses(o, node_addrs, primary);
-  if (!np_addrs) return np_addrs.error();
-  KPX_TRY(dp->set_node_addresses(node_addrs, hairpin, *np_addrs));
-  KPX_TRY(write_north_south_config(*maps, o, primary));
-  if (uplink)
-    log::info(primary ? "north-south traffic is source-NATed to " + net::format_ipv4(primary)
-                      : "no IPv4 address on the uplinks (" + o.uplink_interfaces +
-                            "): NodePort traffic from outside is dropped (counter drop_no_node_addr)");
+  // before any state is made; NodePorts are served on them; the uplink's
+  // primary one is the masquerade source. Read now, then followed (below).
+  bpf::PinnedMaps* maps_ptr = &*maps;
+  auto apply_addresses = [&o, hairpin, maps_ptr](dataplane::Dataplane& d, const NodeAddresses& na) -> Status {
+    auto np_addrs = nodeport_addresses(o, na.all, na.primary);
+    if (!np_addrs) return np_addrs.error();
+    KPX_TRY(d.set_node_addresses(na.all, hairpin, *np_addrs));
+    KPX_TRY(write_north_south_config(*maps_ptr, o, na.primary));
+    if (!o.uplink_interfaces.empty())
+      log::info(na.primary ? "north-south traffic is source-NATed to " + net::format_ipv4(na.primary)
+                           : "no IPv4 address on the uplinks (" + o.uplink_interfaces +
+                                 "): NodePort traffic from outside is dropped (counter drop_no_node_addr)");
+    return {};
+  };
+  const NodeAddresses node_addrs = read_node_addresses(o.uplink_interfaces);
+  KPX_TRY(apply_addresses(*dp, node_addrs));
   log::info("recovered " + std::to_string(dp->frontends().size()) + " frontends from " + o.pin_dir);
 
   auto client = k8s::Client::create(*client_config);
@@ -344,7 +308,6 @@ Status run_agent(const Options& o) {
   Metrics metrics;
   const std::string node = node_name(o);
   SyncLoop sync(*dp, metrics, o.min_sync_period, kHealthTimeout, proxy::ComputeConfig{node});
-  bpf::PinnedMaps* maps_ptr = &*maps;
   auto endpoints = HttpEndpoints::start(*healthz_addr, *metrics_addr, sync, metrics, [maps_ptr] {
     auto c = dataplane::read_counters(*maps_ptr);
     return c ? *c : std::vector<std::pair<std::string, uint64_t>>{};
@@ -435,6 +398,17 @@ Status run_agent(const Options& o) {
     uplink_follower->scan();
     threads.emplace_back([&](std::stop_token st) { uplink_follower->run(st); });
   }
+
+  // Addresses added or removed at run time: applied between syncs.
+  auto addr_follower = AddressFollower::open(o.uplink_interfaces, node_addrs, [&](const NodeAddresses& na) {
+    std::string list;
+    for (uint32_t a : na.all) list += (list.empty() ? "" : ", ") + net::format_ipv4(a);
+    log::info("the node's addresses changed: " + (list.empty() ? std::string("none") : list));
+    if (auto st = sync.with_dataplane([&](dataplane::Dataplane& d) { return apply_addresses(d, na); }); !st)
+      log::warning("applying the node's new addresses: " + st.error().message);
+  });
+  if (!addr_follower) return addr_follower.error();
+  threads.emplace_back([&](std::stop_token st) { addr_follower->run(st); });
 
   int sig = 0;
   sigwait(&signals, &sig);

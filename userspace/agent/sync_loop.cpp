@@ -171,4 +171,9 @@ Status SyncLoop::release_unreferenced(const dataplane::FlowRefs& live) {
   return dp_.release_unreferenced(live);
 }
 
+Status SyncLoop::with_dataplane(const std::function<Status(dataplane::Dataplane&)>& fn) {
+  std::lock_guard sync_lk(sync_mu_);
+  return fn(dp_);
+}
+
 }  // namespace kpx::agent

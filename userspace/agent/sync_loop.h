@@ -62,6 +62,9 @@ class SyncLoop {
   // Between syncs, with the dataplane to itself: drop the filter bits of
   // removed frontends and backends no live flow uses (after a GC).
   Status release_unreferenced(const dataplane::FlowRefs& live);
+  // Between syncs, with the dataplane to itself: anything else that writes
+  // it (the node's addresses when they change).
+  Status with_dataplane(const std::function<Status(dataplane::Dataplane&)>& fn);
 
  private:
   dataplane::Dataplane& dp_;
