@@ -19,6 +19,7 @@
 
 #include "lab/echo.h"
 #include "lab/proc.h"
+#include "support/dns_message.h"
 #include "support/scoped.h"
 
 namespace kpx::e2e {
@@ -90,6 +91,23 @@ class LabTest : public ::testing::Test {
                                  const std::string& extra = "") {
     return lab::parse_probe_output(exec(from, std::string(KPX_BINARY) + " lab probe " + target + " --count " +
                                                   std::to_string(count) + " " + extra));
+  }
+
+  // One DNS query from a pod to kube-dns, sent and read by bash itself
+  // (/dev/udp, one datagram through dd): the answer's bytes as they came.
+  std::optional<testing::DnsResponse> ask_dns(const std::string& pod, const std::string& name, uint16_t qtype) {
+    std::string bytes;
+    char hex[8];
+    for (uint8_t b : testing::dns_query(name, qtype)) {
+      snprintf(hex, sizeof hex, "\\x%02x", b);
+      bytes += hex;
+    }
+    std::string out = exec(pod, "exec 3<>/dev/udp/10.96.0.10/53 && printf \"" + bytes +
+                                    "\" >&3 && timeout 3 dd bs=512 count=1 <&3 2>/dev/null | od -An -v -tx1");
+    std::vector<uint8_t> answer;
+    std::istringstream words(out);
+    for (std::string w; words >> w;) answer.push_back(static_cast<uint8_t>(std::stoi(w, nullptr, 16)));
+    return testing::parse_dns_response(answer);
   }
 
   json kubectl_json(const std::string& args) {
@@ -383,6 +401,22 @@ TEST_F(LabTest, DiscoveryByEnvironmentAndByDns) {
   exec("echo-2-1", "getent hosts nosuch.default.svc.cluster.local", &st);
   EXPECT_EQ(st, 2) << "an unknown Service does not resolve";
   EXPECT_EQ(exec("echo-2-1", "getent hosts kubernetes.default | cut -d\" \" -f1", &st), "10.96.0.1\n");
+  // ExternalName Services are CNAMEs. To a cluster name, glibc follows it:
+  // the canonical name is the target, the Service's name its alias.
+  ASSERT_EQ(apply("externalname.yaml"), 0);
+  EXPECT_EQ(exec("echo-2-1", "getent hosts echo-alias | tr -s \" \"", &st),
+            vip + " echo.default.svc.cluster.local echo-alias.default.svc.cluster.local\n");
+  // To a name outside the cluster: the CNAME alone (no upstream here).
+  auto db = ask_dns("echo-2-1", "database.default.svc.cluster.local", 1);
+  ASSERT_TRUE(db) << "no parseable answer";
+  EXPECT_EQ(db->rcode, 0);
+  ASSERT_EQ(db->answers.size(), 1u);
+  EXPECT_EQ(db->answers[0].owner, "database.default.svc.cluster.local");
+  EXPECT_EQ(db->answers[0].type, 5) << "CNAME";
+  EXPECT_EQ(db->answers[0].data, "db.example.com");
+  EXPECT_EQ(db->answers[0].ttl, 5u);
+  exec("echo-2-1", "getent hosts database", &st);
+  EXPECT_EQ(st, 2) << "a CNAME without addresses resolves to nothing";
   // In-cluster API access: the `kubernetes` Service, through kpx, to the
   // API server on node1's address (plain HTTP in the lab).
   EXPECT_EQ(exec("echo-2-1", "echo $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT"), "10.96.0.1:443\n");
@@ -542,7 +576,8 @@ TEST(LabDemo, WalksEveryPathAndRemovesItsLab) {
   EXPECT_EQ(st, 0) << out;
   for (const char* want : {"Container to container", "Pod to pod on one node", "Pod to pod across nodes",
                            "Pod to Service (ClusterIP, tcp)", "Pod to Service (ClusterIP, udp)", "Hairpin",
-                           "discovery by environment", "discovery by DNS", "Scaling",
+                           "discovery by environment", "discovery by DNS",
+                           "ExternalName echo-alias: CNAME echo.default.svc.cluster.local", "Scaling",
                            "External client to a NodePort on node1", "External client to a NodePort on node2",
                            "externalTrafficPolicy Local", "External client to a LoadBalancer IP",
                            "External client to an external IP", "loadBalancerSourceRanges", "Pod to the internet",

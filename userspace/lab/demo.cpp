@@ -234,6 +234,16 @@ Status Demo::discovery() {
     std::string want = n.rfind("kube-dns", 0) == 0 ? kDnsServiceIp : cluster_ip("default", "echo");
     KPX_TRY(check(r.status == 0 && ip == want, "DNS lookup of " + n + ": " + r.out));
   }
+  // An ExternalName Service is a CNAME; to a cluster name, glibc follows it
+  // and reports the target as the canonical name, the Service as its alias.
+  auto alias = exec("echo-2-1", {"getent", "hosts", "echo-alias"});
+  std::istringstream words(alias.out);
+  std::string ip, canonical;
+  words >> ip >> canonical;
+  out_ << "   getent hosts echo-alias → ExternalName echo-alias: CNAME " << canonical << " → " << ip << "\n";
+  KPX_TRY(check(alias.status == 0 && canonical == "echo.default.svc.cluster.local" &&
+                    ip == cluster_ip("default", "echo"),
+                "ExternalName echo-alias: " + alias.out));
   auto nx = exec("echo-2-1", {"getent", "hosts", "nosuch.default.svc.cluster.local"});
   out_ << "   getent hosts nosuch.default.svc.cluster.local → " << (nx.status == 2 ? "not found" : "?") << "\n";
   return check(nx.status == 2, "an unknown name should not resolve");
@@ -390,6 +400,11 @@ Status Demo::run() {
                   {"spec",
                    {{"selector", {{"app", "loner"}}},
                     {"ports", json::array({{{"port", 80}, {"targetPort", 8080}, {"protocol", "TCP"}}})}}}});
+  // A DNS alias (manifests/examples/externalname.yaml).
+  objs.push_back({{"apiVersion", "v1"},
+                  {"kind", "Service"},
+                  {"metadata", {{"name", "echo-alias"}, {"namespace", "default"}}},
+                  {"spec", {{"type", "ExternalName"}, {"externalName", "echo.default.svc.cluster.local"}}}});
   // North-south: manifests/examples/nodeport*.yaml and loadbalancer*.yaml.
   auto service = [](const std::string& name, json spec) {
     spec["selector"] = spec.contains("selector") ? spec["selector"] : json{{"app", "echo"}};

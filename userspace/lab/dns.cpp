@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <set>
 
 #include "apiserver/resources.h"
@@ -20,7 +21,8 @@ namespace {
 
 constexpr size_t kHeader = 12;
 constexpr size_t kUdpLimit = 512;  // no EDNS0: what every client accepts
-constexpr uint16_t kTypeA = 1, kTypeSoa = 6, kTypeAny = 255, kClassIn = 1;
+constexpr uint16_t kTypeA = 1, kTypeCname = 5, kTypeSoa = 6, kTypeAny = 255, kClassIn = 1;
+constexpr size_t kMaxCnames = 8;  // as CoreDNS: a chain is not followed further
 enum Rcode : uint8_t { kNoError = 0, kFormErr = 1, kNxDomain = 3, kNotImp = 4, kRefused = 5 };
 
 std::string lower(std::string_view s) {
@@ -81,6 +83,14 @@ std::optional<Question> parse_question(std::span<const uint8_t> m) {
   return q;
 }
 
+using Labels = std::vector<std::string>;
+
+Labels lower(const Labels& labels) {
+  Labels out;
+  for (const auto& l : labels) out.push_back(lower(l));
+  return out;
+}
+
 class Writer {
  public:
   void u8(uint8_t v) { b_.push_back(v); }
@@ -92,10 +102,20 @@ class Writer {
     u16(static_cast<uint16_t>(v >> 16));
     u16(static_cast<uint16_t>(v));
   }
-  void name(const std::vector<std::string>& labels) {
-    for (const auto& l : labels) {
-      u8(static_cast<uint8_t>(l.size()));
-      b_.insert(b_.end(), l.begin(), l.end());
+  // A name, compressed (RFC 1035 4.1.4): its longest suffix already in the
+  // message becomes a pointer. Suffixes compare case-insensitively, as names
+  // do; the labels before the pointer are written as given, so the question
+  // (written first) is echoed exactly.
+  void name(const Labels& labels) {
+    for (size_t i = 0; i < labels.size(); ++i) {
+      Labels suffix = lower(Labels(labels.begin() + static_cast<long>(i), labels.end()));
+      if (auto it = names_.find(suffix); it != names_.end()) {
+        u16(static_cast<uint16_t>(0xC000 | it->second));
+        return;
+      }
+      if (b_.size() < 0x4000) names_.emplace(std::move(suffix), static_cast<uint16_t>(b_.size()));
+      u8(static_cast<uint8_t>(labels[i].size()));
+      b_.insert(b_.end(), labels[i].begin(), labels[i].end());
     }
     u8(0);
   }
@@ -104,10 +124,17 @@ class Writer {
     b_[at + 1] = static_cast<uint8_t>(v);
   }
   size_t size() const { return b_.size(); }
+  // Cuts what was written from `at` on (a record that did not fit); its
+  // names leave the table, so no later pointer points past the end.
+  void cut(size_t at) {
+    b_.resize(at);
+    std::erase_if(names_, [at](const auto& n) { return n.second >= at; });
+  }
   std::vector<uint8_t> take() { return std::move(b_); }
 
  private:
   std::vector<uint8_t> b_;
+  std::map<Labels, uint16_t> names_;  // lower-case suffix -> its offset
 };
 
 // The header of the response to `m`: ID, opcode and RD echoed, QR set.
@@ -122,8 +149,8 @@ void header(Writer& w, std::span<const uint8_t> m, bool authoritative, Rcode rco
   w.u16(0);
 }
 
-void soa(Writer& w, const std::vector<std::string>& zone) {
-  std::vector<std::string> mname{"ns", "dns"}, rname{"hostmaster"};
+void soa(Writer& w, const Labels& zone) {
+  Labels mname{"ns", "dns"}, rname{"hostmaster"};
   mname.insert(mname.end(), zone.begin(), zone.end());
   rname.insert(rname.end(), zone.begin(), zone.end());
   w.name(zone);
@@ -147,6 +174,81 @@ bool plain_label(const std::string& l) {
   return std::all_of(l.begin(), l.end(), [](char c) { return c > 0x20 && c < 0x7f && c != '.'; });
 }
 
+bool in_zone(const Labels& name, const Labels& zone) {
+  return name.size() >= zone.size() && std::equal(zone.begin(), zone.end(), name.end() - zone.size());
+}
+
+std::optional<uint32_t> parse_ipv4(const std::string& s) {
+  in_addr a{};
+  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return std::nullopt;
+  return ntohl(a.s_addr);
+}
+
+// The labels of a CNAME's target: a host name (letters, digits, '-' and
+// '_', labels of 1 to 63 not starting or ending with '-', at most 253
+// characters, one trailing dot allowed); not an IP address, which CoreDNS
+// answers with NXDOMAIN. Anything else would make a CNAME no resolver reads.
+std::optional<Labels> alias_target(std::string_view target) {
+  if (!target.empty() && target.back() == '.') target.remove_suffix(1);
+  if (target.empty() || target.size() > 253 || parse_ipv4(std::string(target))) return std::nullopt;
+  Labels labels = split(target);
+  auto host_char = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_'; };
+  for (const auto& l : labels)
+    if (l.empty() || l.size() > 63 || l.front() == '-' || l.back() == '-' ||
+        !std::all_of(l.begin(), l.end(), host_char))
+      return std::nullopt;
+  return labels;
+}
+
+std::optional<DnsRecords> lookup_labels(const Labels& name, const DnsLookup& lookup) {
+  if (!std::all_of(name.begin(), name.end(), plain_label)) return std::nullopt;
+  std::string fqdn;
+  for (const auto& l : name) fqdn += (fqdn.empty() ? "" : ".") + l;
+  return lookup(fqdn);
+}
+
+// What the answer holds for a (lower-case) name in the zone: the CNAMEs
+// from it (their targets as the Services spell them), then the addresses of
+// the chain's last name.
+struct Resolution {
+  Rcode rcode = kNoError;
+  std::vector<Labels> cnames;
+  std::vector<uint32_t> addresses;
+  bool negative = false;  // the zone's SOA goes in the authority section
+};
+
+Resolution resolve(Labels name, uint16_t qtype, const Labels& zone, const DnsLookup& lookup) {
+  Resolution r;
+  // CNAME and ANY ask for the record at the name itself: no following.
+  bool follow = qtype != kTypeCname && qtype != kTypeAny;
+  std::set<Labels> seen{name};
+  for (;;) {
+    auto found = lookup_labels(name, lookup);
+    std::optional<Labels> target = found && found->alias ? alias_target(*found->alias) : std::nullopt;
+    if (!found || (found->alias && !target)) {
+      r.rcode = kNxDomain;  // also at the end of a chain (RFC 2308 2.1)
+      r.negative = true;
+      return r;
+    }
+    if (!target) {
+      if (qtype == kTypeA || qtype == kTypeAny) r.addresses = found->addresses;
+      r.negative = r.addresses.empty();
+      return r;
+    }
+    Labels next = lower(*target);
+    if (follow && (seen.contains(next) || r.cnames.size() == kMaxCnames)) {
+      // As CoreDNS: the CNAME closing a loop (or one too many) is left out,
+      // and the chain so far has no data of the type.
+      r.negative = true;
+      return r;
+    }
+    r.cnames.push_back(std::move(*target));
+    if (!follow || !in_zone(next, zone)) return r;  // outside: no upstream to ask
+    seen.insert(next);
+    name = std::move(next);
+  }
+}
+
 }  // namespace
 
 std::vector<uint8_t> dns_answer(std::span<const uint8_t> query, const DnsLookup& lookup, std::string_view zone) {
@@ -164,66 +266,70 @@ std::vector<uint8_t> dns_answer(std::span<const uint8_t> query, const DnsLookup&
     return w.take();
   }
 
-  std::vector<std::string> zone_labels = split(lower(zone));
-  std::vector<std::string> name;
-  for (const auto& l : q->labels) name.push_back(lower(l));
-  bool in_zone = name.size() >= zone_labels.size() &&
-                 std::equal(zone_labels.begin(), zone_labels.end(), name.end() - zone_labels.size());
+  Labels zone_labels = split(lower(zone));
+  Labels name = lower(q->labels);
   bool in_class = q->qclass == kClassIn || q->qclass == kTypeAny;
   auto echo_question = [&] {
     w.name(q->labels);
     w.u16(q->qtype);
     w.u16(q->qclass);
   };
-  if (!in_zone || !in_class) {
+  if (!in_zone(name, zone_labels) || !in_class) {
     header(w, query, false, kRefused, 1);
     echo_question();
     return w.take();
   }
 
-  std::optional<std::vector<uint32_t>> found;
-  if (std::all_of(name.begin(), name.end(), plain_label)) {
-    std::string fqdn;
-    for (const auto& l : name) fqdn += (fqdn.empty() ? "" : ".") + l;
-    found = lookup(fqdn);
-  }
-  std::vector<uint32_t> answers;
-  if (found && (q->qtype == kTypeA || q->qtype == kTypeAny)) answers = *found;
-  header(w, query, true, found ? kNoError : kNxDomain, 1);
+  Resolution r = resolve(name, q->qtype, zone_labels, lookup);
+  header(w, query, true, r.rcode, 1);
   echo_question();
-  if (answers.empty()) {
-    soa(w, zone_labels);
-    w.set16(8, 1);  // NSCOUNT
-    return w.take();
-  }
+  // Records whole or not at all: the first that does not fit 512 bytes
+  // ends the message, with TC set (the client may ask again over TCP).
   uint16_t count = 0;
-  for (uint32_t ip : answers) {
-    if (w.size() + 16 > kUdpLimit) {
-      std::vector<uint8_t> out = w.take();
-      out[2] |= 0x02;  // TC: the client may ask again over TCP
-      out[6] = static_cast<uint8_t>(count >> 8);
-      out[7] = static_cast<uint8_t>(count);
-      return out;
-    }
-    w.u16(0xC000 | kHeader);  // the question's name
-    w.u16(kTypeA);
+  auto fits = [&](size_t start) {
+    if (w.size() <= kUdpLimit) return true;
+    w.cut(start);
+    return false;
+  };
+  auto truncated = [&] {
+    std::vector<uint8_t> out = w.take();
+    out[2] |= 0x02;
+    out[6] = static_cast<uint8_t>(count >> 8);
+    out[7] = static_cast<uint8_t>(count);
+    return out;
+  };
+  auto record = [&](const Labels& owner, uint16_t type, const auto& rdata) {
+    size_t start = w.size();
+    w.name(owner);
+    w.u16(type);
     w.u16(kClassIn);
     w.u32(kDnsTtl);
-    w.u16(4);
-    w.u32(ip);
+    size_t rdlength = w.size();
+    w.u16(0);
+    rdata();
+    w.set16(rdlength, static_cast<uint16_t>(w.size() - rdlength - 2));
+    if (!fits(start)) return false;
     ++count;
+    return true;
+  };
+  const Labels* owner = &q->labels;  // as sent: compressed to the question
+  for (const Labels& target : r.cnames) {
+    if (!record(*owner, kTypeCname, [&] { w.name(target); })) return truncated();
+    owner = &target;
   }
+  for (uint32_t ip : r.addresses)
+    if (!record(*owner, kTypeA, [&] { w.u32(ip); })) return truncated();
   w.set16(6, count);  // ANCOUNT
+  if (r.negative) {
+    size_t start = w.size();
+    soa(w, zone_labels);
+    if (!fits(start)) return truncated();
+    w.set16(8, 1);  // NSCOUNT
+  }
   return w.take();
 }
 
 namespace {
-
-std::optional<uint32_t> parse_ipv4(const std::string& s) {
-  in_addr a{};
-  if (inet_pton(AF_INET, s.c_str(), &a) != 1) return std::nullopt;
-  return ntohl(a.s_addr);
-}
 
 // Ready IPv4 addresses of a headless Service's slices (those of `hostname` only, when given).
 std::vector<uint32_t> endpoint_addresses(const apiserver::Store& store, const std::string& ns, const std::string& svc,
@@ -254,20 +360,20 @@ std::vector<uint32_t> endpoint_addresses(const apiserver::Store& store, const st
 
 }  // namespace
 
-std::optional<std::vector<uint32_t>> lookup_service_name(const apiserver::Store& store, std::string_view fqdn,
-                                                         std::string_view zone) {
+std::optional<DnsRecords> lookup_service_name(const apiserver::Store& store, std::string_view fqdn,
+                                              std::string_view zone) {
   std::string name = lower(fqdn), z = lower(zone);
-  if (name == z) return std::vector<uint32_t>{};
+  if (name == z) return DnsRecords{};
   if (name.size() <= z.size() + 1 || name.compare(name.size() - z.size(), z.size(), z) != 0 ||
       name[name.size() - z.size() - 1] != '.')
     return std::nullopt;
   std::vector<std::string> rel = split(std::string_view(name).substr(0, name.size() - z.size() - 1));
   if (rel.empty() || rel.back() != "svc" || rel.size() > 4) return std::nullopt;
-  if (rel.size() == 1) return std::vector<uint32_t>{};
+  if (rel.size() == 1) return DnsRecords{};
   const std::string& ns = rel[rel.size() - 2];
   if (rel.size() == 2) {
     if (!store.get(apiserver::namespaces_type(), apiserver::ObjectKey{"", ns})) return std::nullopt;
-    return std::vector<uint32_t>{};
+    return DnsRecords{};
   }
   const std::string& svc_name = rel[rel.size() - 3];
   const auto& services = *apiserver::find_resource("", "v1", "services");
@@ -275,17 +381,22 @@ std::optional<std::vector<uint32_t>> lookup_service_name(const apiserver::Store&
   if (!svc) return std::nullopt;
   const apiserver::Json& obj = **svc;
   const apiserver::Json spec = obj.contains("spec") && obj["spec"].is_object() ? obj["spec"] : apiserver::Json::object();
+  // As CoreDNS: an ExternalName Service is its alias whatever else its spec
+  // says, and has no endpoint names.
+  if (apiserver::string_at(spec, "type") == "ExternalName") {
+    if (rel.size() == 4) return std::nullopt;
+    return DnsRecords{{}, apiserver::string_at(spec, "externalName")};
+  }
   std::string ip = apiserver::string_at(spec, "clusterIP");
   if (ip == "None") {
     // As CoreDNS: a headless Service is its ready endpoints, and without any it does not exist.
     auto addrs = endpoint_addresses(store, ns, svc_name, rel.size() == 4 ? rel[0] : "");
     if (addrs.empty()) return std::nullopt;
-    return addrs;
+    return DnsRecords{addrs, std::nullopt};
   }
   if (rel.size() == 4) return std::nullopt;  // endpoint names only under headless Services
-  if (apiserver::string_at(spec, "type") == "ExternalName") return std::vector<uint32_t>{};  // no CNAMEs here
-  if (auto v4 = parse_ipv4(ip)) return std::vector<uint32_t>{*v4};
-  return std::vector<uint32_t>{};  // no ClusterIP (yet), or an IPv6 one
+  if (auto v4 = parse_ipv4(ip)) return DnsRecords{{*v4}, std::nullopt};
+  return DnsRecords{};  // no ClusterIP (yet), or an IPv6 one
 }
 
 DnsServer::DnsServer(int fd, int wake_fd, apiserver::Store& store, std::string zone)

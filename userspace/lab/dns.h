@@ -1,7 +1,8 @@
 // The lab's DNS responder: A records for <svc>.<ns>.svc.<zone> (the
-// ClusterIP; a headless Service's ready endpoint addresses), as CoreDNS's
-// kubernetes plugin answers them, over UDP on a socket the lab daemon binds
-// inside a pod's network namespace. Authoritative for the zone only.
+// ClusterIP; a headless Service's ready endpoint addresses) and CNAMEs for
+// ExternalName Services, as CoreDNS's kubernetes plugin answers them, over
+// UDP on a socket the lab daemon binds inside a pod's network namespace.
+// Authoritative for the zone only.
 #pragma once
 
 #include <atomic>
@@ -20,10 +21,17 @@
 
 namespace kpx::lab {
 
-// IPv4 addresses (host byte order) of a lower-case name without the trailing
-// dot; nullopt when the name does not exist, empty when it exists without
-// addresses.
-using DnsLookup = std::function<std::optional<std::vector<uint32_t>>(std::string_view fqdn)>;
+// What a name holds: IPv4 addresses (host byte order; none when it exists
+// without addresses), or it is an alias (an ExternalName Service: the
+// target as the Service spells it, unchecked).
+struct DnsRecords {
+  std::vector<uint32_t> addresses;
+  std::optional<std::string> alias;
+};
+
+// The records of a lower-case name without the trailing dot; nullopt when
+// the name does not exist.
+using DnsLookup = std::function<std::optional<DnsRecords>(std::string_view fqdn)>;
 
 inline constexpr uint32_t kDnsTtl = 5;  // seconds, answers and negative answers
 
@@ -32,7 +40,14 @@ inline constexpr uint32_t kDnsTtl = 5;  // seconds, answers and negative answers
 // response). Names compare case-insensitively; the question is echoed as
 // sent. A/ANY for an existing name: its addresses (TTL 5); other types:
 // NOERROR without answers (NODATA); an unknown name in the zone: NXDOMAIN;
-// both with the zone's SOA in the authority section. A name outside the zone:
+// both with the zone's SOA in the authority section. An alias: its CNAME
+// (TTL 5) for every type; for types other than CNAME and ANY, an alias in
+// the zone is followed (as an authoritative server does, RFC 1034 4.3.2;
+// up to 8 CNAMEs, never into a loop) and its target's records or negative
+// answer come after the CNAMEs; a target outside the zone ends the answer
+// (no recursion: there is no upstream). An alias whose target is no valid
+// host name (or an IP address) does not exist, as with CoreDNS. Names in
+// the answers are compressed (RFC 1035 4.1.4). A name outside the zone:
 // REFUSED (the responder is no recursive resolver: a stub resolver moves on
 // to its next server at once, where SERVFAIL would read as a failure worth
 // retrying). Not a standard query: NOTIMP. Malformed (QDCOUNT != 1, a bad
@@ -44,10 +59,11 @@ std::vector<uint8_t> dns_answer(std::span<const uint8_t> query, const DnsLookup&
 // Names in `zone` from the store: the zone, svc.<zone> and <ns>.svc.<zone>
 // (for an existing namespace) exist without addresses; <svc>.<ns>.svc.<zone>
 // is the Service's ClusterIP, or for a headless Service the ready IPv4
-// addresses of its EndpointSlices; <hostname>.<svc>.<ns>.svc.<zone> is the
-// headless endpoint of that hostname.
-std::optional<std::vector<uint32_t>> lookup_service_name(const apiserver::Store& store, std::string_view fqdn,
-                                                         std::string_view zone);
+// addresses of its EndpointSlices, or for an ExternalName Service an alias
+// of spec.externalName; <hostname>.<svc>.<ns>.svc.<zone> is the headless
+// endpoint of that hostname.
+std::optional<DnsRecords> lookup_service_name(const apiserver::Store& store, std::string_view fqdn,
+                                              std::string_view zone);
 
 class DnsServer {
  public:
