@@ -168,5 +168,60 @@ TEST_F(SyncLoopTest, ASliceChangeRewritesOnlyItsService) {
   EXPECT_EQ(held(), expected());
 }
 
+// kube-proxy updates its health check server after every sync: so does
+// the loop, incremental syncs keeping the Services they did not touch.
+TEST_F(SyncLoopTest, HealthChecksFollowServiceAndEndpointChangesAtEachSync) {
+  loop = std::make_unique<SyncLoop>(*dp, metrics, std::chrono::milliseconds(0), std::chrono::seconds(60),
+                                    proxy::ComputeConfig{"node1"});
+  std::vector<proxy::HealthChecks> told;
+  loop->set_health_check_sink([&](const proxy::HealthChecks& hc) { told.push_back(hc); });
+  json lb = {{"metadata", {{"name", "lb"}, {"namespace", "default"}}},
+             {"spec",
+              {{"type", "LoadBalancer"},
+               {"clusterIP", "10.96.0.50"},
+               {"externalTrafficPolicy", "Local"},
+               {"healthCheckNodePort", 30500},
+               {"ports", {{{"name", "p"}, {"port", 80}, {"nodePort", 30080}, {"protocol", "TCP"}}}}}}};
+  auto lb_slice = [](const std::vector<std::pair<std::string, std::string>>& eps) {
+    json e = json::array();
+    for (const auto& [ip, node] : eps) e.push_back({{"addresses", {ip}}, {"nodeName", node}});
+    json j = {{"metadata", {{"name", "lb-x"}, {"namespace", "default"}, {"labels", {{"kubernetes.io/service-name", "lb"}}}}},
+              {"addressType", "IPv4"},
+              {"endpoints", e},
+              {"ports", {{{"name", "p"}, {"port", 8080}, {"protocol", "TCP"}}}}};
+    return *k8s::decode_endpoint_slice(j);
+  };
+  loop->update(Source::kServices, [&](proxy::Model& m) {
+    m.upsert_service(*k8s::decode_service(lb));
+    m.upsert_service(service("a", "10.96.0.1", 80));
+    m.upsert_endpoint_slice(lb_slice({{"10.244.1.5", "node1"}}));
+  });
+  loop->mark_listed(Source::kServices);
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_TRUE(told.empty()) << "not before every source was listed";
+  loop->mark_listed(Source::kEndpointSlices);
+  ASSERT_TRUE(loop->sync_once().ok());
+  ASSERT_EQ(told.size(), 1u);
+  EXPECT_EQ(told.back(), (proxy::HealthChecks{{"default/lb", {30500, 1}}}));
+
+  loop->update(Source::kEndpointSlices, [&](proxy::Model& m) {
+    m.upsert_endpoint_slice(lb_slice({{"10.244.1.5", "node1"}, {"10.244.1.6", "node1"}, {"10.244.2.5", "node2"}}));
+  });
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(told.back(), (proxy::HealthChecks{{"default/lb", {30500, 2}}}));
+  // Another Service's change: the health check of lb stays as it was.
+  loop->update(Source::kServices, [&](proxy::Model& m) { m.upsert_service(service("a", "10.96.0.1", 81)); });
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(told.back(), (proxy::HealthChecks{{"default/lb", {30500, 2}}}));
+  loop->update(Source::kEndpointSlices, [&](proxy::Model& m) { m.remove_endpoint_slice("default", "lb-x"); });
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(told.back(), (proxy::HealthChecks{{"default/lb", {30500, 0}}}));
+  loop->update(Source::kServices, [&](proxy::Model& m) { m.remove_service("default", "lb"); });
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_TRUE(told.back().empty());
+  EXPECT_EQ(told.size(), 5u);
+  EXPECT_EQ(loop->full_syncs(), 1u) << "incremental syncs";
+}
+
 }  // namespace
 }  // namespace kpx::agent

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "lab/echo.h"
+#include "lab/http_get.h"
 #include "lab/proc.h"
 #include "support/dns_message.h"
 #include "support/scoped.h"
@@ -329,6 +330,53 @@ TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWitho
   }
 }
 
+// The cloud's load balancer asks each node's healthCheckNodePort whether to
+// send it the Service's traffic: kpx answers as kube-proxy does, per node.
+TEST_F(LabTest, HealthCheckNodePortTellsTheLoadBalancerWhichNodesHaveLocalEndpoints) {
+  ASSERT_EQ(apply("nodeport-local.yaml"), 0);
+  ASSERT_TRUE(wait_pod("web-local-1"));
+  json svc = kubectl_json("get service web-local");
+  ASSERT_TRUE(svc.is_object());
+  const int port = svc["spec"].value("healthCheckNodePort", 0);
+  ASSERT_EQ(port, 30082);
+  auto ask = [&](const std::string& node_ip) {
+    return lab::parse_http_answer(exec("client", lab::http_get_command(node_ip, static_cast<uint16_t>(port))));
+  };
+  // Until node1's agent has synced the pod's endpoint.
+  auto until = [&](const std::string& node_ip, int code) {
+    lab::HttpAnswer a;
+    for (int i = 0; i < 100 && (a = ask(node_ip)).code != code; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    return a;
+  };
+  auto expect_answer = [](const lab::HttpAnswer& a, int code, int local, const std::string& where) {
+    EXPECT_EQ(a.code, code) << where << ": " << a.status_line << "\n" << a.body;
+    EXPECT_EQ(a.header("Content-Type"), "application/json") << where;
+    EXPECT_EQ(a.header("X-Content-Type-Options"), "nosniff") << where;
+    EXPECT_EQ(a.header("X-Load-Balancing-Endpoint-Weight"), std::to_string(local)) << where;
+    EXPECT_EQ(a.body, "{\n\t\"service\": {\n\t\t\"namespace\": \"default\",\n\t\t\"name\": \"web-local\"\n\t},\n"
+                      "\t\"localEndpoints\": " +
+                          std::to_string(local) + ",\n\t\"serviceProxyHealthy\": true\n}")
+        << where;
+  };
+  expect_answer(until("10.0.0.11", 200), 200, 1, "node1, with the pod");
+  expect_answer(ask("10.0.0.12"), 503, 0, "node2, without local endpoints");
+  EXPECT_EQ(ask("10.0.0.11").status_line, "HTTP/1.1 200 OK");
+  EXPECT_EQ(ask("10.0.0.12").status_line, "HTTP/1.1 503 Service Unavailable");
+
+  // The pod goes (terminating at once): node1 fails its health check.
+  ASSERT_EQ(sh("kubectl --server " + api_ + " delete pod web-local-1 --wait=false >/dev/null"), 0);
+  expect_answer(until("10.0.0.11", 503), 503, 0, "node1, its pod deleted");
+  expect_answer(ask("10.0.0.12"), 503, 0, "node2");
+  // The Service goes: its listeners close on both nodes.
+  ASSERT_EQ(sh("kubectl --server " + api_ + " delete service web-local >/dev/null"), 0);
+  for (const char* ip : {"10.0.0.11", "10.0.0.12"}) {
+    lab::HttpAnswer a;
+    for (int i = 0; i < 100 && (a = ask(ip)).code != 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    EXPECT_EQ(a.code, 0) << ip << " still answers: " << a.status_line;
+  }
+}
+
 TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
   ASSERT_EQ(apply("loadbalancer.yaml"), 0);
   std::string lb_ip = load_balancer_ip("echo-lb");
@@ -579,7 +627,8 @@ TEST(LabDemo, WalksEveryPathAndRemovesItsLab) {
                            "discovery by environment", "discovery by DNS",
                            "ExternalName echo-alias: CNAME echo.default.svc.cluster.local", "Scaling",
                            "External client to a NodePort on node1", "External client to a NodePort on node2",
-                           "externalTrafficPolicy Local", "External client to a LoadBalancer IP",
+                           "externalTrafficPolicy Local", "Health check node port", "HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable",
+                           "External client to a LoadBalancer IP",
                            "External client to an external IP", "loadBalancerSourceRanges", "Pod to the internet",
                            "the reply came back to the pod", "every path worked"})
     EXPECT_NE(out.find(want), std::string::npos) << want << " in:\n" << out;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kpx::testing {
@@ -113,6 +114,18 @@ class RawConnection {
     return r;
   }
 
+  void send_raw(const std::string& bytes) {
+    ASSERT_EQ(::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL), static_cast<ssize_t>(bytes.size()));
+  }
+  // What is buffered and all that comes until EOF. False on timeout.
+  bool read_to_end(std::string* out, std::chrono::milliseconds timeout) {
+    auto deadline = Clock::now() + timeout;
+    while (fill(deadline)) {
+    }
+    *out = std::exchange(buf_, {});
+    return eof_;
+  }
+
   bool eof() const { return eof_; }
   const std::string& torn() const { return torn_; }
 
@@ -151,6 +164,17 @@ inline HttpResponse call(uint16_t port, const std::string& method, const std::st
   EXPECT_TRUE(c.connected());
   c.send_request(method, target, body, content_type);
   return c.read_response();
+}
+
+// Every byte a request gets back until the server closes (the request says
+// "Connection: close"), or until the timeout; "" when nothing listens.
+inline std::string raw_exchange(uint16_t port, const std::string& request, std::chrono::milliseconds timeout = 5s) {
+  RawConnection c(port);
+  if (!c.connected()) return "";
+  std::string out;
+  c.send_raw(request);
+  c.read_to_end(&out, timeout);
+  return out;
 }
 
 // A watch: the chunks as they came, and the events parsed from them.

@@ -215,6 +215,45 @@ TEST(Compute, ExternalIpsAndLoadBalancerIpsInVipModeAreFrontends) {
   EXPECT_TRUE(has("192.0.2.10", 80, dataplane::Scope::kExternalIP));
 }
 
+// kube-proxy's health check counts (LocalReadyEndpoints): ready endpoints
+// on this node, by address over the Service's ports and slices.
+TEST(Compute, LocalLoadBalancersGetAHealthCheckWithTheirLocalReadyEndpoints) {
+  Model m;
+  k8s::Service s = service("web", "10.96.0.10", {port("http", 80), port("https", 443)});
+  s.type = "LoadBalancer";
+  s.external_traffic_policy = "Local";
+  s.health_check_node_port = 30500;
+  add(m, s);
+  auto on = [](k8s::Endpoint e, const char* node) {
+    e.node_name = node;
+    return e;
+  };
+  add(m, slice("web-1", "web",
+               {on(endpoint("10.244.1.5"), "node1"), on(endpoint("10.244.1.6"), "node1"),
+                on(endpoint("10.244.1.7", false), "node1"), on(endpoint("10.244.1.8", false, true, true), "node1"),
+                on(endpoint("10.244.2.5"), "node2")},
+               {slice_port("http", 8080), slice_port("https", 8443)}));
+  // The same pod again in another slice (the controller moving it), and
+  // slices whose endpoints kube-proxy never sees: no port number, IPv6.
+  add(m, slice("web-2", "web", {on(endpoint("10.244.1.5"), "node1")}, {slice_port("http", 8080)}));
+  add(m, slice("web-3", "web", {on(endpoint("10.244.1.20"), "node1")}, {k8s::EndpointPort{"http", "TCP", std::nullopt}}));
+  add(m, slice("web-4", "web", {on(endpoint("fd00::5"), "node1")}, {slice_port("http", 8080)}, "IPv6"));
+  const HealthChecks want = {{"default/web", {30500, 2}}};
+  EXPECT_EQ(compute(m, {"node1"}).health_checks, want) << "two ready pods with two ports each: 2";
+  EXPECT_EQ(compute(m, {"node2"}).health_checks, (HealthChecks{{"default/web", {30500, 1}}}));
+  EXPECT_EQ(compute(m, {"node3"}).health_checks, (HealthChecks{{"default/web", {30500, 0}}})) << "0: answered 503";
+  EXPECT_EQ(compute_services(m, {"default/web"}, {"node1"}).health_checks, want);
+  EXPECT_TRUE(compute_services(m, {"default/other"}, {"node1"}).health_checks.empty());
+  // Only a LoadBalancer with traffic policy Local has one (NeedsHealthCheck).
+  s.external_traffic_policy = "Cluster";
+  add(m, s);
+  EXPECT_TRUE(compute(m, {"node1"}).health_checks.empty());
+  s.external_traffic_policy = "Local";
+  s.type = "NodePort";
+  add(m, s);
+  EXPECT_TRUE(compute(m, {"node1"}).health_checks.empty());
+}
+
 TEST(Compute, UdpAndTcpPortsOfOneService) {
   Model m;
   add(m, service("dns", "10.96.0.10", {port("dns", 53, "UDP"), port("dns-tcp", 53, "TCP")}));

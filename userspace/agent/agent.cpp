@@ -16,6 +16,7 @@
 #include "agent/addresses.h"
 #include "agent/http_endpoints.h"
 #include "agent/interfaces.h"
+#include "agent/service_health.h"
 #include "agent/sync_loop.h"
 #include "bpf/object.h"
 #include "bpf/pin_lock.h"
@@ -315,6 +316,13 @@ Status run_agent(const Options& o) {
   if (!endpoints) return endpoints.error();
   log::info("healthz on port " + std::to_string((*endpoints)->healthz_port()) + ", metrics on port " +
             std::to_string((*endpoints)->metrics_port()));
+  // healthCheckNodePorts on the NodePort addresses as of start (as
+  // kube-proxy resolves them once; every address when unset, which covers
+  // later ones), answering as of the last sync that wrote the maps.
+  auto hc_addrs = nodeport_addresses(o, node_addrs.all, node_addrs.primary);
+  if (!hc_addrs) return hc_addrs.error();
+  ServiceHealthServer health_checks(*hc_addrs, [&sync] { return sync.health().healthy; });
+  sync.set_health_check_sink([&health_checks](const proxy::HealthChecks& hc) { health_checks.sync(hc); });
 
   k8s::ReflectorHandlers svc_handlers, slice_handlers, node_handlers;
   wire(svc_handlers, kServices, sync, metrics);
@@ -416,6 +424,7 @@ Status run_agent(const Options& o) {
             "; the datapath stays in place (kpx agent --cleanup removes it)");
   for (auto& t : threads) t.request_stop();
   threads.clear();  // joins
+  health_checks.stop();
   (*endpoints)->stop();
   return {};
 }

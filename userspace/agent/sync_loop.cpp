@@ -93,6 +93,15 @@ Status SyncLoop::sync_once() {
     return stats.error();
   }
 
+  // An incremental sync computed the changed Services' health checks only.
+  if (full) {
+    health_checks_ = std::move(desired.health_checks);
+  } else {
+    for (const auto& key : changed) health_checks_.erase(key);
+    health_checks_.merge(desired.health_checks);
+  }
+  if (health_check_sink_) health_check_sink_(health_checks_);
+
   if (full) {
     need_full_ = false;
     // A full sync follows a (re)list, whose JSON pages are freed by now:

@@ -42,6 +42,12 @@ class SyncLoop {
   // A source finished its first complete list.
   void mark_listed(Source source);
 
+  // Told the health checks of every Service after each sync that wrote the
+  // maps (as kube-proxy updates its service health server after its rules):
+  // set before run().
+  using HealthCheckSink = std::function<void(const proxy::HealthChecks&)>;
+  void set_health_check_sink(HealthCheckSink sink) { health_check_sink_ = std::move(sink); }
+
   // Sync until stop is requested.
   void run(std::stop_token stop);
   // One sync now, if every source was listed (tests, and run()).
@@ -83,6 +89,8 @@ class SyncLoop {
   bool ever_synced_ = false;
   uint64_t syncs_ = 0, full_syncs_ = 0;
   std::mutex sync_mu_;  // one sync at a time
+  proxy::HealthChecks health_checks_;  // as of the last sync that wrote the maps; under sync_mu_
+  HealthCheckSink health_check_sink_;
 
   // Incremental syncs find a changed Service's frontends in the dataplane
   // (Dataplane::owned_by): the frontends carry their owner.

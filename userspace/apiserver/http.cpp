@@ -52,12 +52,12 @@ std::string http_date() {
 }
 
 std::string head(int code, const std::string& content_type,
-                 const std::vector<std::pair<std::string, std::string>>& extra) {
+                 const std::vector<std::pair<std::string, std::string>>& extra, bool cache_control = true) {
   std::string h = "HTTP/1.1 " + std::to_string(code) + " " + std::string(reason_phrase(code)) + "\r\n";
-  h += "Cache-Control: no-cache, private\r\n";
+  if (cache_control) h += "Cache-Control: no-cache, private\r\n";
   h += "Content-Type: " + content_type + "\r\n";
-  h += "Date: " + http_date() + "\r\n";
   for (const auto& [k, v] : extra) h += k + ": " + v + "\r\n";
+  h += "Date: " + http_date() + "\r\n";
   return h;
 }
 
@@ -250,7 +250,7 @@ bool Connection::send_raw(std::string_view data) {
 }
 
 bool Connection::send(const Response& r, bool keep_alive) {
-  std::string h = head(r.code, r.content_type, r.headers);
+  std::string h = head(r.code, r.content_type, r.headers, r.cache_control);
   h += "Content-Length: " + std::to_string(r.body.size()) + "\r\n";
   if (!keep_alive || !client_keep_alive_) h += "Connection: close\r\n";
   h += "\r\n";

@@ -40,8 +40,11 @@ struct Request {
 struct Response {
   int code = 200;
   std::string content_type = "application/json";
-  std::vector<std::pair<std::string, std::string>> headers;
+  std::vector<std::pair<std::string, std::string>> headers;  // after Content-Type, before Date (as Go writes them)
   std::string body;
+  // "Cache-Control: no-cache, private", as kube-apiserver sends it; a plain
+  // Go handler (kube-proxy's health checks) sends none.
+  bool cache_control = true;
 };
 
 std::string_view reason_phrase(int code);

@@ -6,9 +6,11 @@
 #include <set>
 #include <sstream>
 #include <thread>
+#include <tuple>
 
 #include "k8s/client.h"
 #include "lab/echo.h"
+#include "lab/http_get.h"
 #include "lab/lab.h"
 #include "lab/plan.h"
 #include "lab/proc.h"
@@ -50,6 +52,7 @@ class Demo {
   Status scaling();
   Status node_port();
   Status local_policy();
+  Status health_check();
   Status load_balancer();
   Status source_ranges();
   Status internet();
@@ -347,7 +350,8 @@ Status Demo::node_port() {
 
 Status Demo::local_policy() {
   heading("externalTrafficPolicy Local",
-          "client → 10.0.0.11:30081/tcp (service web-local, one pod, on node1): local endpoints only, no source NAT");
+          "client → 10.0.0.11:30081/tcp (the NodePort of LoadBalancer web-local, one pod, on node1): local "
+          "endpoints only, no source NAT");
   KPX_TRY(wait_answers("client", "10.0.0.11:30081/tcp", 1));
   auto a = probe("client", "10.0.0.11:30081/tcp", 3);
   out_ << "   3 requests:" << by_pod(a) << ", which saw the client as itself (" << kClientIp << ")\n";
@@ -356,6 +360,35 @@ Status Demo::local_policy() {
   out_ << "   client → 10.0.0.12:30081/tcp: " << (none_answered(b) ? "no answer" : "ANSWERED")
        << " (node2 has no local endpoint and drops, as kube-proxy does)\n";
   return check(none_answered(b), "traffic policy Local: a node without local endpoints answered");
+}
+
+Status Demo::health_check() {
+  auto svc = get("/api/v1/namespaces/default/services/web-local");
+  const int port = svc ? (*svc)["spec"].value("healthCheckNodePort", 0) : 0;
+  heading("Health check node port (externalTrafficPolicy Local)",
+          "web-local is a LoadBalancer: the API server gave it healthCheckNodePort " + std::to_string(port) +
+              ", where the cloud's load balancer asks each node whether it has local endpoints");
+  KPX_TRY(check(port > 0 && port < 65536, "web-local has no healthCheckNodePort"));
+  bool ok = true;
+  for (const auto& [node, ip, want] : {std::tuple{"node1", "10.0.0.11", 200}, std::tuple{"node2", "10.0.0.12", 503}}) {
+    // The agent opens the listener at its first sync of the Service.
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    HttpAnswer a;
+    for (;;) {
+      a = parse_http_answer(exec("client", {"bash", "-c", http_get_command(ip, static_cast<uint16_t>(port))}).out);
+      if (a.code == want || Clock::now() > deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    out_ << "   client → http://" << ip << ":" << port << "/ (" << node << "): "
+         << (a.code ? a.status_line : "no answer") << ", X-Load-Balancing-Endpoint-Weight: "
+         << a.header("X-Load-Balancing-Endpoint-Weight") << "\n";
+    std::istringstream body(a.body);
+    for (std::string line; std::getline(body, line);) out_ << "      " << line << "\n";
+    const std::string local = want == 200 ? "1" : "0";
+    ok &= a.code == want && a.body.find("\"localEndpoints\": " + local + ",") != std::string::npos;
+  }
+  out_ << "   (kube-proxy's answer: 200 where the Service has ready local endpoints, else 503)\n";
+  return check(ok, "health check node port: node1 should answer 200 with 1 local endpoint, node2 503 with 0");
 }
 
 Status Demo::load_balancer() {
@@ -420,7 +453,7 @@ Status Demo::run() {
   };
   objs.push_back(service("echo-nodeport", {{"type", "NodePort"}, {"ports", tcp_port(30080)}}));
   objs.push_back(echo_pod("web-local-1", "default", {{"app", "web-local"}}, "node1", {8080}));
-  objs.push_back(service("web-local", {{"type", "NodePort"},
+  objs.push_back(service("web-local", {{"type", "LoadBalancer"},
                                        {"externalTrafficPolicy", "Local"},
                                        {"selector", {{"app", "web-local"}}},
                                        {"ports", tcp_port(30081)}}));
@@ -433,7 +466,7 @@ Status Demo::run() {
   KPX_TRY(wait_ready({"duo", "loner", "web-local-1"}, std::chrono::seconds(10)));
   KPX_TRY(wait_answers("echo-1-1", cluster_ip("default", "echo") + ":80/tcp", 6));
   for (auto step : {&Demo::container_to_container, &Demo::pod_to_pod, &Demo::pod_to_service, &Demo::hairpin,
-                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::local_policy,
+                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::local_policy, &Demo::health_check,
                     &Demo::load_balancer, &Demo::source_ranges, &Demo::internet})
     KPX_TRY((this->*step)());
   return {};

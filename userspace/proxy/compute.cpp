@@ -90,6 +90,27 @@ std::vector<dataplane::Backend> backends_for(const Model::Slices& slices, const 
   return out;
 }
 
+// kube-proxy's LocalReadyEndpoints(): the ready endpoints on `node`, by
+// address, since a Service's ports share its pods. Terminating ones do not
+// count, even while they still serve: the load balancer should leave the
+// node before they stop.
+uint32_t local_ready_endpoints(const Model::Slices& slices, const StringPool& strings, const std::string& node) {
+  if (node.empty()) return 0;
+  std::set<uint32_t> addrs;
+  for (const auto& [name, slice] : slices) {
+    if (slice.address_type != AddressType::kIPv4) continue;
+    // kube-proxy sees a slice's endpoints through its ports (those without a
+    // number are skipped): a slice with none contributes nothing.
+    if (std::none_of(slice.ports.begin(), slice.ports.end(), [](const EndpointPortInfo& p) { return p.port != 0; }))
+      continue;
+    for (const EndpointInfo& e : slice.endpoints) {
+      auto a = e.address.v4();
+      if (a && e.is_ready() && strings[e.node_name] == node) addrs.insert(*a);
+    }
+  }
+  return static_cast<uint32_t>(addrs.size());
+}
+
 }  // namespace
 
 namespace {
@@ -109,6 +130,10 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
     return;
   }
   const Model::Slices& slices = model.slices_of(key);
+  // Only these have one (kube-proxy's NeedsHealthCheck()).
+  if (svc.type == ServiceType::kLoadBalancer && svc.external_traffic_policy == TrafficPolicy::kLocal &&
+      svc.health_check_node_port != 0 && !svc.ports.empty())
+    out.health_checks[key] = {svc.health_check_node_port, local_ready_endpoints(slices, strings, config.node_name)};
   for (const ServicePortInfo& sp : svc.ports) {
     auto proto = proto_of(sp.protocol);
     if (!proto) {

@@ -31,10 +31,23 @@ struct Skip {
   bool operator==(const Skip&) const = default;
 };
 
+// kube-proxy's service health check of a LoadBalancer Service with
+// externalTrafficPolicy Local: its healthCheckNodePort, and how many ready
+// endpoints it has on this node (as LocalReadyEndpoints() counts: distinct
+// addresses, whatever the ports), which tells the cloud's load balancer
+// whether to send this node the Service's traffic.
+struct HealthCheck {
+  uint16_t node_port = 0;
+  uint32_t local_endpoints = 0;
+  bool operator==(const HealthCheck&) const = default;
+};
+using HealthChecks = std::map<std::string, HealthCheck>;  // by "namespace/name"
+
 // The frontends (dataplane/frontend.h: the one contract from here to the
-// maps), and what was left out.
+// maps), the health checks, and what was left out.
 struct DesiredState {
   dataplane::FrontendTable frontends;
+  HealthChecks health_checks;
   std::vector<Skip> skipped;
 };
 
