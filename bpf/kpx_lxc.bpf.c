@@ -173,10 +173,11 @@ static __attribute__((noinline)) int egress_new(struct __sk_buff *skb, struct pk
 
 /* A frame of a flow from this pod: to its backend (DNAT), or, for a
  * masqueraded flow out of the cluster, sent on by kpx. */
-static __always_inline int pod_flow_translate(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n)
+static __always_inline int pod_flow_translate(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n,
+					      int bind)
 {
 	if (n->uplink)
-		return uplink_forward(skb, p, n, 0);
+		return uplink_forward(skb, p, n, bind);
 	return forward_translate(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port);
 }
 
@@ -186,6 +187,7 @@ struct slow_scratch {
 	struct kpx_service_value svc;
 	struct ct_new req;
 	struct ct_nat nat;
+	struct bpf_fib_lookup fib;
 };
 
 /* No usable conntrack entry: a reply to a hairpin flow, a new flow to a
@@ -197,7 +199,7 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	__be32 hairpin_addr = cfg ? cfg->hairpin_addr_v4 : 0;
 	struct ct_scratch *sc;
 	__u32 zero = 0;
-	int ret;
+	int ret, rc, masq = 0;
 
 	if ((filt & KPX_FILT_NODE_ADDR) && hairpin_addr && p->ip->daddr == hairpin_addr) {
 		int handled;
@@ -217,6 +219,7 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 #define svc (((struct slow_scratch *)sc->caller)->svc)
 #define req (((struct slow_scratch *)sc->caller)->req)
 #define nat (((struct slow_scratch *)sc->caller)->nat)
+#define fib (((struct slow_scratch *)sc->caller)->fib)
 	__builtin_memset(&req, 0, sizeof(req));
 	req.ifindex = ifindex;
 	req.stale_gen = stale_gen;
@@ -236,6 +239,22 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		if (!hairpin_addr)
 			return drop(KPX_CTR_DROP_NO_HAIRPIN_ADDR);
 		req.snat_addr = hairpin_addr;
+	} else if (svc_masquerade(cfg, p->ip->saddr, 1)) {
+		/* kube-proxy's masquerade (--masquerade-all, or a pod address
+		 * outside the local CIDR): source NAT to the node with a port
+		 * of the SNAT range, sent on by kpx as an uplink flow. A local
+		 * backend's replies come on its veth, which only the kernel
+		 * knows (the REPLY entry waits for the bind); a remote one's on
+		 * the interface towards it. */
+		req.snat_addr = cfg ? cfg->node_addr_v4 : 0;
+		if (!req.snat_addr)
+			return drop(KPX_CTR_DROP_NO_NODE_ADDR);
+		if (fib_route(skb, p, req.snat_addr, req.be.addr, 0, req.be.port, &fib, &rc))
+			return drop(KPX_CTR_DROP_FIB);
+		req.reply_ifindex = (req.be.flags & KPX_BE_F_LOCAL) ? 0 : fib.ifindex;
+		req.uplink = 1;
+		uplink_snat_ports(cfg, &req.port_min, &req.port_span);
+		masq = 1;
 	}
 	if (!ct_admit(ifindex))
 		return drop(KPX_CTR_DROP_CT_BUDGET);
@@ -247,6 +266,8 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		return drop(KPX_CTR_DROP_CT_FULL);
 	if (ret == CT_ADOPTED) {
 		count(KPX_CTR_CT_ADOPTED);
+	} else if (masq) {
+		count(KPX_CTR_SNAT_SERVICE_NEW);
 	} else {
 		if (nat.snat_addr)
 			count(KPX_CTR_HAIRPIN);
@@ -254,10 +275,13 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 			count(KPX_CTR_CT_PORT_REMAP);
 	}
 	count(KPX_CTR_DNAT_NEW);
+	if (nat.uplink)
+		return uplink_forward(skb, p, &nat, req.reply_ifindex == 0);
 	return forward_translate(skb, p, nat.nat_addr, nat.nat_port, nat.snat_addr, nat.snat_port);
 #undef svc
 #undef req
 #undef nat
+#undef fib
 }
 
 SEC("tc")
@@ -296,7 +320,7 @@ int kpx_from_pod(struct __sk_buff *skb)
 	 * next goes back to the conntrack entry, within a second.) */
 	if (likely(ct_cache_forward(&key, hash, &p, &n))) {
 		count(KPX_CTR_DNAT_ESTABLISHED);
-		return pod_flow_translate(skb, &p, &n);
+		return pod_flow_translate(skb, &p, &n, 0);
 	}
 	if (spoofed(&p))
 		return drop(KPX_CTR_DROP_SPOOF);
@@ -305,7 +329,7 @@ int kpx_from_pod(struct __sk_buff *skb)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	if (r == CT_FWD_HIT) {
 		count(KPX_CTR_DNAT_ESTABLISHED);
-		return pod_flow_translate(skb, &p, &n);
+		return pod_flow_translate(skb, &p, &n, res[0]);
 	}
 	if (egress)
 		return egress_new(skb, &p, ifindex, res[1]);

@@ -15,6 +15,9 @@
  *                           node's address with a port of the SNAT range
  *                           (as kube-proxy masquerades it); with Local, a
  *                           local backend and the client's own address; send on
+ *     a ClusterIP from a source kube-proxy masquerades (off-cluster by
+ *     --detect-local-mode, or --masquerade-all), new flow -> as a NodePort
+ *                           with traffic policy Cluster (SNAT to the node)
  *     anything else      -> pass unchanged
  * "Send on": the frame's source is now the node's own address, which the
  * kernel's forwarding path would drop, so kpx routes it (lib/fib.h). The
@@ -53,7 +56,7 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	const struct kpx_config *cfg = config();
 	struct ct_scratch *sc;
 	__u32 zero = 0, addr_flags;
-	int ret, rc;
+	int ret, rc, cluster_ip;
 
 	/* The replies of uplink flows come back to a node address. */
 	addr_flags = (filt & KPX_FILT_NODE_ADDR) ? node_addr_flags(p->ip->daddr) : 0;
@@ -68,8 +71,20 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 #define req (((struct uplink_scratch *)sc->caller)->req)
 #define nat (((struct uplink_scratch *)sc->caller)->nat)
 #define fib (((struct uplink_scratch *)sc->caller)->fib)
-	if (!lb_lookup_uplink(p, filt, addr_flags, &svc))
-		return pass();
+	cluster_ip = 0;
+	if (!lb_lookup_uplink(p, filt, addr_flags, &svc)) {
+		/* A ClusterIP reached from outside the node (a route to the
+		 * Service CIDR through it): served when kube-proxy would
+		 * masquerade it (an off-cluster source, or --masquerade-all).
+		 * A "local" source passes: its replies would leave the backend's
+		 * node untranslated. */
+		if (!(filt & KPX_FILT_CLUSTER_IP) || !svc_masquerade(cfg, p->ip->saddr, 0) ||
+		    !lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, &svc))
+			return pass();
+		cluster_ip = 1;
+	}
+#define lookup_again() \
+	(cluster_ip ? lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, &svc) : lb_lookup_uplink(p, filt, addr_flags, &svc))
 	if (!lb_source_allowed(&svc, p->ip->saddr))
 		return drop(KPX_CTR_DROP_SOURCE_RANGE);
 	if (p->is_fragment)
@@ -78,19 +93,21 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	if (svc.flags & KPX_SVC_F_LOCAL_ONLY) {
 		/* externalTrafficPolicy Local: this node's endpoints only, the
 		 * client's address kept (a node without one drops, as
-		 * kube-proxy does; its health check node port says so). */
+		 * kube-proxy does; its health check node port says so). A
+		 * ClusterIP's internalTrafficPolicy Local: its local endpoints,
+		 * masqueraded. */
 		if (!lb_pick_local(&svc, &req.be) &&
-		    (!svc.local_count || !lb_lookup_uplink(p, filt, addr_flags, &svc) || !lb_pick_local(&svc, &req.be)))
+		    (!svc.local_count || !lookup_again() || !lb_pick_local(&svc, &req.be)))
 			return drop(KPX_CTR_DROP_NO_BACKEND);
-	} else {
-		if (!lb_pick_backend(&svc, &req.be)) {
-			/* The frontend changed under this packet: read it once more. */
-			if (!svc.backend_count || !lb_lookup_uplink(p, filt, addr_flags, &svc) ||
-			    !lb_pick_backend(&svc, &req.be))
-				return drop(KPX_CTR_DROP_NO_BACKEND);
-		}
-		/* Cluster: masqueraded to the node, so that replies come back here
-		 * from whichever node the backend is on. */
+	} else if (!lb_pick_backend(&svc, &req.be)) {
+		/* The frontend changed under this packet: read it once more. */
+		if (!svc.backend_count || !lookup_again() || !lb_pick_backend(&svc, &req.be))
+			return drop(KPX_CTR_DROP_NO_BACKEND);
+	}
+#undef lookup_again
+	if (cluster_ip || !(svc.flags & KPX_SVC_F_LOCAL_ONLY)) {
+		/* Masqueraded to the node, so that replies come back here from
+		 * whichever node the backend is on. */
 		req.snat_addr = cfg ? cfg->node_addr_v4 : 0;
 		if (!req.snat_addr)
 			return drop(KPX_CTR_DROP_NO_NODE_ADDR);
@@ -112,6 +129,8 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	if (ret < 0)
 		return drop(KPX_CTR_DROP_CT_FULL);
 	count(ret == CT_ADOPTED ? KPX_CTR_CT_ADOPTED : KPX_CTR_DNAT_NEW);
+	if (cluster_ip && ret != CT_ADOPTED)
+		count(KPX_CTR_SNAT_SERVICE_NEW);
 	return uplink_forward(skb, p, &nat, req.reply_ifindex == 0);
 #undef svc
 #undef req

@@ -34,6 +34,29 @@ static __always_inline void uplink_snat_ports(const struct kpx_config *cfg, __u1
 	*span = hi >= lo ? (__u16)(hi - lo + 1) : 0;
 }
 
+/*
+ * kube-proxy's masquerade decision for a new flow to a ClusterIP (its
+ * LocalTrafficDetector, --masquerade-all, --detect-local-mode): source NAT
+ * to the node for every flow, or for those whose source is not "local".
+ * from_pod: the frame came in on a pod interface.
+ */
+static __always_inline int svc_masquerade(const struct kpx_config *cfg, __be32 saddr, int from_pod)
+{
+	__u32 mask;
+
+	if (!cfg)
+		return 0;
+	if (cfg->flags & KPX_CFG_F_MASQ_ALL)
+		return 1;
+	if (cfg->flags & KPX_CFG_F_LOCAL_IF)
+		return !from_pod;
+	if ((cfg->flags & KPX_CFG_F_LOCAL_CIDR) && cfg->local_prefix_v4 && cfg->local_prefix_v4 <= 32) {
+		mask = bpf_htonl(~0u << (32 - cfg->local_prefix_v4));
+		return (saddr & mask) != (cfg->local_cidr_v4 & mask);
+	}
+	return 0;
+}
+
 /* Whether a frame to a node address may be a reply of an uplink flow: its
  * destination port is one the SNAT range hands out. */
 static __always_inline int uplink_reply_port(__be16 dport)

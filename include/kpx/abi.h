@@ -298,6 +298,7 @@ enum kpx_counter {
 	KPX_CTR_CT_BOUND,           /* an uplink flow's REPLY bound to its local backend's veth */
 	KPX_CTR_DROP_SOURCE_RANGE,  /* a load balancer IP's source ranges exclude the client */
 	KPX_CTR_SNAT_EGRESS_NEW,    /* a pod's new flow out of the cluster, source-NATed to the node */
+	KPX_CTR_SNAT_SERVICE_NEW,   /* a new flow to a Service masqueraded to the node (kube-proxy's rules) */
 	KPX_CTR_MAX,
 };
 
@@ -310,6 +311,18 @@ enum kpx_config_flags {
 	/* Pods' traffic to destinations outside the cluster CIDR and outside
 	 * kpx_nomasq_v4 is source-NATed to node_addr_v4 (ip-masq-agent's job). */
 	KPX_CFG_F_EGRESS_MASQ = 1 << 0,
+	/* kube-proxy's masquerade of Service traffic (issue 10): every new flow
+	 * to a frontend is source-NATed to node_addr_v4 (--masquerade-all). */
+	KPX_CFG_F_MASQ_ALL = 1 << 1,
+	/* What is "local" (kube-proxy's --detect-local-mode); a new flow to a
+	 * ClusterIP from a source that is not is source-NATed to the node.
+	 * LOCAL_CIDR (ClusterCIDR, NodeCIDR): a source in local_cidr_v4 (none
+	 * is while local_prefix_v4 is 0: the Node's podCIDR not known yet).
+	 * LOCAL_IF (InterfaceNamePrefix, BridgeInterface): a frame that came in
+	 * on a pod interface, so never one from the uplink. Neither: no
+	 * detection, nothing masqueraded but with MASQ_ALL. */
+	KPX_CFG_F_LOCAL_CIDR = 1 << 2,
+	KPX_CFG_F_LOCAL_IF = 1 << 3,
 };
 
 /* kpx_nomasq_v4: LPM trie of the destinations pods reach with their own
@@ -352,7 +365,12 @@ struct kpx_config {
 	__u16 reserved16b;
 	__u16 snat_port_min;         /* uplink source NAT ports (host order; 0: defaults) */
 	__u16 snat_port_max;
-	__u32 reserved[30];
+	__be32 local_cidr_v4;        /* issue 10: KPX_CFG_F_LOCAL_CIDR's pod CIDR (cluster or node) */
+	__u8 local_prefix_v4;
+	__u8 local_prefix_v6;        /* issue 16 */
+	__u16 reserved16c;
+	__u8 local_cidr_v6[16];      /* issue 16 */
+	__u32 reserved[24];
 };
 
 /* skb->mark of an uplink flow's frames while its REPLY entry waits for the

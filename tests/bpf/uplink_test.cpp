@@ -35,6 +35,7 @@ const uint8_t kLocalBeMac[6] = {0x02, 0, 0, 0, 0x02, 0x05};
 const uint8_t kPodClientMac[6] = {0x02, 0, 0, 0, 0x02, 0x09};
 const uint8_t kGatewayMac[6] = {0x02, 0, 0, 0, 0, 0x01};
 constexpr const char* kInternet = "203.0.113.10";
+constexpr const char* kClusterIp = "10.96.0.10";
 
 struct HookRun {
   int err = 0;
@@ -151,6 +152,29 @@ class Uplink : public DatapathTest {
     c.cluster_prefix_v4 = 16;
     set_config(c);
     for (const auto& [a, len] : nomasq) ASSERT_TRUE(maps->nomasq.update(kpx_nomasq_key_v4{len, ipv4(a)}, 1).ok());
+  }
+
+  // A ClusterIP (10.96.0.10:80): the cluster set, and which of it is on
+  // this node (the local set, as compute() writes it).
+  void set_cluster_ip(const std::vector<const char*>& cluster, const std::vector<const char*>& local = {}) {
+    auto dp = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    std::vector<net::BackendAddr> bs;
+    for (const char* b : cluster) bs.push_back({ipv4(b), 8080});
+    dataplane::Frontend fe = dataplane::frontend_of(bs, "default/web");
+    for (const char* b : local) fe.local.push_back(dataplane::backend({ipv4(b), 8080}));
+    const dataplane::FrontendKey key{net::IpAddr::from_v4(ipv4(kClusterIp)), 80, Proto::kTcp,
+                                     dataplane::Scope::kClusterIP};
+    auto st = dp->upsert(key, fe);
+    ASSERT_TRUE(st.ok()) << st.error().message;
+  }
+  // kube-proxy's masquerade settings as the agent writes them.
+  void set_masquerade(uint32_t flags, const char* local_cidr = nullptr, uint8_t prefix = 0) {
+    kpx_config c = maps->read_config();
+    c.flags = (c.flags & ~uint32_t{KPX_CFG_F_MASQ_ALL | KPX_CFG_F_LOCAL_CIDR | KPX_CFG_F_LOCAL_IF}) | flags;
+    c.local_cidr_v4 = local_cidr ? ipv4(local_cidr) : 0;
+    c.local_prefix_v4 = prefix;
+    set_config(c);
   }
 
   HookRun from_uplink(const Frame& f, uint32_t mark = 0) { return run(uplink_->from_uplink_fd(), f, up_if_, mark); }
@@ -611,6 +635,137 @@ TEST_F(Uplink, ANeighbourPodSendingTheSameTupleGetsItsOwnFlowAndCannotTouchAnoth
   // Frames from the outside to a SNAT port nobody holds are no reply.
   auto stray = from_uplink(udp(kInternet, 53, kNode, static_cast<uint16_t>(my_port ^ 1)));
   EXPECT_EQ(stray.retval, static_cast<uint32_t>(TC_ACT_OK));
+}
+
+
+// kube-proxy masquerades off-cluster traffic to a ClusterIP (a client with a
+// route to the Service CIDR through a node): what is off-cluster is the
+// --detect-local-mode's; a "local" source, or no detection, passes.
+TEST_F(Uplink, AClusterIpReachedFromOffClusterIsMasqueradedAsDetectLocalModeDecides) {
+  set_cluster_ip({kRemoteBe});
+  const Frame syn = tcp(kClient, 41000, kClusterIp, 80, kSyn);
+  auto untouched = [&](const Frame& f, const char* what) {
+    auto r = from_uplink(f);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK)) << what;
+    EXPECT_EQ(r.out, f) << what;
+  };
+  untouched(syn, "no local detection (ClusterCIDR without a cluster CIDR): not served");
+  set_masquerade(KPX_CFG_F_LOCAL_CIDR, "10.244.0.0", 0);
+  untouched(syn, "NodeCIDR before the Node's podCIDR is known");
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 0u);
+  size_t entries = 0;
+  maps->conntrack.for_each([&](const kpx_ct_key_v4&, const kpx_ct_value_v4&) { ++entries; });
+  EXPECT_EQ(entries, 0u) << "no state for what passes";
+
+  set_masquerade(KPX_CFG_F_LOCAL_CIDR, "10.244.0.0", 16);
+  untouched(tcp("10.244.2.50", 41000, kClusterIp, 80, kSyn), "a source in the local CIDR");
+  auto r = from_uplink(syn);
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode) << "masqueraded to the node";
+  EXPECT_GE(p.sport, KPX_DEFAULT_SNAT_PORT_MIN);
+  EXPECT_EQ(addr_str(p.daddr_be), kRemoteBe);
+  EXPECT_EQ(p.dport, 8080);
+  EXPECT_TRUE(macs_are(r.out, kNode2Mac));
+  Frame want = expected_translation(spec(IPPROTO_TCP, kNode, p.sport, kRemoteBe, 8080, kSyn), r.out);
+  std::memcpy(want.data(), r.out.data(), 12);
+  EXPECT_EQ(r.out, want);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 1u);
+  ASSERT_TRUE(maps->conntrack.lookup(key(kRemoteBe, 8080, kNode, p.sport, IPPROTO_TCP, KPX_CT_REPLY, up_if_)));
+
+  // The backend's reply, back on the uplink: to the client, from the ClusterIP.
+  auto rr = from_uplink(tcp(kRemoteBe, 8080, kNode, p.sport, kSynAck));
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kClusterIp);
+  EXPECT_EQ(rp.sport, 80);
+  EXPECT_EQ(addr_str(rp.daddr_be), kClient);
+  EXPECT_EQ(rp.dport, 41000);
+  EXPECT_TRUE(macs_are(rr.out, kClientMac));
+  auto a = from_uplink(tcp(kClient, 41000, kClusterIp, 80, kAck));
+  ASSERT_EQ(a.retval, kRedirect);
+  EXPECT_EQ(parsed(a).sport, p.sport) << "the flow keeps its port";
+
+  // Interface modes: nothing from the uplink is local.
+  set_masquerade(KPX_CFG_F_LOCAL_IF);
+  auto l = from_uplink(tcp("10.244.2.50", 41001, kClusterIp, 80, kSyn));
+  ASSERT_EQ(l.retval, kRedirect);
+  EXPECT_EQ(addr_str(parsed(l).saddr_be), kNode);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 2u);
+}
+
+// --masquerade-all (or a pod outside the local CIDR): a pod's new flow to a
+// Service is source-NATed to the node and sent on by kpx; the replies of a
+// remote backend come back on the uplink, a local one's on its own veth
+// (bound when the kernel delivers there), and a neighbour cannot use them.
+TEST_F(Uplink, MasqueradeAllSourceNatsAPodsServiceFlowsToTheNodeForRemoteAndLocalBackends) {
+  set_masquerade(KPX_CFG_F_MASQ_ALL | KPX_CFG_F_LOCAL_CIDR, "10.244.0.0", 16);
+  set_cluster_ip({kRemoteBe});
+  auto r = pod_in(tcp(kPodClient, 40000, kClusterIp, 80, kSyn), veth_);
+  ASSERT_EQ(r.retval, kRedirect);
+  auto p = parsed(r);
+  EXPECT_EQ(addr_str(p.saddr_be), kNode);
+  EXPECT_GE(p.sport, KPX_DEFAULT_SNAT_PORT_MIN);
+  EXPECT_EQ(addr_str(p.daddr_be), kRemoteBe);
+  EXPECT_TRUE(macs_are(r.out, kNode2Mac));
+  EXPECT_EQ(r.mark, 0u) << "a remote backend: nothing to bind";
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 1u);
+  const auto fk = key(kPodClient, 40000, kClusterIp, 80, IPPROTO_TCP, KPX_CT_FORWARD, veth_);
+  ASSERT_TRUE(maps->conntrack.lookup(fk));
+  EXPECT_EQ(maps->conntrack.lookup(fk)->out_ifindex, up_if_);
+  auto rr = from_uplink(tcp(kRemoteBe, 8080, kNode, p.sport, kSynAck));
+  ASSERT_EQ(rr.retval, kRedirect);
+  auto rp = parsed(rr);
+  EXPECT_EQ(addr_str(rp.saddr_be), kClusterIp);
+  EXPECT_EQ(rp.sport, 80);
+  EXPECT_EQ(addr_str(rp.daddr_be), kPodClient);
+  EXPECT_EQ(rp.dport, 40000);
+  EXPECT_TRUE(macs_are(rr.out, kPodClientMac));
+
+  // A local backend (veth2 is its interface).
+  set_cluster_ip({kLocalBe}, {kLocalBe});
+  auto l = pod_in(tcp(kPodClient, 40001, kClusterIp, 80, kSyn), veth_);
+  ASSERT_EQ(l.retval, kRedirect);
+  auto lp = parsed(l);
+  EXPECT_EQ(addr_str(lp.saddr_be), kNode);
+  EXPECT_EQ(addr_str(lp.daddr_be), kLocalBe);
+  EXPECT_TRUE(macs_are(l.out, kLocalBeMac));
+  EXPECT_EQ(l.mark, KPX_MARK_BIND) << "marked until the backend's veth is known";
+  const Frame reply = tcp(kLocalBe, 8080, kNode, lp.sport, kSynAck);
+  // A neighbour (veth1) claiming the backend's reply: nothing.
+  auto spoof = pod_in(reply, veth_);
+  EXPECT_EQ(spoof.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(spoof.out, reply);
+  auto delivered = pod_out(l.out, other_veth_, KPX_MARK_BIND);
+  EXPECT_EQ(delivered.retval, static_cast<uint32_t>(TC_ACT_OK));
+  const auto lfk = key(kPodClient, 40001, kClusterIp, 80, IPPROTO_TCP, KPX_CT_FORWARD, veth_);
+  EXPECT_EQ(maps->conntrack.lookup(lfk)->out_ifindex, other_veth_);
+  auto lr = pod_in(reply, other_veth_);
+  ASSERT_EQ(lr.retval, kRedirect);
+  auto lrp = parsed(lr);
+  EXPECT_EQ(addr_str(lrp.saddr_be), kClusterIp);
+  EXPECT_EQ(lrp.sport, 80);
+  EXPECT_EQ(addr_str(lrp.daddr_be), kPodClient);
+  EXPECT_EQ(lrp.dport, 40001);
+  EXPECT_TRUE(macs_are(lr.out, kPodClientMac));
+  // Established: still sent on by kpx, no longer marked.
+  auto a = pod_in(tcp(kPodClient, 40001, kClusterIp, 80, kAck), veth_);
+  ASSERT_EQ(a.retval, kRedirect);
+  EXPECT_EQ(a.mark, 0u);
+  EXPECT_EQ(parsed(a).sport, lp.sport);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 2u);
+
+  // Without --masquerade-all a pod of the local CIDR keeps its address; one
+  // outside it (NodeCIDR of another node's range) is masqueraded.
+  set_masquerade(KPX_CFG_F_LOCAL_CIDR, "10.244.0.0", 16);
+  auto keep = pod_in(tcp(kPodClient, 40002, kClusterIp, 80, kSyn), veth_);
+  ASSERT_EQ(keep.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(addr_str(parsed(keep).saddr_be), kPodClient);
+  set_masquerade(KPX_CFG_F_LOCAL_CIDR, "10.244.7.0", 24);
+  auto out = pod_in(tcp(kPodClient, 40003, kClusterIp, 80, kSyn), veth_);
+  ASSERT_EQ(out.retval, kRedirect);
+  EXPECT_EQ(addr_str(parsed(out).saddr_be), kNode);
+  EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 3u);
 }
 
 }  // namespace

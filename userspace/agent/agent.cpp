@@ -148,26 +148,80 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   return maps.config.update(0, c);
 }
 
+// The first IPv4 CIDR of a comma list (kube-proxy's per-family lists).
+Result<std::optional<net::Ipv4Cidr>> first_ipv4_cidr(const std::string& list, const std::string& what) {
+  for (size_t at = 0; at <= list.size();) {
+    size_t comma = list.find(',', at);
+    std::string one = list.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
+    if (!one.empty() && one.find(':') == std::string::npos) {
+      auto c = net::parse_ipv4_cidr(one);
+      if (!c) return invalid_argument(what + ": " + c.error().message);
+      return std::optional<net::Ipv4Cidr>{*c};
+    }
+    if (comma == std::string::npos) break;
+    at = comma + 1;
+  }
+  return std::optional<net::Ipv4Cidr>{};
+}
+
+std::string local_mode(const Options& o) { return o.detect_local_mode.empty() ? "ClusterCIDR" : o.detect_local_mode; }
+
+// kube-proxy's checks of the local-traffic detection settings (a config
+// file's values are not checked by the flag parser).
+Status check_local_detection(const Options& o) {
+  const std::string mode = local_mode(o);
+  if (mode == "ClusterCIDR" || mode == "NodeCIDR") return {};
+  if (mode == "BridgeInterface") {
+    if (o.pod_bridge_interface.empty())
+      return invalid_argument("--detect-local-mode BridgeInterface needs --pod-bridge-interface");
+    return {};
+  }
+  if (mode == "InterfaceNamePrefix") {
+    if (o.pod_interface_name_prefix.empty())
+      return invalid_argument("--detect-local-mode InterfaceNamePrefix needs --pod-interface-name-prefix");
+    return {};
+  }
+  return invalid_argument("--detect-local-mode: unknown mode " + mode +
+                          " (ClusterCIDR, NodeCIDR, InterfaceNamePrefix or BridgeInterface)");
+}
+
+// kube-proxy's masquerade of Service traffic as the datapath's flags
+// (KPX_CFG_F_MASQ_ALL, KPX_CFG_F_LOCAL_*) and local CIDR. node_pod_cidrs:
+// the Node's podCIDRs (NodeCIDR mode; "" until known: nothing is local
+// nor masqueraded meanwhile, as kube-proxy waits for them).
+Status write_masquerade_config(bpf::PinnedMaps& maps, const Options& o, const std::string& node_pod_cidrs) {
+  const std::string mode = local_mode(o);
+  uint32_t flags = o.masquerade_all ? uint32_t{KPX_CFG_F_MASQ_ALL} : 0u;
+  std::optional<net::Ipv4Cidr> local;
+  if (mode == "ClusterCIDR") {
+    auto c = first_ipv4_cidr(o.cluster_cidr, "--cluster-cidr");
+    if (!c) return c.error();
+    local = *c;
+    if (local) flags |= KPX_CFG_F_LOCAL_CIDR;
+  } else if (mode == "NodeCIDR") {
+    auto c = first_ipv4_cidr(node_pod_cidrs, "the Node's podCIDRs");
+    if (!c) return c.error();
+    local = *c;
+    flags |= KPX_CFG_F_LOCAL_CIDR;
+  } else {
+    flags |= KPX_CFG_F_LOCAL_IF;
+  }
+  kpx_config c = maps.read_config();
+  constexpr uint32_t kMine = KPX_CFG_F_MASQ_ALL | KPX_CFG_F_LOCAL_CIDR | KPX_CFG_F_LOCAL_IF;
+  c.local_cidr_v4 = local ? local->addr_be : 0;
+  c.local_prefix_v4 = local ? local->prefix : 0;
+  c.flags = (c.flags & ~kMine) | flags;
+  return maps.config.update(0, c);
+}
+
 // The node's primary address, the cluster CIDR and egress masquerading
 // (with its non-masquerade CIDRs, kpx_nomasq_v4: the new ones first, then
 // the flag, then what went).
 Status write_north_south_config(bpf::PinnedMaps& maps, const Options& o, uint32_t primary) {
-  std::optional<net::Ipv4Cidr> cluster;
-  if (!o.cluster_cidr.empty()) {
-    // kube-proxy takes a comma list (one per family): the IPv4 one.
-    for (size_t at = 0; at <= o.cluster_cidr.size();) {
-      size_t comma = o.cluster_cidr.find(',', at);
-      std::string one = o.cluster_cidr.substr(at, comma == std::string::npos ? std::string::npos : comma - at);
-      if (one.find(':') == std::string::npos) {
-        auto c = net::parse_ipv4_cidr(one);
-        if (!c) return invalid_argument("--cluster-cidr: " + c.error().message);
-        cluster = *c;
-        break;
-      }
-      if (comma == std::string::npos) break;
-      at = comma + 1;
-    }
-  }
+  // kube-proxy takes a comma list (one per family): the IPv4 one.
+  auto cluster_cidr = first_ipv4_cidr(o.cluster_cidr, "--cluster-cidr");
+  if (!cluster_cidr) return cluster_cidr.error();
+  const std::optional<net::Ipv4Cidr> cluster = *cluster_cidr;
   std::set<std::pair<uint32_t, uint8_t>> want;
   if (o.egress_masquerade) {
     if (!cluster) return invalid_argument("--egress-masquerade needs --cluster-cidr (an IPv4 pod CIDR)");
@@ -249,6 +303,7 @@ Status run_agent(const Options& o) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  KPX_TRY(check_local_detection(o));
   uint32_t hairpin = 0;
   if (!o.hairpin_snat_ip.empty()) {
     auto ip = net::parse_ipv4(o.hairpin_snat_ip);
@@ -277,6 +332,21 @@ Status run_agent(const Options& o) {
   auto pin_lock = bpf::lock_pin_dir(o.pin_dir, "another process (is a kpx agent already running on them?)");
   if (!pin_lock) return pin_lock.error();
   KPX_TRY(write_datapath_config(*maps, o));
+  KPX_TRY(write_masquerade_config(*maps, o, ""));
+  {
+    const std::string mode = local_mode(o);
+    std::string how = o.masquerade_all ? "every new flow to a Service is masqueraded to the node (--masquerade-all)"
+                                       : "flows to a ClusterIP from non-local sources are masqueraded to the node";
+    if (mode == "ClusterCIDR" && o.cluster_cidr.empty() && !o.masquerade_all)
+      how = "no --cluster-cidr for --detect-local-mode ClusterCIDR: no local traffic detection, ClusterIPs are "
+            "served to pods only";
+    else if (mode == "InterfaceNamePrefix" || mode == "BridgeInterface")
+      how += "; local: traffic from the pod interfaces (" + o.pod_interfaces + "), as the " +
+             (mode == "BridgeInterface" ? "bridge " + o.pod_bridge_interface + "'s ports"
+                                        : "interfaces " + o.pod_interface_name_prefix + "*") +
+             " would be";
+    log::info("detect-local-mode " + mode + ": " + how);
+  }
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();
   dp->remove_leftovers();
@@ -327,9 +397,22 @@ Status run_agent(const Options& o) {
   k8s::ReflectorHandlers svc_handlers, slice_handlers, node_handlers;
   wire(svc_handlers, kServices, sync, metrics);
   wire(slice_handlers, kEndpointSlices, sync, metrics);
-  auto set_node = [&sync](const nlohmann::json& obj) {
-    if (auto n = k8s::decode_node(obj))
-      sync.update(Source::kNode, [&](proxy::Model& m) { m.set_node(std::move(*n)); });
+  // NodeCIDR: what is local follows the Node's podCIDRs.
+  std::string node_pod_cidrs;  // the node reflector's thread only
+  auto set_node = [&sync, &o, &node_pod_cidrs, maps_ptr](const nlohmann::json& obj) {
+    auto n = k8s::decode_node(obj);
+    if (!n) return;
+    if (local_mode(o) == "NodeCIDR") {
+      std::string cidrs = n->pod_cidr;
+      for (const auto& c : n->pod_cidrs) cidrs += "," + c;
+      if (cidrs != node_pod_cidrs) {
+        node_pod_cidrs = cidrs;
+        auto st = sync.with_dataplane([&](dataplane::Dataplane&) { return write_masquerade_config(*maps_ptr, o, cidrs); });
+        if (!st) log::error("detect-local-mode NodeCIDR: " + st.error().message);
+        else log::info("detect-local-mode NodeCIDR: local traffic is from the Node's podCIDRs (" + cidrs + ")");
+      }
+    }
+    sync.update(Source::kNode, [&](proxy::Model& m) { m.set_node(std::move(*n)); });
   };
   node_handlers.on_replace = [set_node](std::vector<nlohmann::json> items) {
     for (const auto& i : items) set_node(i);

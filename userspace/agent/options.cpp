@@ -89,6 +89,15 @@ Status load_config_file(const std::string& path, Options& o) {
       for (const auto& a : np) o.nodeport_addresses.push_back(a.as<std::string>());
     }
     KPX_TRY(dur(root["minSyncPeriod"], o.min_sync_period, "minSyncPeriod"));
+    // v1alpha1 keeps masqueradeAll per proxier mode: either asks for it.
+    for (const char* mode : {"iptables", "nftables"})
+      if (auto m = root[mode]; m && m["masqueradeAll"] && !m["masqueradeAll"].IsNull())
+        o.masquerade_all = o.masquerade_all || m["masqueradeAll"].as<bool>();
+    str(root["detectLocalMode"], o.detect_local_mode);
+    if (auto dl = root["detectLocal"]; dl && !dl.IsNull()) {
+      str(dl["bridgeInterface"], o.pod_bridge_interface);
+      str(dl["interfaceNamePrefix"], o.pod_interface_name_prefix);
+    }
     if (auto ct = root["conntrack"]) {
       KPX_TRY(dur(ct["tcpEstablishedTimeout"], o.tcp_established_timeout, "conntrack.tcpEstablishedTimeout"));
       KPX_TRY(dur(ct["tcpCloseWaitTimeout"], o.tcp_close_wait_timeout, "conntrack.tcpCloseWaitTimeout"));

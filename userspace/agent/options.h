@@ -46,6 +46,19 @@ struct Options {
   // --non-masquerade-cidrs (default: --cluster-cidr, which it needs).
   bool egress_masquerade = false;
   std::vector<std::string> non_masquerade_cidrs;
+  // kube-proxy's masquerade of Service traffic. --masquerade-all /
+  // iptables.masqueradeAll, nftables.masqueradeAll: every new flow to a
+  // Service is source-NATed to the node. Else a flow to a ClusterIP from
+  // a source that is not "local" is (off-cluster clients, through a route
+  // to the Service CIDR), with --detect-local-mode / detectLocalMode:
+  // ClusterCIDR (default; --cluster-cidr), NodeCIDR (the Node's podCIDR),
+  // InterfaceNamePrefix (--pod-interface-name-prefix) or BridgeInterface
+  // (--pod-bridge-interface): kpx sees pods' traffic on their interfaces,
+  // so both mean "came in on a pod interface".
+  bool masquerade_all = false;
+  std::string detect_local_mode;          // "" = ClusterCIDR
+  std::string pod_bridge_interface;       // detectLocal.bridgeInterface
+  std::string pod_interface_name_prefix;  // detectLocal.interfaceNamePrefix
   std::string hairpin_snat_ip;     // --hairpin-snat-ip
   bool cleanup = false;            // --cleanup
   int verbosity = 0;               // -v

@@ -424,6 +424,18 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   agent_cmd->add_option("--non-masquerade-cidrs", ag.non_masquerade_cidrs,
                         "destinations pods reach with their own address (default: --cluster-cidr)")
       ->delimiter(',');
+  auto* o_masq_all = agent_cmd->add_flag("--masquerade-all", ag.masquerade_all,
+                                        "source-NAT every new flow to a Service to the node's address");
+  auto* o_local_mode =
+      agent_cmd
+          ->add_option("--detect-local-mode", ag.detect_local_mode,
+                       "what is local traffic (a ClusterIP reached from elsewhere is masqueraded): ClusterCIDR "
+                       "(default), NodeCIDR, InterfaceNamePrefix, BridgeInterface")
+          ->check(CLI::IsMember({"ClusterCIDR", "NodeCIDR", "InterfaceNamePrefix", "BridgeInterface"}));
+  auto* o_bridge = agent_cmd->add_option("--pod-bridge-interface", ag.pod_bridge_interface,
+                                         "the pods' bridge (--detect-local-mode BridgeInterface)");
+  auto* o_prefix = agent_cmd->add_option("--pod-interface-name-prefix", ag.pod_interface_name_prefix,
+                                         "the pod interfaces' name prefix (--detect-local-mode InterfaceNamePrefix)");
   auto* o_ct_per_core = agent_cmd->add_option("--conntrack-max-per-core", ag.conntrack_max_per_core,
                                               "flows per CPU the conntrack table holds (0: kpx's default size)");
   auto* o_ct_min = agent_cmd->add_option("--conntrack-min", ag.conntrack_min, "least flows the conntrack table holds");
@@ -461,6 +473,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       if (o_ct_per_core->count() == 0) o.conntrack_max_per_core = from_file.conntrack_max_per_core;
       if (o_ct_min->count() == 0) o.conntrack_min = from_file.conntrack_min;
       if (o_np_addrs->count() == 0) o.nodeport_addresses = from_file.nodeport_addresses;
+      if (o_masq_all->count() == 0) o.masquerade_all = from_file.masquerade_all;
+      keep(o_local_mode, o.detect_local_mode, from_file.detect_local_mode);
+      keep(o_bridge, o.pod_bridge_interface, from_file.pod_bridge_interface);
+      keep(o_prefix, o.pod_interface_name_prefix, from_file.pod_interface_name_prefix);
     }
     if (o_min_sync->count() > 0 || ag_config.empty()) {
       auto d = agent::parse_duration(ag_min_sync);

@@ -14,10 +14,14 @@ namespace {
 
 net::BackendAddr backend_of(const kpx_backend_value_v4& v) { return {v.addr, ntohs(v.port)}; }
 
-kpx_backend_value_v4 backend_value(const net::BackendAddr& b) {
+// local: the backend is on this node (KPX_BE_F_LOCAL: where a masqueraded
+// flow's replies come from). A pod's address is on one node, so the flag
+// is fixed with the backend's id.
+kpx_backend_value_v4 backend_value(const net::BackendAddr& b, bool local) {
   kpx_backend_value_v4 v{};
   v.addr = b.addr_be;
   v.port = htons(b.port);
+  v.flags = local ? KPX_BE_F_LOCAL : 0;
   return v;
 }
 
@@ -358,7 +362,7 @@ void Dataplane::erase_all(bpf::Map<K, V>& map, const std::vector<K>& keys) {
   for (; i < keys.size(); ++i) map.erase(keys[i]);
 }
 
-uint32_t Dataplane::acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
+uint32_t Dataplane::acquire_backend(const net::BackendAddr& b, bool local, std::vector<uint32_t>& new_ids,
                                     std::vector<kpx_backend_value_v4>& new_values) {
   auto [it, fresh] = backends_.try_emplace(b);
   BackendRef& ref = it->second;
@@ -377,7 +381,7 @@ uint32_t Dataplane::acquire_backend(const net::BackendAddr& b, std::vector<uint3
   }
   ref.refs = 1;
   new_ids.push_back(ref.id);
-  new_values.push_back(backend_value(b));
+  new_values.push_back(backend_value(b, local));
   return ref.id;
 }
 
@@ -435,8 +439,11 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
     wr.next.slot_base = *base;
     wr.has_range = true;
     ids[w].reserve(wr.backends.size());
+    // The local set follows the cluster set in slot order.
+    const auto local_begin = wr.backends.begin() + static_cast<std::ptrdiff_t>(wr.fe.cluster.size());
     for (const auto& b : wr.backends) {
-      uint32_t id = acquire_backend(b, new_ids, new_values);
+      const bool local = std::find(local_begin, wr.backends.end(), b) != wr.backends.end();
+      uint32_t id = acquire_backend(b, local, new_ids, new_values);
       if (id == 0) {
         wr.failed = true;
         if (first_error.ok()) first_error = Status(invalid_argument("no free backend ids for " + format(wr.key)));

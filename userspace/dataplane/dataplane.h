@@ -122,7 +122,7 @@ class Dataplane {
   void set_owner(const FrontendKey& key, const std::string& old_owner, const std::string& new_owner);
   // The backend's id, allocating one (queued in new_ids) if it is new; 0
   // when every id is taken (the Service's write then fails whole).
-  uint32_t acquire_backend(const net::BackendAddr& b, std::vector<uint32_t>& new_ids,
+  uint32_t acquire_backend(const net::BackendAddr& b, bool local, std::vector<uint32_t>& new_ids,
                            std::vector<kpx_backend_value_v4>& new_values);
   void release_backend(const net::BackendAddr& b);
   // Writes the elements (batched or not, see set_batch_min); ok[i] says whether
