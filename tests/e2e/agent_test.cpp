@@ -112,13 +112,20 @@ class AgentTest : public ::testing::Test {
     (void)client->send("POST", "/api/v1/namespaces", {{"metadata", {{"name", "default"}}}});
   }
 
-  int start_agent() {
+  int start_agent(const std::vector<std::string>& extra = {}) {
     healthz_port = net::free_loopback_port();
     metrics_port = net::free_loopback_port();
-    return agents.spawn({KPX_BINARY, "agent", "--master", api, "--pin-dir", pins.path(), "--hostname-override",
-                         "node-1", "--healthz-bind-address", "127.0.0.1:" + std::to_string(healthz_port),
-                         "--metrics-bind-address", "127.0.0.1:" + std::to_string(metrics_port),
-                         "--min-sync-period", "10ms"});
+    std::vector<std::string> args = {KPX_BINARY, "agent", "--master", api, "--pin-dir", pins.path(),
+                                     "--hostname-override", "node-1", "--healthz-bind-address",
+                                     "127.0.0.1:" + std::to_string(healthz_port), "--metrics-bind-address",
+                                     "127.0.0.1:" + std::to_string(metrics_port), "--min-sync-period", "10ms"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return agents.spawn(args);
+  }
+  json config_show() {
+    std::string out = testing::sh_out(std::string(KPX_BINARY) + " --pin-dir " + pins.path() + " config show -o json");
+    json j = json::parse(out, nullptr, false);
+    return j.is_object() ? j : json::object();  // {} before the agent made the maps
   }
   void stop_agent(int pid) {
     kill(pid, SIGTERM);
@@ -338,6 +345,33 @@ TEST_F(AgentTest, NetworkProgrammingLatencyCountsFromTheSlicesTriggerTime) {
   ASSERT_TRUE(wait_for([&] { return (deleted = programming_latencies(metrics_port, "2", "4")).count == after.count + 1; },
                        2s));
   EXPECT_LT(deleted.sum - after.sum, 1.0);
+}
+
+// kube-proxy's --detect-local-mode and --masquerade-all reach the datapath;
+// NodeCIDR waits for the Node's podCIDR and follows it.
+TEST_F(AgentTest, LocalTrafficDetectionFollowsTheModeAndTheNodesPodCidr) {
+  int pid = start_agent({"--detect-local-mode", "NodeCIDR", "--masquerade-all"});
+  ASSERT_TRUE(wait_for([&] { return config_show().value("local_traffic", "") == "node CIDR not known yet"; }, 5s))
+      << config_show().dump();
+  EXPECT_EQ(config_show()["masquerade_all"], true);
+  create("/api/v1/nodes", {{"apiVersion", "v1"},
+                           {"kind", "Node"},
+                           {"metadata", {{"name", "node-1"}}},
+                           {"spec", {{"podCIDR", "10.244.3.0/24"}, {"podCIDRs", {"10.244.3.0/24", "fd00:3::/64"}}}}});
+  EXPECT_TRUE(wait_for([&] { return config_show().value("local_traffic", "") == "10.244.3.0/24"; }, 5s))
+      << config_show().dump();
+  stop_agent(pid);
+
+  pid = start_agent({"--cluster-cidr", "fd00::/48,10.244.0.0/16"});
+  EXPECT_TRUE(wait_for([&] { return config_show().value("local_traffic", "") == "10.244.0.0/16"; }, 5s))
+      << "ClusterCIDR, the default: the IPv4 one " << config_show().dump();
+  EXPECT_EQ(config_show()["masquerade_all"], false);
+  stop_agent(pid);
+
+  pid = start_agent({"--detect-local-mode", "InterfaceNamePrefix", "--pod-interface-name-prefix", "veth"});
+  EXPECT_TRUE(wait_for([&] { return config_show().value("local_traffic", "") == "from pod interfaces"; }, 5s))
+      << config_show().dump();
+  stop_agent(pid);
 }
 
 TEST_F(AgentTest, CleanupRemovesTheDatapath) {

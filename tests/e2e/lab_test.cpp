@@ -307,6 +307,44 @@ TEST_F(LabTest, NodePortsFollowAddressesAddedToAndRemovedFromTheNode) {
   for (const auto& r : probe("client", "10.0.0.11:30080/udp", 4)) EXPECT_TRUE(r.ok) << r.line;
 }
 
+// kube-proxy masquerades off-cluster traffic to a ClusterIP: a client
+// outside the cluster with a route to it through node1 reaches backends on
+// both nodes, each seeing node1's address (--detect-local-mode ClusterCIDR,
+// the client is outside 10.244.0.0/16), and the replies come from the VIP.
+TEST_F(LabTest, AClusterIpReachedFromOutsideThroughANodeIsMasqueradedToThatNode) {
+  const std::string vip = cluster_ip("echo");
+  const std::string client = "ip -n kpxlab-" + name_ + "-client route ";
+  ASSERT_EQ(sh_out(client + "add " + vip + "/32 via 10.0.0.11 && echo ok"), "ok\n");
+  struct RouteGone {
+    std::string del;
+    ~RouteGone() { (void)std::system(del.c_str()); }
+  } gone{client + "del " + vip + "/32 via 10.0.0.11 2>/dev/null"};
+  for (const char* proto : {"tcp", "udp"}) {
+    const std::string target = vip + ":80/" + proto;
+    EXPECT_EQ(answering("client", target, 6).size(), 6u) << target;
+    std::set<std::string> nodes;
+    for (const auto& r : probe("client", target, 16)) {
+      EXPECT_TRUE(r.ok) << target << ": " << r.line;
+      EXPECT_EQ(r.from, vip + ":80") << "replies come from the ClusterIP";
+      EXPECT_EQ(r.client_ip(), "10.0.0.11") << "masqueraded to the node it came through";
+      nodes.insert(r.pod.substr(0, 6));
+    }
+    EXPECT_EQ(nodes.size(), 2u) << target << ": backends on both nodes answer";
+  }
+  std::string out;
+  ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
+  json stats = json::parse(out, nullptr, false);
+  ASSERT_TRUE(stats.is_object()) << out;
+  EXPECT_GE(stats.value("snat_service_new", uint64_t{0}), 2u) << out;
+  // Pods keep their own address towards the same ClusterIP (they are local).
+  for (const auto& r : probe("echo-2-2", vip + ":80/tcp", 6)) {
+    EXPECT_TRUE(r.ok) << r.line;
+    if (r.pod != "echo-2-2") {
+      EXPECT_EQ(r.client_ip(), pod_ip("echo-2-2")) << r.line;
+    }
+  }
+}
+
 TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {
   ASSERT_EQ(apply("nodeport-local.yaml"), 0);
   ASSERT_TRUE(wait_pod("web-local-1"));

@@ -78,6 +78,14 @@ conntrack:
   tcpEstablishedTimeout: 2h0m0s
   tcpCloseWaitTimeout: 30s
   udpTimeout: 45s
+iptables:
+  masqueradeAll: false
+nftables:
+  masqueradeAll: true
+detectLocalMode: BridgeInterface
+detectLocal:
+  bridgeInterface: cbr0
+  interfaceNamePrefix: veth
 )");
   Options o;
   ASSERT_TRUE(load_config_file(p, o).ok());
@@ -92,6 +100,16 @@ conntrack:
   EXPECT_EQ(o.tcp_established_timeout.count(), 7200);
   EXPECT_EQ(o.tcp_close_wait_timeout.count(), 30);
   EXPECT_EQ(o.udp_timeout.count(), 45);
+  EXPECT_TRUE(o.masquerade_all) << "nftables.masqueradeAll";
+  EXPECT_EQ(o.detect_local_mode, "BridgeInterface");
+  EXPECT_EQ(o.pod_bridge_interface, "cbr0");
+  EXPECT_EQ(o.pod_interface_name_prefix, "veth");
+  Options plain;
+  std::string q = temp_file("kind: KubeProxyConfiguration\niptables:\n  masqueradeAll: false\n");
+  ASSERT_TRUE(load_config_file(q, plain).ok());
+  std::remove(q.c_str());
+  EXPECT_FALSE(plain.masquerade_all);
+  EXPECT_EQ(plain.detect_local_mode, "") << "kube-proxy's default, ClusterCIDR";
 }
 
 TEST(ConfigFile, ErrorsNameTheFileAndField) {

@@ -70,6 +70,20 @@ TEST(Cli, MalformedHairpinAddressExits2) {
   EXPECT_NE(r.err.find("invalid IPv4 address"), std::string::npos) << r.err;
 }
 
+// kube-proxy's checks of --detect-local-mode, before anything is loaded.
+TEST(Cli, LocalDetectionSettingsAreChecked) {
+  auto r = run_cli({"agent", "--detect-local-mode", "PodCIDR", "--pin-dir", kNoBpffs});
+  EXPECT_EQ(r.rc, 2);
+  r = run_cli({"agent", "--detect-local-mode", "BridgeInterface", "--master", "http://127.0.0.1:1", "--pin-dir",
+               kNoBpffs});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("needs --pod-bridge-interface"), std::string::npos) << r.err;
+  r = run_cli({"agent", "--detect-local-mode", "InterfaceNamePrefix", "--master", "http://127.0.0.1:1", "--pin-dir",
+               kNoBpffs});
+  EXPECT_EQ(r.rc, 2);
+  EXPECT_NE(r.err.find("needs --pod-interface-name-prefix"), std::string::npos) << r.err;
+}
+
 TEST(Cli, HelpExits0AndNamesTheCommands) {
   auto r = run_cli({"--help"});
   EXPECT_EQ(r.rc, 0);

@@ -281,6 +281,7 @@ Status cleanup(const Options& o) {
 Status run_agent(const Options& o) {
   log::set_verbosity(o.verbosity);
   if (o.cleanup) return cleanup(o);
+  KPX_TRY(check_local_detection(o));
 
   auto healthz_addr = parse_bind_address(o.healthz_bind_address);
   if (!healthz_addr) return healthz_addr.error();
@@ -303,7 +304,6 @@ Status run_agent(const Options& o) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  KPX_TRY(check_local_detection(o));
   uint32_t hairpin = 0;
   if (!o.hairpin_snat_ip.empty()) {
     auto ip = net::parse_ipv4(o.hairpin_snat_ip);

@@ -254,7 +254,20 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
       {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
       {"conntrack_new_flows_per_sec", or_default(c.ct_new_per_sec, KPX_DEFAULT_CT_NEW_PER_SEC)},
       {"conntrack_new_flows_burst", or_default(c.ct_new_burst, KPX_DEFAULT_CT_NEW_BURST)},
+      {"node_address", c.node_addr_v4 ? net::format_ipv4(c.node_addr_v4) : ""},
+      {"egress_masquerade", (c.flags & KPX_CFG_F_EGRESS_MASQ) != 0},
+      {"masquerade_all", (c.flags & KPX_CFG_F_MASQ_ALL) != 0},
   };
+  // What kube-proxy's LocalTrafficDetector calls local (ClusterIPs reached
+  // from elsewhere are masqueraded).
+  if (c.flags & KPX_CFG_F_LOCAL_IF)
+    obj["local_traffic"] = "from pod interfaces";
+  else if ((c.flags & KPX_CFG_F_LOCAL_CIDR) && c.local_prefix_v4)
+    obj["local_traffic"] = net::format_ipv4(c.local_cidr_v4) + "/" + std::to_string(c.local_prefix_v4);
+  else if (c.flags & KPX_CFG_F_LOCAL_CIDR)
+    obj["local_traffic"] = "node CIDR not known yet";
+  else
+    obj["local_traffic"] = "not detected";
   if (format == "json") {
     io.out << obj.dump(2) << "\n";
     return 0;
