@@ -51,6 +51,7 @@ class Demo {
   Status discovery();
   Status scaling();
   Status node_port();
+  Status cluster_ip_from_outside();
   Status local_policy();
   Status health_check();
   Status load_balancer();
@@ -348,6 +349,23 @@ Status Demo::node_port() {
   return {};
 }
 
+Status Demo::cluster_ip_from_outside() {
+  const std::string vip = cluster_ip("default", "echo");
+  const std::string target = vip + ":80/tcp";
+  heading("External client to a ClusterIP through node1",
+          "client routes " + vip + " via 10.0.0.11; the client is outside the cluster CIDR (--detect-local-mode "
+          "ClusterCIDR), so kpx on node1's uplink masquerades it, as kube-proxy does");
+  auto add = exec("client", {"ip", "route", "add", vip + "/32", "via", "10.0.0.11"});
+  KPX_TRY(check(add.status == 0, "could not route " + vip + " through node1 in the client: " + add.out));
+  KPX_TRY(wait_answers("client", target, kEchoPodsLeft));
+  auto a = probe("client", target, 12);
+  (void)exec("client", {"ip", "route", "del", vip + "/32", "via", "10.0.0.11"});
+  out_ << "   12 requests:" << by_pod(a) << "\n   every backend saw the client as 10.0.0.11; the replies came from "
+       << vip << ":80\n";
+  return check(answering_nodes(a).size() == 2 && all_seen_as(a, "10.0.0.11", vip + ":80"),
+               "ClusterIP from outside: not answered from both nodes, masqueraded to node1");
+}
+
 Status Demo::local_policy() {
   heading("externalTrafficPolicy Local",
           "client → 10.0.0.11:30081/tcp (the NodePort of LoadBalancer web-local, one pod, on node1): local "
@@ -466,7 +484,7 @@ Status Demo::run() {
   KPX_TRY(wait_ready({"duo", "loner", "web-local-1"}, std::chrono::seconds(10)));
   KPX_TRY(wait_answers("echo-1-1", cluster_ip("default", "echo") + ":80/tcp", 6));
   for (auto step : {&Demo::container_to_container, &Demo::pod_to_pod, &Demo::pod_to_service, &Demo::hairpin,
-                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::local_policy, &Demo::health_check,
+                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::cluster_ip_from_outside, &Demo::local_policy, &Demo::health_check,
                     &Demo::load_balancer, &Demo::source_ranges, &Demo::internet})
     KPX_TRY((this->*step)());
   return {};
