@@ -97,22 +97,18 @@
 #include "dataplane/filter.h"
 #include "kpx/abi.h"
 #include "kpx_floor.skel.h"
+#include "datapath_uplink.h"
 #include "packet/craft.h"
+#include "prog_run.h"
 
 namespace kpx::bench {
 namespace {
 
-using Frame = std::vector<uint8_t>;
-
 // ---- constants of the benchmark layout ------------------------------------
 
-constexpr uint16_t kServicePort = 80;
-constexpr uint16_t kBackendPort = 8080;  // targetPort != port: the port rewrite is included
-constexpr uint16_t kPrefillSport = 33000;
 constexpr uint16_t kMeasuredSport = 40000;
 constexpr uint16_t kPassSport = 40001;
 constexpr uint16_t kNewFlowSportBase = 20000;
-constexpr uint32_t kBackendsPerService = 2;
 constexpr uint16_t kMixSportBase = 1024;
 // Targets (issue "Datapath v2"), above the floor of the same method.
 constexpr double kTargetEstablishedNs = 10.0;
@@ -123,119 +119,11 @@ const char* const kCases[] = {"established", "reply",    "pass", "pass_to_pod", 
                               "new_flow",    "ref_inserts", "mix"};
 bool single_run_case(const std::string& c) { return c == "new_flow" || c == "ref_inserts" || c == "mix"; }
 
-uint32_t host_addr(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  return static_cast<uint32_t>(a) << 24 | static_cast<uint32_t>(b) << 16 |
-         static_cast<uint32_t>(c) << 8 | d;
-}
-// Service i: VIP 10.96.0.0 + i + 1 (10.96.0.1, ...), port 80/TCP.
-uint32_t vip_be(uint32_t i) { return htonl(host_addr(10, 96, 0, 0) + i + 1); }
-// Its backends: 10.64.0.0 + 2i + s + 1, port 8080.
-uint32_t backend_be(uint32_t i, uint32_t s) {
-  return htonl(host_addr(10, 64, 0, 0) + kBackendsPerService * i + s + 1);
-}
-// The client of prefill flow j: 10.128.0.0 + j + 1.
-uint32_t prefill_client_be(uint32_t j) { return htonl(host_addr(10, 128, 0, 0) + j + 1); }
 // The client of the measured flows, and the non-Service destination of "pass".
 uint32_t measured_client_be() { return htonl(host_addr(10, 0, 0, 2)); }
 uint32_t non_service_be() { return htonl(host_addr(10, 200, 0, 1)); }
 
-// ---- interruption and cleanup -----------------------------------------------
-
-volatile sig_atomic_t g_interrupted = 0;
-extern "C" void on_signal(int) { g_interrupted = 1; }
-
-// SIGINT/SIGTERM set a flag (no SA_RESTART: a running BPF_PROG_TEST_RUN
-// returns EINTR), the bench unwinds and the pin directory is removed. A
-// second signal gets the default action.
-class SignalGuard {
- public:
-  SignalGuard() {
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESETHAND;
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~SignalGuard() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-  SignalGuard(const SignalGuard&) = delete;
-  SignalGuard& operator=(const SignalGuard&) = delete;
-
- private:
-  struct sigaction old_int_ {}, old_term_ {};
-};
-
-Status check_interrupt() {
-  if (g_interrupted) return system_error("interrupted");
-  return {};
-}
-
-// /sys/fs/bpf/kpx-bench-<pid>: made fresh, unpinned and removed on
-// destruction (also when the bench fails or is interrupted).
-class BenchPinDir {
- public:
-  BenchPinDir() : path_("/sys/fs/bpf/kpx-bench-" + std::to_string(getpid())) {}
-  ~BenchPinDir() {
-    if (!owned_) return;
-    if (auto st = bpf::remove_pin_dir(path_); !st) {
-      std::error_code ec;
-      std::filesystem::remove_all(path_, ec);
-    }
-  }
-  BenchPinDir(const BenchPinDir&) = delete;
-  BenchPinDir& operator=(const BenchPinDir&) = delete;
-
-  Status create() {
-    KPX_TRY(bpf::check_pin_dir(path_));
-    if (mkdir(path_.c_str(), 0700) != 0) {
-      if (errno == EEXIST) return invalid_argument(path_ + " already exists; not reusing it");
-      return errno_error("mkdir " + path_, errno);
-    }
-    owned_ = true;
-    return {};
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-  bool owned_ = false;
-};
-
-struct FloorDeleter {
-  void operator()(kpx_floor* s) const { kpx_floor__destroy(s); }
-};
-
 // ---- map helpers ------------------------------------------------------------
-
-template <typename K, typename V>
-Status update_many(int fd, const std::vector<K>& keys, const std::vector<V>& vals) {
-  if (keys.empty()) return {};
-  __u32 count = static_cast<__u32>(keys.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  if (bpf_map_update_batch(fd, keys.data(), vals.data(), &count, &opts) == 0) return {};
-  // No batch support (or it stopped part way): per element, idempotent.
-  for (size_t i = 0; i < keys.size(); ++i) {
-    if (bpf_map_update_elem(fd, &keys[i], &vals[i], BPF_ANY) != 0)
-      return errno_error("bpf map update", errno);
-  }
-  return {};
-}
-
-template <typename K>
-Status delete_many(int fd, const std::vector<K>& keys) {
-  if (keys.empty()) return {};
-  __u32 count = static_cast<__u32>(keys.size());
-  LIBBPF_OPTS(bpf_map_batch_opts, opts);
-  if (bpf_map_delete_batch(fd, keys.data(), &count, &opts) == 0) return {};
-  for (const K& k : keys) {
-    if (bpf_map_delete_elem(fd, &k) != 0 && errno != ENOENT)
-      return errno_error("bpf map delete", errno);
-  }
-  return {};
-}
 
 kpx_service_key_v4 svc_key(uint32_t i) {
   kpx_service_key_v4 k{};
@@ -322,115 +210,6 @@ Status remove_services(bpf::PinnedMaps& m, dataplane::Filter& filter, uint32_t f
   return filter.flush(m.filter);
 }
 
-// An entry as the datapath writes it: gen and check word.
-kpx_ct_value_v4 sealed(const kpx_ct_key_v4& k, kpx_ct_value_v4 v) {
-  if (v.gen == KPX_CT_GEN_DEAD) v.gen = 0x6b707801u;
-  v.check = kpx_ct_check_v4(&k, &v);
-  return v;
-}
-
-kpx_ct_key_v4 ct_key(uint32_t saddr, uint32_t daddr, uint16_t sport_h, uint16_t dport_h, uint8_t dir) {
-  kpx_ct_key_v4 k{};
-  k.saddr = saddr;
-  k.daddr = daddr;
-  k.sport = htons(sport_h);
-  k.dport = htons(dport_h);
-  k.proto = IPPROTO_TCP;
-  k.dir = dir;
-  k.ifindex = 1;  // BPF_PROG_TEST_RUN's device: loopback
-  return k;
-}
-
-// Prefill flow j: 10.128.x.y:33000 -> VIP_j:80, pinned to Service j's first
-// backend, established in both directions, as the datapath leaves it.
-Status add_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
-  if (from >= to) return {};
-  const uint64_t now = dataplane::monotonic_coarse_ns();
-  std::vector<kpx_ct_key_v4> keys;
-  std::vector<kpx_ct_value_v4> vals;
-  for (uint32_t j = from; j < to; ++j) {
-    const uint32_t be = backend_be(j, 0);
-    kpx_ct_value_v4 v{};
-    v.svc_id = j + 1;
-    v.last_seen_ns = now;
-    v.created_ns = now;
-    v.nat_addr = be;
-    v.nat_port = htons(kBackendPort);
-    v.flags = KPX_CT_F_SYN | KPX_CT_F_ESTABLISHED;
-    v.nat_kind = KPX_NAT_DNAT;
-    v.gen = j + 1;
-    keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
-    vals.push_back(sealed(keys.back(), v));
-    v.nat_addr = vip_be(j);
-    v.nat_port = htons(kServicePort);
-    keys.push_back(ct_key(be, prefill_client_be(j), kBackendPort, kPrefillSport, KPX_CT_REPLY));
-    vals.push_back(sealed(keys.back(), v));
-  }
-  return update_many(m.conntrack.fd(), keys, vals);
-}
-
-Status remove_prefill(bpf::PinnedMaps& m, uint32_t from, uint32_t to) {
-  std::vector<kpx_ct_key_v4> keys;
-  for (uint32_t j = from; j < to; ++j) {
-    keys.push_back(ct_key(prefill_client_be(j), vip_be(j), kPrefillSport, kServicePort, KPX_CT_FORWARD));
-    keys.push_back(ct_key(backend_be(j, 0), prefill_client_be(j), kBackendPort, kPrefillSport, KPX_CT_REPLY));
-  }
-  KPX_TRY(delete_many(m.conntrack.fd(), keys));
-  return m.bump_ct_epoch();
-}
-
-class Counters {
- public:
-  explicit Counters(int fd) : fd_(fd), per_cpu_(static_cast<size_t>(std::max(1, libbpf_num_possible_cpus()))) {}
-  Result<uint64_t> get(kpx_counter reason) {
-    uint32_t key = reason;
-    if (bpf_map_lookup_elem(fd_, &key, per_cpu_.data()) != 0) return errno_error("read counters", errno);
-    uint64_t sum = 0;
-    for (uint64_t v : per_cpu_) sum += v;
-    return sum;
-  }
-
- private:
-  int fd_;
-  std::vector<uint64_t> per_cpu_;
-};
-
-// ---- BPF_PROG_TEST_RUN ---------------------------------------------------
-
-struct RunResult {
-  uint32_t ns;      // kernel: mean ns per run
-  uint32_t retval;  // the last run's return value
-};
-
-Result<RunResult> test_run(int prog_fd, const Frame& in, uint32_t repeat, Frame* out = nullptr) {
-  LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = in.data(), .data_size_in = static_cast<__u32>(in.size()),
-              .repeat = static_cast<int>(repeat));
-  if (out) {
-    out->assign(in.size() + 256, 0);
-    o.data_out = out->data();
-    o.data_size_out = static_cast<__u32>(out->size());
-  }
-  if (int rc = bpf_prog_test_run_opts(prog_fd, &o); rc != 0) {
-    KPX_TRY(check_interrupt());
-    return errno_error("BPF_PROG_TEST_RUN", rc);
-  }
-  KPX_TRY(check_interrupt());
-  if (out) out->resize(o.data_size_out);
-  return RunResult{o.duration, o.retval};
-}
-
-Frame tcp_frame(uint32_t saddr, uint32_t daddr, uint16_t sport, uint16_t dport, uint8_t flags) {
-  packet::FrameSpec s;
-  s.saddr_be = saddr;
-  s.daddr_be = daddr;
-  s.sport = sport;
-  s.dport = dport;
-  s.proto = IPPROTO_TCP;
-  s.tcp_flags = flags;
-  s.payload_len = 64;
-  return packet::build_frame(s);
-}
-
 // Looped run of one case: a short warm-up, then `iters` runs in one call.
 // When `expect` names a counter, it must grow by exactly `iters` (every run
 // took the intended path).
@@ -469,15 +248,6 @@ struct MeasuredFlow {
   std::vector<kpx_ct_key_v4> entries;  // to delete at the end of the phase
   std::vector<std::pair<uint32_t, uint8_t>> filter_bits;  // the mirrors' (slot, bit)
 };
-
-Status expect_counter_delta(Counters& c, kpx_counter r, uint64_t before, uint64_t delta, const std::string& what) {
-  auto now = c.get(r);
-  if (!now) return now.error();
-  if (*now - before != delta)
-    return system_error(what + ": counter " + std::to_string(r) + " grew by " + std::to_string(*now - before) +
-                        ", expected " + std::to_string(delta));
-  return {};
-}
 
 // Create the flow to Service `svc` with one real kpx_from_pod run, add the
 // mirror entries (see the top of the file) and check that a looped run
@@ -607,22 +377,16 @@ Result<NewFlowRound> measure_new_flows(const bpf::LxcObject& obj, int floor_fd, 
 
   // Remove the flows made (also after a failure), then check the counters.
   std::vector<kpx_ct_key_v4> made;
-  for (uint32_t k = 0; k < k_frames; ++k) {
-    const uint16_t sport = static_cast<uint16_t>(kNewFlowSportBase + k);
-    const kpx_ct_key_v4 fk = ct_key(client, vip, sport, kServicePort, KPX_CT_FORWARD);
-    if (auto v = m.conntrack.lookup(fk)) {
-      made.push_back(fk);
-      made.push_back(ct_key(v->nat_addr, client, ntohs(v->nat_port), sport, KPX_CT_REPLY));
-    }
-  }
-  for (const auto& key : made) m.conntrack.erase(key);
-  (void)m.bump_ct_epoch();  // the ABI's rule: no cached copy of a deleted entry
+  for (uint32_t k = 0; k < k_frames; ++k)
+    made.push_back(
+        ct_key(client, vip, static_cast<uint16_t>(kNewFlowSportBase + k), kServicePort, KPX_CT_FORWARD));
+  const size_t entries = erase_flows(m, made);
   if (!failed) return failed.error();
   KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_NEW, *new_before, k_frames, "new_flow"));
   KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_ESTABLISHED, *est_before, 0, "new_flow"));
-  if (made.size() != 2 * static_cast<size_t>(k_frames))
-    return system_error("new_flow: " + std::to_string(made.size() / 2) + " of " + std::to_string(k_frames) +
-                        " flows were in conntrack");
+  if (entries != 2 * static_cast<size_t>(k_frames))
+    return system_error("new_flow: " + std::to_string(entries) + " of " + std::to_string(2 * k_frames) +
+                        " conntrack entries of the new flows were there");
   return out;
 }
 
@@ -659,38 +423,17 @@ Result<NewFlowRound> measure_mix(const bpf::LxcObject& obj, int floor_fd, bpf::P
     }
   }
   std::vector<kpx_ct_key_v4> made;
-  for (uint32_t k = 0; k < flows; ++k) {
-    const kpx_ct_key_v4 fk = ct_key(client, vip, port(k), kServicePort, KPX_CT_FORWARD);
-    if (auto v = m.conntrack.lookup(fk)) {
-      made.push_back(fk);
-      made.push_back(dataplane::reply_key_of(fk, *v));
-    }
-  }
-  m.conntrack.erase_many(made);
-  (void)m.bump_ct_epoch();
+  for (uint32_t k = 0; k < flows; ++k) made.push_back(ct_key(client, vip, port(k), kServicePort, KPX_CT_FORWARD));
+  const size_t entries = erase_flows(m, made);
   if (!failed) return failed.error();
   KPX_TRY(expect_counter_delta(ctrs, KPX_CTR_DNAT_ESTABLISHED, *est_before, flows, "mix"));
-  if (made.size() != 2 * static_cast<size_t>(flows))
-    return system_error("mix: " + std::to_string(made.size() / 2) + " of " + std::to_string(flows) +
-                        " flows were in conntrack");
+  if (entries != 2 * static_cast<size_t>(flows))
+    return system_error("mix: " + std::to_string(entries) + " of " + std::to_string(2 * flows) +
+                        " conntrack entries of the flows were there");
   return out;
 }
 
 // ---- statistics and output --------------------------------------------------
-
-template <typename T>
-double median(std::vector<T> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? static_cast<double>(v[n / 2]) : (static_cast<double>(v[n / 2 - 1]) + static_cast<double>(v[n / 2])) / 2;
-}
-
-std::string fmt(double v, int prec = 1) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.*f", prec, v);
-  return buf;
-}
 
 struct Results {
   std::vector<uint32_t> counts;
@@ -699,6 +442,7 @@ struct Results {
   // case -> count -> per-round values
   std::map<std::string, std::map<uint32_t, std::vector<double>>> cases;
   std::map<uint32_t, uint32_t> prefill_flows;
+  UplinkResults uplink;
 };
 
 struct Target {
@@ -864,105 +608,150 @@ nlohmann::json to_json(const DatapathOptions& o, uint32_t iters, const Results& 
 
 // ---- the run ----------------------------------------------------------------
 
-Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream& err) {
-  BenchPinDir pin;
-  KPX_TRY(pin.create());
-  auto obj = bpf::LxcObject::load(pin.path());
+// The pod-side cases: kpx_lxc's programs on maps of their own (pin dir
+// kpx-bench-<pid>), the Services and the conntrack prefill grown and shrunk
+// between counts.
+class PodBench {
+ public:
+  static Result<std::unique_ptr<PodBench>> create(const DatapathOptions& o, Results& res);
+  // One round's cases at n Services.
+  Status measure(const DatapathOptions& o, uint32_t iters, uint32_t n, bool first_round, Results& res);
+
+ private:
+  PodBench() = default;
+  BenchPinDir pin_;
+  std::optional<bpf::LxcObject> obj_;
+  std::optional<bpf::PinnedMaps> maps_;
+  std::unique_ptr<kpx_floor, FloorDeleter> floor_;
+  int floor_fd_ = -1, ref_fd_ = -1, ref_map_fd_ = -1;
+  std::optional<Counters> ctrs_;
+  dataplane::Filter filter_;
+  uint32_t cur_services_ = 0, cur_prefill_ = 0;
+};
+
+Result<std::unique_ptr<PodBench>> PodBench::create(const DatapathOptions& o, Results& res) {
+  std::unique_ptr<PodBench> b(new PodBench());
+  KPX_TRY(b->pin_.create());
+  auto obj = bpf::LxcObject::load(b->pin_.path());
   if (!obj) return obj.error();
-  auto maps = bpf::PinnedMaps::open(pin.path());
+  b->obj_.emplace(std::move(*obj));
+  auto maps = bpf::PinnedMaps::open(b->pin_.path());
   if (!maps) return maps.error();
+  b->maps_.emplace(std::move(*maps));
+  bpf::PinnedMaps& m = *b->maps_;
   {
     // Every new flow comes from one interface here: the per-interface
     // admission budget (which the bpf and e2e tests check) must not turn
     // the new-flow and mix cases into drops after a few rounds.
-    kpx_config c = maps->read_config();
+    kpx_config c = m.read_config();
     c.ct_new_per_sec = 100000000;
     c.ct_new_burst = 100000000;
-    KPX_TRY(maps->config.update(0, c));
+    KPX_TRY(m.config.update(0, c));
   }
   // The baselines; the reference's table has conntrack's size.
-  std::unique_ptr<kpx_floor, FloorDeleter> floor(kpx_floor__open());
-  if (!floor) return errno_error("open kpx_floor", errno);
-  if (int rc = bpf_map__set_max_entries(floor->maps.kpx_ref_ct, maps->ct_max_entries); rc != 0)
+  b->floor_.reset(kpx_floor__open());
+  if (!b->floor_) return errno_error("open kpx_floor", errno);
+  if (int rc = bpf_map__set_max_entries(b->floor_->maps.kpx_ref_ct, m.ct_max_entries); rc != 0)
     return errno_error("size kpx_ref_ct", -rc);
-  if (int rc = kpx_floor__load(floor.get()); rc != 0) return errno_error("load kpx_floor", -rc);
-  const int floor_fd = bpf_program__fd(floor->progs.kpx_floor);
-  const int ref_fd = bpf_program__fd(floor->progs.kpx_ref_ct_insert);
-  const int ref_map_fd = bpf_map__fd(floor->maps.kpx_ref_ct);
-  Counters ctrs(maps->counters.get());
-  dataplane::Filter filter;
+  if (int rc = kpx_floor__load(b->floor_.get()); rc != 0) return errno_error("load kpx_floor", -rc);
+  b->floor_fd_ = bpf_program__fd(b->floor_->progs.kpx_floor);
+  b->ref_fd_ = bpf_program__fd(b->floor_->progs.kpx_ref_ct_insert);
+  b->ref_map_fd_ = bpf_map__fd(b->floor_->maps.kpx_ref_ct);
+  b->ctrs_.emplace(m.counters.get());
 
   // Conntrack room: the prefill, the measured flow's 4 entries, the new
   // flows' 2K and the mix's flows.
   const uint64_t need = 2ULL * o.new_flow_frames + 2ULL * o.mix_flows + 16;
-  if (need >= maps->ct_max_entries) return invalid_argument("--new-flow-frames and --mix-flows do not fit conntrack");
-  const uint32_t ct_room = static_cast<uint32_t>((maps->ct_max_entries - need) / 2);
+  if (need >= m.ct_max_entries) return invalid_argument("--new-flow-frames and --mix-flows do not fit conntrack");
+  const uint32_t ct_room = static_cast<uint32_t>((m.ct_max_entries - need) / 2);
   for (uint32_t n : res.counts) res.prefill_flows[n] = std::min(n, ct_room);
+  return b;
+}
 
-  uint32_t cur_services = 0, cur_prefill = 0;
+Status PodBench::measure(const DatapathOptions& o, uint32_t iters, uint32_t n, bool first_round, Results& res) {
+  bpf::PinnedMaps& m = *maps_;
+  const bpf::LxcObject& obj = *obj_;
+  Counters& ctrs = *ctrs_;
+  const uint32_t pf = res.prefill_flows[n];
+  if (pf < cur_prefill_) KPX_TRY(remove_prefill(m, pf, cur_prefill_));
+  if (n < cur_services_) KPX_TRY(remove_services(m, filter_, n, cur_services_));
+  if (n > cur_services_) KPX_TRY(add_services(m, filter_, cur_services_, n));
+  cur_services_ = n;
+  if (pf > cur_prefill_) KPX_TRY(add_prefill(m, cur_prefill_, pf));
+  cur_prefill_ = pf;
+  KPX_TRY(check_interrupt());
+  if (first_round) {  // the prefill claimed in the output is really there
+    const size_t have = m.conntrack.keys().size();
+    if (have != 2 * static_cast<size_t>(pf))
+      return system_error("conntrack holds " + std::to_string(have) + " entries, expected " + std::to_string(2 * pf));
+  }
+
+  const uint32_t svc = n / 2;  // a programmed Service, mid-table
+  auto fl = setup_flow(obj, m, filter_, ctrs, svc);
+  if (!fl) return fl.error();
+
+  auto f = measure_loop(floor_fd_, fl->forward, iters, nullptr, KPX_CTR_PASS, "floor");
+  if (!f) return f.error();
+  res.floor.push_back(*f);
+
+  auto est = measure_loop(obj.from_pod_fd(), fl->forward, iters, &ctrs, KPX_CTR_DNAT_ESTABLISHED, "established");
+  if (!est) return est.error();
+  res.cases["established"][n].push_back(*est);
+
+  auto nf = measure_new_flows(obj, floor_fd_, ref_fd_, ref_map_fd_, m, ctrs, svc, o.new_flow_frames);
+  if (!nf) return nf.error();
+  res.cases["new_flow"][n].push_back(median(nf->kpx_ns));
+  res.cases["ref_inserts"][n].push_back(median(nf->ref_ns));
+  res.floor_single.push_back(median(nf->floor_ns));
+
+  auto rep = measure_loop(obj.to_pod_fd(), fl->reply, iters, &ctrs, KPX_CTR_REVNAT, "reply");
+  if (!rep) return rep.error();
+  res.cases["reply"][n].push_back(*rep);
+
+  auto pass = measure_loop(obj.from_pod_fd(), fl->pass, iters, &ctrs, KPX_CTR_PASS, "pass");
+  if (!pass) return pass.error();
+  res.cases["pass"][n].push_back(*pass);
+
+  auto pass_in = measure_loop(obj.to_pod_fd(), fl->pass_to_pod, iters, &ctrs, KPX_CTR_PASS, "pass_to_pod");
+  if (!pass_in) return pass_in.error();
+  res.cases["pass_to_pod"][n].push_back(*pass_in);
+
+  auto miss = measure_loop(obj.to_pod_fd(), fl->reply_miss, iters, &ctrs, KPX_CTR_PASS, "reply_miss");
+  if (!miss) return miss.error();
+  res.cases["reply_miss"][n].push_back(*miss);
+
+  auto mix = measure_mix(obj, floor_fd_, m, ctrs, svc, o.mix_flows);
+  if (!mix) return mix.error();
+  res.cases["mix"][n].push_back(median(mix->kpx_ns));
+  res.floor_single.push_back(median(mix->floor_ns));
+
+  for (const auto& k : fl->entries) m.conntrack.erase(k);
+  for (auto [slot, bit] : fl->filter_bits) filter_.remove(slot, bit);
+  KPX_TRY(filter_.flush(m.filter));
+  (void)m.bump_ct_epoch();
+  return {};
+}
+
+// Round by round, count by count: the pod cases, then the uplink cases.
+Status run(const DatapathOptions& o, uint32_t iters, Results& res, std::ostream& err) {
+  std::unique_ptr<PodBench> pod;
+  std::unique_ptr<UplinkBench> uplink;
+  if (o.pod) {
+    auto p = PodBench::create(o, res);
+    if (!p) return p.error();
+    pod = std::move(*p);
+  }
+  if (o.uplink) {
+    auto u = UplinkBench::create(o.uplink_frames);
+    if (!u) return u.error();
+    uplink = std::move(*u);
+  }
   for (int round = 0; round < o.repeats; ++round) {
     err << "round " << round + 1 << "/" << o.repeats << ":";
     for (uint32_t n : res.counts) {
       err << " " << n << std::flush;
-      const uint32_t pf = res.prefill_flows[n];
-      if (pf < cur_prefill) KPX_TRY(remove_prefill(*maps, pf, cur_prefill));
-      if (n < cur_services) KPX_TRY(remove_services(*maps, filter, n, cur_services));
-      if (n > cur_services) KPX_TRY(add_services(*maps, filter, cur_services, n));
-      cur_services = n;
-      if (pf > cur_prefill) KPX_TRY(add_prefill(*maps, cur_prefill, pf));
-      cur_prefill = pf;
-      KPX_TRY(check_interrupt());
-      if (round == 0) {  // the prefill claimed in the output is really there
-        const size_t have = maps->conntrack.keys().size();
-        if (have != 2 * static_cast<size_t>(pf))
-          return system_error("conntrack holds " + std::to_string(have) + " entries, expected " +
-                              std::to_string(2 * pf));
-      }
-
-      const uint32_t svc = n / 2;  // a programmed Service, mid-table
-      auto fl = setup_flow(*obj, *maps, filter, ctrs, svc);
-      if (!fl) return fl.error();
-
-      auto f = measure_loop(floor_fd, fl->forward, iters, nullptr, KPX_CTR_PASS, "floor");
-      if (!f) return f.error();
-      res.floor.push_back(*f);
-
-      auto est = measure_loop(obj->from_pod_fd(), fl->forward, iters, &ctrs, KPX_CTR_DNAT_ESTABLISHED,
-                              "established");
-      if (!est) return est.error();
-      res.cases["established"][n].push_back(*est);
-
-      auto nf = measure_new_flows(*obj, floor_fd, ref_fd, ref_map_fd, *maps, ctrs, svc, o.new_flow_frames);
-      if (!nf) return nf.error();
-      res.cases["new_flow"][n].push_back(median(nf->kpx_ns));
-      res.cases["ref_inserts"][n].push_back(median(nf->ref_ns));
-      res.floor_single.push_back(median(nf->floor_ns));
-
-      auto rep = measure_loop(obj->to_pod_fd(), fl->reply, iters, &ctrs, KPX_CTR_REVNAT, "reply");
-      if (!rep) return rep.error();
-      res.cases["reply"][n].push_back(*rep);
-
-      auto pass = measure_loop(obj->from_pod_fd(), fl->pass, iters, &ctrs, KPX_CTR_PASS, "pass");
-      if (!pass) return pass.error();
-      res.cases["pass"][n].push_back(*pass);
-
-      auto pass_in = measure_loop(obj->to_pod_fd(), fl->pass_to_pod, iters, &ctrs, KPX_CTR_PASS, "pass_to_pod");
-      if (!pass_in) return pass_in.error();
-      res.cases["pass_to_pod"][n].push_back(*pass_in);
-
-      auto miss = measure_loop(obj->to_pod_fd(), fl->reply_miss, iters, &ctrs, KPX_CTR_PASS, "reply_miss");
-      if (!miss) return miss.error();
-      res.cases["reply_miss"][n].push_back(*miss);
-
-      auto mix = measure_mix(*obj, floor_fd, *maps, ctrs, svc, o.mix_flows);
-      if (!mix) return mix.error();
-      res.cases["mix"][n].push_back(median(mix->kpx_ns));
-      res.floor_single.push_back(median(mix->floor_ns));
-
-      for (const auto& k : fl->entries) maps->conntrack.erase(k);
-      for (auto [slot, bit] : fl->filter_bits) filter.remove(slot, bit);
-      KPX_TRY(filter.flush(maps->filter));
-      (void)maps->bump_ct_epoch();
+      if (pod) KPX_TRY(pod->measure(o, iters, n, round == 0, res));
+      if (uplink) KPX_TRY(uplink->measure(n, res.uplink));
     }
     err << "\n";
   }
@@ -981,14 +770,19 @@ int run_datapath(const DatapathOptions& opts, std::ostream& out, std::ostream& e
     err << "kpx-bench: no Service counts\n";
     return 2;
   }
+  // The uplink's maps hold its two NodePorts beside the Services.
+  const uint32_t max_services = o.uplink ? KPX_MAX_SERVICES - 2 : KPX_MAX_SERVICES;
   for (uint32_t n : res.counts) {
-    if (n < 1 || n > KPX_MAX_SERVICES) {
-      err << "kpx-bench: Service count " << n << " out of range 1.." << KPX_MAX_SERVICES << "\n";
+    if (n < 1 || n > max_services) {
+      err << "kpx-bench: Service count " << n << " out of range 1.." << max_services << "\n";
       return 2;
     }
   }
+  if (!o.pod && !o.uplink) {
+    err << "kpx-bench: no cases to run\n";
+    return 2;
+  }
 
-  g_interrupted = 0;
   Status st;
   {
     SignalGuard sig;
@@ -996,13 +790,22 @@ int run_datapath(const DatapathOptions& opts, std::ostream& out, std::ostream& e
   }
   if (!st) {
     err << "\nkpx-bench: " << st.error().message << "\n";
-    return g_interrupted ? 130 : 1;
+    return interrupted() ? 130 : 1;
   }
-  const Summary s = summarize(res);
-  if (o.json)
-    out << to_json(o, iters, res, s).dump(2) << "\n";
-  else
-    print_table(o, iters, res, s, out);
+  nlohmann::json j = nlohmann::json::object();
+  if (o.pod) {
+    const Summary s = summarize(res);
+    if (o.json) j = to_json(o, iters, res, s);
+    else print_table(o, iters, res, s, out);
+  }
+  if (o.uplink) {
+    if (o.json) j["uplink"] = uplink_json(res.uplink, res.counts);
+    else print_uplink_table(res.uplink, res.counts, out);
+  }
+  if (o.json) {
+    j["repeats"] = o.repeats;
+    out << j.dump(2) << "\n";
+  }
   return 0;
 }
 

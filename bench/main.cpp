@@ -1,9 +1,10 @@
 // kpx-bench: micro-benchmarks of the kpx datapath.
-//   kpx-bench datapath [--json] [--services LIST] [--repeats N]
+//   kpx-bench datapath [--json] [--services LIST] [--repeats N] [--paths pod,uplink] [--uplink-frames N]
 //   kpx-bench sync [--json] ...
 //   kpx-bench lab [--json] [--rounds N]
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <iostream>
 
 #include "datapath.h"
@@ -19,7 +20,8 @@ int main(int argc, char** argv) {
   auto* datapath = app.add_subcommand(
       "datapath",
       "ns per packet of kpx_from_pod / kpx_to_pod under BPF_PROG_TEST_RUN, against an empty "
-      "tc program, with 1 to 50000 Services programmed (needs root and bpffs)");
+      "tc program, and of kpx_from_uplink on NodePort traffic (in a network namespace of its own), against the same "
+      "floor, with 1 to 50000 Services programmed (needs root and bpffs)");
   datapath->add_flag("--json", dp.json, "print the results as one JSON object");
   datapath
       ->add_option("--services", dp.services,
@@ -45,6 +47,19 @@ int main(int argc, char** argv) {
                    "established flows visited round-robin, one test run each (the mix case)")
       ->check(CLI::Range(1u, 30000u))
       ->capture_default_str();
+  std::vector<std::string> paths = {"pod", "uplink"};
+  datapath
+      ->add_option("--paths", paths,
+                   "comma-separated: pod (kpx_from_pod / kpx_to_pod), uplink (kpx_from_uplink on NodePort traffic, in "
+                   "a network namespace of the bench's own)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"pod", "uplink"}))
+      ->capture_default_str();
+  datapath
+      ->add_option("--uplink-frames", dp.uplink_frames,
+                   "frames (one test run each) per uplink case, round and Service count")
+      ->check(CLI::Range(1u, 10000u))
+      ->capture_default_str();
 
   kpx::bench::SyncOptions so;
   auto* sync = app.add_subcommand("sync", "control plane: compute+apply, change latency, end to end through kpx apiserver and kpx agent");
@@ -69,7 +84,11 @@ int main(int argc, char** argv) {
     // --help exits 0; a bad command line exits 2, like the kpx CLI.
     return app.exit(e) == 0 ? 0 : 2;
   }
-  if (datapath->parsed()) return kpx::bench::run_datapath(dp, std::cout, std::cerr);
+  if (datapath->parsed()) {
+    dp.pod = std::find(paths.begin(), paths.end(), "pod") != paths.end();
+    dp.uplink = std::find(paths.begin(), paths.end(), "uplink") != paths.end();
+    return kpx::bench::run_datapath(dp, std::cout, std::cerr);
+  }
   if (sync->parsed()) return kpx::bench::run_sync(so, std::cout, std::cerr);
   if (lab->parsed()) return kpx::bench::run_lab(lo, std::cout, std::cerr);
   return 2;
