@@ -4,6 +4,8 @@
  * uplink (the interface towards the other nodes and the outside).
  *   kpx_from_uplink (frames arriving from outside the node)
  *     destination certainly no frontend and no node address (filter) -> pass
+ *     a node address, a port that is certainly no NodePort and no port of
+ *     the SNAT range (filter)                               -> pass
  *     per-CPU conntrack cache hit -> translate, send on (hot path)
  *     conntrack hit      -> translate to the flow's backend, send on
  *     reply of an uplink flow (from a backend on another node) -> restore
@@ -153,6 +155,13 @@ int kpx_from_uplink(struct __sk_buff *skb)
 
 	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
 	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))
+		return pass();
+	/* To a node address and no frontend: a NodePort (its port's bit; a
+	 * backend bit there is a retained one of a removed NodePort's flows)
+	 * or a reply of an uplink flow (a port of the SNAT range). The node's
+	 * own traffic (ssh, the kubelet, ...) passes before conntrack. */
+	if (!(filt & KPX_FILT_FRONTEND) && !uplink_reply_port(p.dport) &&
+	    !(filter_bits(kpx_filter_slot_backend_v4(0, p.dport, p.proto)) & (KPX_FILT_NODE_PORT | KPX_FILT_BACKEND)))
 		return pass();
 
 	ct_key_from_pkt(&key, &p, KPX_CT_FORWARD, ifindex);

@@ -232,7 +232,9 @@ struct kpx_ct_budget {
  * Classification filter: KPX_FILTER_SLOTS slots of 8 bits, packed 8 to a
  * __u64 word of the kpx_filter ARRAY. A slot is chosen by hashing an
  * address (kpx_filter_slot_addr: the frontend and node-address bits) or a
- * backend (kpx_filter_slot_backend: the backend bit). Userspace sets the
+ * backend (kpx_filter_slot_backend: the backend bit; with address 0 and a
+ * NodePort's port, KPX_FILT_NODE_PORT: kpx_from_uplink's port filter for
+ * frames to node addresses). Userspace sets the
  * bits of every frontend, node address and backend, and keeps them while
  * conntrack holds flows through them. A clear bit means "certainly not":
  * the datapath passes such traffic without touching conntrack; a set bit

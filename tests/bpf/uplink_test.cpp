@@ -768,5 +768,44 @@ TEST_F(Uplink, MasqueradeAllSourceNatsAPodsServiceFlowsToTheNodeForRemoteAndLoca
   EXPECT_EQ(counter(KPX_CTR_SNAT_SERVICE_NEW), 3u);
 }
 
+// The node's own traffic on the uplink (a port that is no NodePort and no
+// port of the SNAT range) passes before conntrack; a NodePort's established
+// flow keeps its translation after the Service goes (its port's filter bit
+// is kept while the flow lives, as kube-proxy's conntrack keeps it).
+TEST_F(Uplink, TheNodesOwnTrafficPassesAndANodePortFlowOutlivesItsService) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  for (uint16_t port : {22, 10250, 30081}) {
+    const Frame f = tcp(kClient, 41000, kNode, port, kSyn);
+    auto r = from_uplink(f);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK)) << port;
+    EXPECT_EQ(r.out, f) << port;
+  }
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), 0u);
+  auto r = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kSyn));
+  ASSERT_EQ(r.retval, kRedirect);
+  const uint16_t sport = parsed(r).sport;
+
+  auto dp = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(dp.ok()) << dp.error().message;
+  const dataplane::FrontendKey key{net::IpAddr::from_v4(0), kNodePort, Proto::kTcp, dataplane::Scope::kNodePort};
+  auto gone = dp->remove(key);
+  ASSERT_TRUE(gone.ok() && *gone);
+  auto a = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kAck));
+  ASSERT_EQ(a.retval, kRedirect) << "the established flow still reaches conntrack";
+  EXPECT_EQ(addr_str(parsed(a).daddr_be), kRemoteBe);
+  EXPECT_EQ(parsed(a).sport, sport);
+  // A new flow to it has no Service any more: passes.
+  const Frame syn = tcp(kClient, 41001, kNode, kNodePort, kSyn);
+  auto n = from_uplink(syn);
+  EXPECT_EQ(n.retval, static_cast<uint32_t>(TC_ACT_OK));
+  EXPECT_EQ(n.out, syn);
+  // A restarted agent finds the flow and keeps the bit too.
+  auto again = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(again.ok());
+  auto b = from_uplink(tcp(kClient, 41000, kNode, kNodePort, kAck));
+  ASSERT_EQ(b.retval, kRedirect);
+  EXPECT_EQ(addr_str(parsed(b).daddr_be), kRemoteBe);
+}
+
 }  // namespace
 }  // namespace kpx::bpftest

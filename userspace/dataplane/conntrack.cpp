@@ -107,6 +107,9 @@ void add_refs(FlowRefs& refs, const kpx_ct_key_v4& fk, const kpx_ct_value_v4& fv
   if ((fv.flags & KPX_CT_F_UPLINK) && fv.svc_id == 0) return;
   refs.frontend_slots.insert(kpx_filter_slot_addr_v4(fk.daddr));
   refs.backend_slots.insert(kpx_filter_slot_backend_v4(fv.nat_addr, fv.nat_port, fk.proto));
+  // An uplink flow to a NodePort: its port's slot (kpx_from_uplink's
+  // port filter), kept as a backend's.
+  if (fv.flags & KPX_CT_F_UPLINK) refs.backend_slots.insert(kpx_filter_slot_backend_v4(0, fk.dport, fk.proto));
 }
 
 }  // namespace

@@ -117,6 +117,14 @@ uint32_t backend_slot(const net::BackendAddr& b, net::Proto proto) {
   return kpx_filter_slot_backend_v4(b.addr_be, htons(b.port), static_cast<uint8_t>(proto));
 }
 
+// A NodePort's port (address 0 in the backend slot hash): kpx_from_uplink
+// passes a frame to a node address whose port has no bit (and is no port
+// of the SNAT range) before any conntrack lookup.
+bool is_node_port(const FrontendKey& key) { return key.scope == Scope::kNodePort; }
+uint32_t node_port_slot(const FrontendKey& key) {
+  return kpx_filter_slot_backend_v4(0, htons(key.port), static_cast<uint8_t>(key.proto));
+}
+
 Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity) {
   Dataplane dp(maps);
   dp.slots_ = SlotAllocator(std::min<uint32_t>(slot_capacity, KPX_MAX_SERVICE_SLOTS));
@@ -172,6 +180,7 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
       st.whole = whole;
     }
     dp.filter_.add(frontend_slot(k.addr), scope_bit(key.scope));
+    if (is_node_port(key)) dp.filter_.add(node_port_slot(key), KPX_FILT_NODE_PORT);
     svc_ids.insert(v.svc_id);
     dp.services_[key] = std::move(st);
   });
@@ -486,7 +495,10 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
   //    reach them.
   for (Write& wr : writes) {
     if (wr.failed) continue;
-    if (!wr.old) filter_.add(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
+    if (!wr.old) {
+      filter_.add(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
+      if (is_node_port(wr.key)) filter_.add(node_port_slot(wr.key), KPX_FILT_NODE_PORT);
+    }
     for (const auto& b : wr.backends) filter_.add(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.fe.flags));
     wr.bits_added = true;
   }
@@ -534,7 +546,10 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
         for (const auto& b : wr.backends)
           filter_.remove(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.fe.flags));
       if (!wr.old) {
-        if (wr.bits_added) filter_.remove(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
+        if (wr.bits_added) {
+          filter_.remove(frontend_slot(wr.svc.addr_be), scope_bit(wr.key.scope));
+          if (is_node_port(wr.key)) filter_.remove(node_port_slot(wr.key), KPX_FILT_NODE_PORT);
+        }
         free_service_ids_.push_back(wr.next.svc_id);
       }
       continue;
@@ -578,6 +593,12 @@ void Dataplane::erase_services(const std::vector<FrontendKey>& gone, Lost& lost)
     slots_.release(st.slot_base, static_cast<uint32_t>(st.backends.size()));
     filter_.remove(frontend_slot(addr), scope_bit(key.scope));
     retain(true, frontend_slot(addr), scope_bit(key.scope));
+    if (is_node_port(key)) {
+      // Its flows' frames keep reaching conntrack (flow_refs names the
+      // slot, as a backend's: the datapath takes either bit).
+      filter_.remove(node_port_slot(key), KPX_FILT_NODE_PORT);
+      retain(false, node_port_slot(key), KPX_FILT_BACKEND);
+    }
     for (const auto& b : st.backends) {
       release_backend(b);
       filter_.remove(backend_slot(b, key.proto), backend_bits(key, st.fe.flags));

@@ -50,7 +50,7 @@ namespace kpx::dataplane {
 // clear without a conntrack lookup).
 struct FlowRefs {
   std::set<uint32_t> frontend_slots;  // kpx_filter_slot_addr_v4(FORWARD daddr)
-  std::set<uint32_t> backend_slots;   // kpx_filter_slot_backend_v4(backend, proto)
+  std::set<uint32_t> backend_slots;   // kpx_filter_slot_backend_v4(backend, proto), and (0, NodePort, proto)
 };
 
 // Free-list allocator of kpx_svc_be slot ranges: best fit (the shortest
