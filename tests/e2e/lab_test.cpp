@@ -45,13 +45,15 @@ class LabTest : public ::testing::Test {
     name_ = "e" + std::to_string(getpid()) + "x" + std::to_string(seq++);
     root_before_ = root_namespace_state();
     std::string out;
-    int rc = kpx("lab up --name " + name_, &out);
+    int rc = kpx("lab up --name " + name_ + up_args(), &out);
     ASSERT_EQ(rc, 0) << out;
     std::ifstream f("/run/kpx-lab/" + name_ + "/state.json");
     json st = json::parse(f);
     api_ = "http://127.0.0.1:" + std::to_string(st["apiPort"].get<int>());
     daemon_pid_ = st["daemonPid"].get<int>();
   }
+
+  virtual std::string up_args() const { return ""; }
 
   void TearDown() override {
     if (HasFailure())  // the lab's own logs say what went wrong
@@ -341,6 +343,34 @@ TEST_F(LabTest, AClusterIpReachedFromOutsideThroughANodeIsMasqueradedToThatNode)
     EXPECT_TRUE(r.ok) << r.line;
     if (r.pod != "echo-2-2") {
       EXPECT_EQ(r.client_ip(), pod_ip("echo-2-2")) << r.line;
+    }
+  }
+}
+
+// A lab whose agents run with kube-proxy's --masquerade-all.
+class LabMasqueradeAllTest : public LabTest {
+ protected:
+  std::string up_args() const override { return " --agent-arg=--masquerade-all"; }
+};
+
+// --masquerade-all: every pod's flow to a Service is source-NATed to its
+// node (a local backend and one across the fabric alike), and answered from
+// the ClusterIP; a pod reaching itself still sees the hairpin address.
+TEST_F(LabMasqueradeAllTest, PodsServiceFlowsAreMasqueradedToTheirNode) {
+  const std::string vip = cluster_ip("echo");
+  for (const auto& [pod, node_ip] : {std::pair{"echo-1-1", "10.0.0.11"}, std::pair{"echo-2-1", "10.0.0.12"}}) {
+    for (const char* proto : {"tcp", "udp"}) {
+      const std::string target = vip + ":80/" + proto;
+      EXPECT_EQ(answering(pod, target, 6).size(), 6u) << pod << " " << target;
+      std::set<std::string> nodes;
+      for (const auto& r : probe(pod, target, 16)) {
+        EXPECT_TRUE(r.ok) << pod << " " << target << ": " << r.line;
+        EXPECT_EQ(r.from, vip + ":80") << r.line;
+        const std::string hairpin = std::string(pod) == "echo-1-1" ? "10.244.1.1" : "10.244.2.1";
+        EXPECT_EQ(r.client_ip(), r.pod == pod ? hairpin : node_ip) << pod << ": " << r.line;
+        nodes.insert(r.pod.substr(0, 6));
+      }
+      EXPECT_EQ(nodes.size(), 2u) << pod << " " << target;
     }
   }
 }

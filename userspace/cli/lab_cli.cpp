@@ -39,6 +39,8 @@ void add_lab_commands(CLI::App& lab_cmd, std::ostream& out, std::ostream& err, i
   up->add_option("--nodes", a->spec.nodes, "nodes")->capture_default_str();
   up->add_option("--pods-per-node", a->spec.pods_per_node, "echo pods per node (Service 'echo')")->capture_default_str();
   up->add_option("--api-port", a->api_port, "API server port on 127.0.0.1 (0: any free one)")->capture_default_str();
+  up->add_option("--agent-arg", a->spec.agent_args,
+                 "a flag for every node's kpx agent, after the lab's own (repeatable; e.g. --agent-arg=--masquerade-all)");
   up->callback([=, &out] { done(lab::lab_up(a->spec, a->api_port, out)); });
 
   auto* down = lab_cmd.add_subcommand("down", "remove a lab and everything it made (also after a crash)");
@@ -72,12 +74,14 @@ void add_lab_commands(CLI::App& lab_cmd, std::ostream& out, std::ostream& err, i
   daemon->add_option("--nodes", a->spec.nodes);
   daemon->add_option("--pods-per-node", a->spec.pods_per_node);
   daemon->add_option("--api-port", a->api_port);
+  daemon->add_option("--agent-arg", a->spec.agent_args);
   daemon->callback([=] {
     lab::DaemonOptions o;
     o.name = a->spec.name;
     o.nodes = a->spec.nodes;
     o.pods_per_node = a->spec.pods_per_node;
     o.api_port = a->api_port;
+    o.agent_args = a->spec.agent_args;
     o.kpx_binary = lab::self_executable();
     done(lab::run_daemon(o));
   });

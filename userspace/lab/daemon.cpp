@@ -43,8 +43,9 @@ Result<int> listen_in_netns(const std::string& netns, const std::string& addr, i
 // One `kpx agent` per node, restarted if it exits (as a DaemonSet would).
 class Agents {
  public:
-  Agents(const LabPlan& plan, const std::string& kpx, const std::string& cgroup_root)
-      : plan_(plan), kpx_(kpx), cgroup_root_(cgroup_root) {}
+  Agents(const LabPlan& plan, const std::string& kpx, const std::string& cgroup_root,
+         std::vector<std::string> extra_args)
+      : plan_(plan), kpx_(kpx), cgroup_root_(cgroup_root), extra_args_(std::move(extra_args)) {}
   ~Agents() { stop(); }
 
   Status start_all() {
@@ -94,6 +95,7 @@ class Agents {
                "127.0.0.1:10256",
                "--metrics-bind-address",
                "127.0.0.1:10249"};
+    so.argv.insert(so.argv.end(), extra_args_.begin(), extra_args_.end());
     so.netns = n.netns;
     so.cgroup = *cg;
     so.log_file = plan_.state_dir() + "/agent-" + n.name + ".log";
@@ -136,6 +138,7 @@ class Agents {
 
   const LabPlan& plan_;
   std::string kpx_, cgroup_root_;
+  std::vector<std::string> extra_args_;  // after the lab's own flags
   std::mutex mu_;
   std::map<std::string, pid_t> pids_;
   std::atomic<bool> stopping_{false};
@@ -215,7 +218,7 @@ Status run_daemon(const DaemonOptions& o) {
 
   auto root = cgroup2_root();
   if (!root) return root.error();
-  Agents agents(plan, o.kpx_binary, *root);
+  Agents agents(plan, o.kpx_binary, *root, o.agent_args);
   KPX_TRY(agents.start_all());
   KPX_TRY(create_all(**client, default_workload(plan, o.pods_per_node)));
 

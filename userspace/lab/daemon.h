@@ -7,6 +7,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "status/status.h"
 
@@ -18,6 +19,7 @@ struct DaemonOptions {
   int pods_per_node = 3;
   int api_port = 0;        // 0: any free port
   std::string kpx_binary;  // the agents' and echo servers' executable
+  std::vector<std::string> agent_args;  // appended to every agent's flags
 };
 
 // Runs until SIGTERM/SIGINT; then stops the agents and every pod.

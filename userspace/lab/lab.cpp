@@ -233,6 +233,7 @@ Status lab_up(const LabSpec& spec, int api_port, std::ostream& out) {
   SpawnOptions so;
   so.argv = {self_executable(), "lab", "daemon", "--name", spec.name, "--nodes", std::to_string(spec.nodes),
              "--pods-per-node", std::to_string(spec.pods_per_node), "--api-port", std::to_string(api_port)};
+  for (const auto& a : spec.agent_args) so.argv.push_back("--agent-arg=" + a);
   so.cgroup = *cg;
   so.log_file = plan.state_dir() + "/daemon.log";
   so.new_session = true;

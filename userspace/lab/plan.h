@@ -44,6 +44,9 @@ struct LabSpec {
   std::string name = "lab";
   int nodes = 2;
   int pods_per_node = 3;
+  // Extra flags for every node's kpx agent (`kpx lab up --agent-arg`),
+  // after the lab's own: e.g. --masquerade-all.
+  std::vector<std::string> agent_args;
 };
 // Names: 1–12 of [a-z0-9], starting with a letter (they end up in
 // namespace, pin dir and cgroup names).
