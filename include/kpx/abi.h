@@ -301,6 +301,7 @@ enum kpx_counter {
 	KPX_CTR_DROP_SOURCE_RANGE,  /* a load balancer IP's source ranges exclude the client */
 	KPX_CTR_SNAT_EGRESS_NEW,    /* a pod's new flow out of the cluster, source-NATed to the node */
 	KPX_CTR_SNAT_SERVICE_NEW,   /* a new flow to a Service masqueraded to the node (kube-proxy's rules) */
+	KPX_CTR_SOCK_LB,            /* a socket's connect/sendmsg to a frontend sent to a backend (issue 11) */
 	KPX_CTR_MAX,
 };
 
@@ -325,6 +326,8 @@ enum kpx_config_flags {
 	 * detection, nothing masqueraded but with MASQ_ALL. */
 	KPX_CFG_F_LOCAL_CIDR = 1 << 2,
 	KPX_CFG_F_LOCAL_IF = 1 << 3,
+	/* issue 11: --socket-lb=all: the socket hooks serve pods too. */
+	KPX_CFG_F_SOCK_LB_ALL = 1 << 4,
 };
 
 /* kpx_nomasq_v4: LPM trie of the destinations pods reach with their own
@@ -372,7 +375,12 @@ struct kpx_config {
 	__u8 local_prefix_v6;        /* issue 16 */
 	__u16 reserved16c;
 	__u8 local_cidr_v6[16];      /* issue 16 */
-	__u32 reserved[24];
+	/* issue 11: socket-level load balancing (kpx_sock.bpf.c) acts on the
+	 * sockets of this network namespace (bpf_get_netns_cookie; 0: none),
+	 * or of every one with KPX_CFG_F_SOCK_LB_ALL. Two halves: no padding. */
+	__u32 sock_netns_cookie_lo;
+	__u32 sock_netns_cookie_hi;
+	__u32 reserved[22];
 };
 
 /* skb->mark of an uplink flow's frames while its REPLY entry waits for the

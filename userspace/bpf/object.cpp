@@ -2,12 +2,17 @@
 
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
 
 #include <utility>
 
 #include "bpf/pinned_maps.h"
 #include "kpx_lxc.skel.h"
+#include "kpx_sock.skel.h"
 #include "kpx_uplink.skel.h"
 
 namespace kpx::bpf {
@@ -108,5 +113,99 @@ int UplinkObject::from_uplink_fd() const { return bpf_program__fd(skel_->progs.k
 
 int LxcObject::from_pod_fd() const { return bpf_program__fd(skel_->progs.kpx_from_pod); }
 int LxcObject::to_pod_fd() const { return bpf_program__fd(skel_->progs.kpx_to_pod); }
+
+Result<SockObject> SockObject::load(const std::string& pin_dir) {
+  KPX_TRY(check_pin_dir(pin_dir));
+  KPX_TRY(check_pinned_abi(pin_dir));
+  LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
+  struct kpx_sock* skel = kpx_sock__open_opts(&opts);
+  if (!skel) return errno_error("open kpx_sock BPF object", errno);
+  if (int rc = kpx_sock__load(skel); rc != 0) {
+    kpx_sock__destroy(skel);
+    return errno_error("load kpx_sock BPF object (pin dir " + pin_dir + ")", rc);
+  }
+  return SockObject(skel);
+}
+
+SockObject::SockObject(SockObject&& o) noexcept : skel_(std::exchange(o.skel_, nullptr)) {}
+
+SockObject& SockObject::operator=(SockObject&& o) noexcept {
+  if (this != &o) {
+    if (skel_) kpx_sock__destroy(skel_);
+    skel_ = std::exchange(o.skel_, nullptr);
+  }
+  return *this;
+}
+
+SockObject::~SockObject() {
+  if (skel_) kpx_sock__destroy(skel_);
+}
+
+namespace {
+
+constexpr bpf_attach_type kSockHooks[] = {BPF_CGROUP_INET4_CONNECT,     BPF_CGROUP_UDP4_SENDMSG,
+                                          BPF_CGROUP_UDP4_RECVMSG,      BPF_CGROUP_INET4_GETPEERNAME,
+                                          BPF_CGROUP_INET6_CONNECT,     BPF_CGROUP_UDP6_SENDMSG,
+                                          BPF_CGROUP_UDP6_RECVMSG,      BPF_CGROUP_INET6_GETPEERNAME};
+
+Result<int> open_cgroup(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno_error("open cgroup " + path, errno);
+  return fd;
+}
+
+uint32_t prog_id(int fd) {
+  bpf_prog_info info{};
+  uint32_t len = sizeof(info);
+  return bpf_obj_get_info_by_fd(fd, &info, &len) == 0 ? info.id : 0;
+}
+
+}  // namespace
+
+Status SockObject::attach(const std::string& cgroup_path) {
+  auto cg = open_cgroup(cgroup_path);
+  if (!cg) return cg.error();
+  const int progs[] = {bpf_program__fd(skel_->progs.kpx_sock_connect4),     bpf_program__fd(skel_->progs.kpx_sock_sendmsg4),
+                       bpf_program__fd(skel_->progs.kpx_sock_recvmsg4),     bpf_program__fd(skel_->progs.kpx_sock_getpeername4),
+                       bpf_program__fd(skel_->progs.kpx_sock_connect6),     bpf_program__fd(skel_->progs.kpx_sock_sendmsg6),
+                       bpf_program__fd(skel_->progs.kpx_sock_recvmsg6),     bpf_program__fd(skel_->progs.kpx_sock_getpeername6)};
+  std::vector<uint32_t> mine;
+  for (size_t i = 0; i < std::size(kSockHooks); ++i) {
+    if (bpf_prog_attach(progs[i], *cg, kSockHooks[i], BPF_F_ALLOW_MULTI) != 0) {
+      const int e = errno;
+      close(*cg);
+      (void)detach_sock_hooks(cgroup_path, {});
+      return errno_error("attach the socket hooks to " + cgroup_path, e);
+    }
+    mine.push_back(prog_id(progs[i]));
+  }
+  close(*cg);
+  auto old = detach_sock_hooks(cgroup_path, mine);
+  if (!old) return old.error();
+  return {};
+}
+
+Result<int> detach_sock_hooks(const std::string& cgroup_path, const std::vector<uint32_t>& keep) {
+  auto cg = open_cgroup(cgroup_path);
+  if (!cg) return cg.error();
+  int detached = 0;
+  for (bpf_attach_type type : kSockHooks) {
+    uint32_t ids[64], count = 64, flags = 0;
+    if (bpf_prog_query(*cg, type, 0, &flags, ids, &count) != 0) continue;
+    for (uint32_t i = 0; i < count; ++i) {
+      if (std::find(keep.begin(), keep.end(), ids[i]) != keep.end()) continue;
+      int fd = bpf_prog_get_fd_by_id(ids[i]);
+      if (fd < 0) continue;
+      bpf_prog_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && std::strncmp(info.name, "kpx_sock_", 9) == 0 &&
+          bpf_prog_detach2(fd, *cg, type) == 0)
+        ++detached;
+      close(fd);
+    }
+  }
+  close(*cg);
+  return detached;
+}
 
 }  // namespace kpx::bpf

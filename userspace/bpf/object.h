@@ -5,11 +5,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "status/status.h"
 
 struct kpx_lxc;
 struct kpx_uplink;
+struct kpx_sock;
 
 namespace kpx::bpf {
 
@@ -53,5 +55,30 @@ class UplinkObject {
   explicit UplinkObject(struct kpx_uplink* s) : skel_(s) {}
   struct kpx_uplink* skel_ = nullptr;
 };
+
+// Socket-level load balancing (bpf/kpx_sock.bpf.c): the cgroup v2 socket
+// hooks, on the same pinned maps (load an LxcObject on pin_dir first).
+class SockObject {
+ public:
+  static Result<SockObject> load(const std::string& pin_dir);
+
+  SockObject(SockObject&&) noexcept;
+  SockObject& operator=(SockObject&&) noexcept;
+  ~SockObject();
+
+  // Attach every hook to the cgroup v2 directory (BPF_F_ALLOW_MULTI, so
+  // they stay after the process, as the tc programs do), then detach kpx
+  // socket hooks attached there before (a restarted agent's): no moment
+  // without them.
+  Status attach(const std::string& cgroup_path);
+
+ private:
+  explicit SockObject(struct kpx_sock* s) : skel_(s) {}
+  struct kpx_sock* skel_ = nullptr;
+};
+
+// Detach every kpx socket hook (programs named kpx_sock_*) from the cgroup;
+// the number detached. keep: program ids to leave.
+Result<int> detach_sock_hooks(const std::string& cgroup_path, const std::vector<uint32_t>& keep = {});
 
 }  // namespace kpx::bpf

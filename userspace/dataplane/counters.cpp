@@ -31,6 +31,7 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_DROP_SOURCE_RANGE: return "drop_source_range";
     case KPX_CTR_SNAT_EGRESS_NEW: return "snat_egress_new";
     case KPX_CTR_SNAT_SERVICE_NEW: return "snat_service_new";
+    case KPX_CTR_SOCK_LB: return "sock_lb";
     case KPX_CTR_MAX: break;
   }
   return "unknown";
