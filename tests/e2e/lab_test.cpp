@@ -192,7 +192,7 @@ TEST_F(LabTest, UpBuildsEveryNamespaceAndAHealthyAgentPerNode) {
             std::string())
       << "agent cgroup";
   EXPECT_NE(sh_out("pgrep -f '[k]px-" + name_ + "-node1 ' | head -1 | xargs -I{} cat /proc/{}/cgroup")
-                .find("kpx-lab-" + name_ + "/agent-node1"),
+                .find("kpx-lab-" + name_ + "/node-node1/agent"),
             std::string::npos);
 }
 
@@ -373,6 +373,39 @@ TEST_F(LabMasqueradeAllTest, PodsServiceFlowsAreMasqueradedToTheirNode) {
       EXPECT_EQ(nodes.size(), 2u) << pod << " " << target;
     }
   }
+}
+
+// Socket-level load balancing: a process on a node (`kpx lab exec node1`,
+// in the node's cgroup) reaches ClusterIPs and NodePorts, on 127.0.0.1 and
+// on the node's address, over TCP and UDP, answered by backends on both
+// nodes and naming the frontend as its peer; and the kubernetes Service.
+TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
+  ASSERT_EQ(apply("nodeport.yaml"), 0);
+  const std::string vip = cluster_ip("echo");
+  for (const std::string& target : {vip + ":80", std::string("127.0.0.1:30080"), std::string("10.0.0.11:30080")}) {
+    for (const char* proto : {"tcp", "udp"}) {
+      const std::string t = target + "/" + proto;
+      EXPECT_EQ(answering("node1", t, 6).size(), 6u) << t;
+      std::set<std::string> nodes;
+      for (const auto& r : probe("node1", t, 12)) {
+        EXPECT_TRUE(r.ok) << t << ": " << r.line;
+        EXPECT_EQ(r.from, target) << "the peer is the frontend: " << r.line;
+        nodes.insert(r.pod.substr(0, 6));
+      }
+      EXPECT_EQ(nodes.size(), 2u) << t << ": backends on both nodes";
+    }
+  }
+  // The kubernetes Service, from the node, as kube-proxy gives it.
+  int st = 0;
+  const std::string version =
+      exec("node1", "exec 3<>/dev/tcp/" + cluster_ip("kubernetes") +
+                        "/443 && printf \"GET /version HTTP/1.1\\r\\nHost: k\\r\\nConnection: close\\r\\n\\r\\n\" >&3 && "
+                        "timeout 5 cat <&3",
+           &st);
+  EXPECT_NE(version.find("gitVersion"), std::string::npos) << version;
+  std::string out;
+  ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
+  EXPECT_GE(json::parse(out, nullptr, false).value("sock_lb", uint64_t{0}), 72u) << out;
 }
 
 TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {

@@ -214,6 +214,27 @@ Status write_masquerade_config(bpf::PinnedMaps& maps, const Options& o, const st
   return maps.config.update(0, c);
 }
 
+// Socket-level load balancing's scope: the agent's own network namespace
+// (the node's; SO_NETNS_COOKIE), or every one with --socket-lb all.
+Status write_socket_lb_config(bpf::PinnedMaps& maps, const Options& o, bool on) {
+  uint64_t cookie = 0;
+  if (on) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    socklen_t len = sizeof cookie;
+    constexpr int kSoNetnsCookie = 71;  // SO_NETNS_COOKIE (Linux 5.14)
+    const bool ok = fd >= 0 && getsockopt(fd, SOL_SOCKET, kSoNetnsCookie, &cookie, &len) == 0;
+    const int e = errno;
+    if (fd >= 0) close(fd);
+    if (!ok) return errno_error("read this network namespace's cookie (SO_NETNS_COOKIE)", e);
+  }
+  kpx_config c = maps.read_config();
+  c.sock_netns_cookie_lo = static_cast<uint32_t>(cookie);
+  c.sock_netns_cookie_hi = static_cast<uint32_t>(cookie >> 32);
+  c.flags = (c.flags & ~uint32_t{KPX_CFG_F_SOCK_LB_ALL}) |
+            (on && o.socket_lb == "all" ? uint32_t{KPX_CFG_F_SOCK_LB_ALL} : 0u);
+  return maps.config.update(0, c);
+}
+
 // The node's primary address, the cluster CIDR and egress masquerading
 // (with its non-masquerade CIDRs, kpx_nomasq_v4: the new ones first, then
 // the flag, then what went).
@@ -271,6 +292,11 @@ Status cleanup(const Options& o) {
     if (!follower) return follower.error();
     follower->scan();
   }
+  if (!o.socket_lb_cgroup.empty()) {
+    auto n = bpf::detach_sock_hooks(o.socket_lb_cgroup);
+    if (!n) return n.error();
+    log::info("detached " + std::to_string(*n) + " socket hooks from " + o.socket_lb_cgroup);
+  }
   KPX_TRY(bpf::remove_pin_dir(o.pin_dir));
   log::info("removed the datapath maps in " + o.pin_dir);
   return {};
@@ -282,6 +308,8 @@ Status run_agent(const Options& o) {
   log::set_verbosity(o.verbosity);
   if (o.cleanup) return cleanup(o);
   KPX_TRY(check_local_detection(o));
+  if (o.socket_lb != "host" && o.socket_lb != "all" && o.socket_lb != "off")
+    return invalid_argument("--socket-lb: " + o.socket_lb + " (host, all or off)");
 
   auto healthz_addr = parse_bind_address(o.healthz_bind_address);
   if (!healthz_addr) return healthz_addr.error();
@@ -322,6 +350,12 @@ Status run_agent(const Options& o) {
     if (!u) return u.error();
     uplink.emplace(std::move(*u));
   }
+  std::optional<bpf::SockObject> sock;
+  if (!o.socket_lb_cgroup.empty() && o.socket_lb != "off") {
+    auto s = bpf::SockObject::load(o.pin_dir);
+    if (!s) return s.error();
+    sock.emplace(std::move(*s));
+  }
   auto maps = bpf::PinnedMaps::open(o.pin_dir);
   if (!maps) return maps.error();
   if (maps->ct_max_entries != ct_entries)
@@ -333,6 +367,14 @@ Status run_agent(const Options& o) {
   if (!pin_lock) return pin_lock.error();
   KPX_TRY(write_datapath_config(*maps, o));
   KPX_TRY(write_masquerade_config(*maps, o, ""));
+  KPX_TRY(write_socket_lb_config(*maps, o, sock.has_value()));
+  if (sock) {
+    KPX_TRY(sock->attach(o.socket_lb_cgroup));
+    log::info("socket-level load balancing (" + o.socket_lb + ") on the sockets of cgroup " + o.socket_lb_cgroup);
+  } else if (!o.socket_lb_cgroup.empty()) {
+    auto n = bpf::detach_sock_hooks(o.socket_lb_cgroup);
+    if (n && *n) log::info("--socket-lb off: detached " + std::to_string(*n) + " socket hooks");
+  }
   {
     const std::string mode = local_mode(o);
     std::string how = o.masquerade_all ? "every new flow to a Service is masqueraded to the node (--masquerade-all)"

@@ -59,6 +59,12 @@ struct Options {
   std::string detect_local_mode;          // "" = ClusterCIDR
   std::string pod_bridge_interface;       // detectLocal.bridgeInterface
   std::string pod_interface_name_prefix;  // detectLocal.interfaceNamePrefix
+  // Socket-level load balancing (kpx's own): --socket-lb host (processes
+  // of the agent's network namespace: the node's), all (pods too) or off,
+  // on the sockets of --socket-lb-cgroup (a cgroup v2 directory; the root
+  // on a real node; empty: none).
+  std::string socket_lb = "host";
+  std::string socket_lb_cgroup;
   std::string hairpin_snat_ip;     // --hairpin-snat-ip
   bool cleanup = false;            // --cleanup
   int verbosity = 0;               // -v

@@ -449,6 +449,13 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                                          "the pods' bridge (--detect-local-mode BridgeInterface)");
   auto* o_prefix = agent_cmd->add_option("--pod-interface-name-prefix", ag.pod_interface_name_prefix,
                                          "the pod interfaces' name prefix (--detect-local-mode InterfaceNamePrefix)");
+  agent_cmd
+      ->add_option("--socket-lb", ag.socket_lb,
+                   "socket-level load balancing: host (the node's own processes), all (pods too), off")
+      ->check(CLI::IsMember({"host", "all", "off"}))
+      ->capture_default_str();
+  agent_cmd->add_option("--socket-lb-cgroup", ag.socket_lb_cgroup,
+                        "cgroup v2 directory whose sockets are load-balanced at connect (the root on a node; none: off)");
   auto* o_ct_per_core = agent_cmd->add_option("--conntrack-max-per-core", ag.conntrack_max_per_core,
                                               "flows per CPU the conntrack table holds (0: kpx's default size)");
   auto* o_ct_min = agent_cmd->add_option("--conntrack-min", ag.conntrack_min, "least flows the conntrack table holds");

@@ -66,7 +66,11 @@ class Agents {
 
  private:
   Status start(const NodePlan& n) {
-    auto cg = make_cgroup(plan_.cgroup_name() + "/agent-" + n.name);
+    // The node's cgroup (its socket-level load balancing's: the agent and
+    // `kpx lab exec nodeN` run under it), the agent in its own leaf.
+    auto node_cg = make_cgroup(plan_.cgroup_name() + "/node-" + n.name);
+    if (!node_cg) return node_cg.error();
+    auto cg = make_cgroup(plan_.cgroup_name() + "/node-" + n.name + "/agent");
     if (!cg) return cg.error();
     SpawnOptions so;
     so.argv = {kpx_,
@@ -94,7 +98,9 @@ class Agents {
                "--healthz-bind-address",
                "127.0.0.1:10256",
                "--metrics-bind-address",
-               "127.0.0.1:10249"};
+               "127.0.0.1:10249",
+               "--socket-lb-cgroup",
+               *node_cg};
     so.argv.insert(so.argv.end(), extra_args_.begin(), extra_args_.end());
     so.netns = n.netns;
     so.cgroup = *cg;

@@ -459,8 +459,11 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
       return system_error(std::string("set up the pod's resolv.conf: ") + std::strerror(errno));
   }
   // Like a container's processes, what runs here ends with the lab.
-  if (auto root = cgroup2_root(); root) {
-    std::ofstream procs(*root + "/" + plan.cgroup_name() + "/pods/cgroup.procs");
+  // A node's commands run in its cgroup (socket-level load balancing
+  // serves them, as the node's own processes).
+  const NodePlan* node = plan.node(target);
+  if (auto cg = make_cgroup(plan.cgroup_name() + (node ? "/node-" + node->name + "/exec" : std::string("/pods"))); cg) {
+    std::ofstream procs(*cg + "/cgroup.procs");
     procs << getpid();
   }
   if (setns(fd, CLONE_NEWNET) != 0) return system_error("enter " + netns + ": " + std::strerror(errno));
