@@ -729,6 +729,7 @@ TEST(LabDemo, WalksEveryPathAndRemovesItsLab) {
                            "ExternalName echo-alias: CNAME echo.default.svc.cluster.local", "Scaling",
                            "External client to a NodePort on node1", "External client to a NodePort on node2",
                            "External client to a ClusterIP through node1",
+                           "The node itself as a client (socket-level load balancing)", "gitVersion",
                            "externalTrafficPolicy Local", "Health check node port", "HTTP/1.1 200 OK", "HTTP/1.1 503 Service Unavailable",
                            "External client to a LoadBalancer IP",
                            "External client to an external IP", "loadBalancerSourceRanges", "Pod to the internet",

@@ -51,6 +51,7 @@ class Demo {
   Status discovery();
   Status scaling();
   Status node_port();
+  Status node_local();
   Status cluster_ip_from_outside();
   Status local_policy();
   Status health_check();
@@ -349,6 +350,33 @@ Status Demo::node_port() {
   return {};
 }
 
+Status Demo::node_local() {
+  const std::string vip = cluster_ip("default", "echo");
+  heading("The node itself as a client (socket-level load balancing)",
+          "kpx lab exec node1 runs in node1's cgroup, where kpx's connect/sendmsg hooks send a socket to a "
+          "backend when it is made; getpeername and recvfrom still name the Service");
+  bool ok = true;
+  for (const std::string& target : {vip + ":80/udp", std::string("127.0.0.1:30080/tcp"), std::string("10.0.0.11:30080/tcp")}) {
+    KPX_TRY(wait_answers("node1", target, kEchoPodsLeft));
+    auto a = probe("node1", target, 12);
+    const std::string frontend = target.substr(0, target.rfind('/'));
+    bool named = !a.empty();
+    for (const auto& r : a) named &= r.ok && r.from == frontend;
+    out_ << "   node1 → " << target << ", 12 requests:" << by_pod(a) << (named ? "; every reply from " + frontend : "")
+         << "\n";
+    ok &= named && answering_nodes(a).size() == 2;
+  }
+  const std::string api = cluster_ip("default", "kubernetes");
+  auto v = exec("node1", {"bash", "-c", "exec 3<>/dev/tcp/" + api +
+                                            "/443 && printf 'GET /version HTTP/1.1\\r\\nHost: k\\r\\nConnection: "
+                                            "close\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"});
+  const size_t at = v.out.find("\"gitVersion\"");
+  out_ << "   node1 → the kubernetes Service " << api << ":443: "
+       << (at == std::string::npos ? "NO ANSWER" : v.out.substr(at, v.out.find(',', at) - at)) << "\n";
+  ok &= at != std::string::npos;
+  return check(ok, "node-local client: a Service was not reached through socket-level load balancing");
+}
+
 Status Demo::cluster_ip_from_outside() {
   const std::string vip = cluster_ip("default", "echo");
   const std::string target = vip + ":80/tcp";
@@ -484,7 +512,7 @@ Status Demo::run() {
   KPX_TRY(wait_ready({"duo", "loner", "web-local-1"}, std::chrono::seconds(10)));
   KPX_TRY(wait_answers("echo-1-1", cluster_ip("default", "echo") + ":80/tcp", 6));
   for (auto step : {&Demo::container_to_container, &Demo::pod_to_pod, &Demo::pod_to_service, &Demo::hairpin,
-                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::cluster_ip_from_outside, &Demo::local_policy, &Demo::health_check,
+                    &Demo::discovery, &Demo::scaling, &Demo::node_port, &Demo::node_local, &Demo::cluster_ip_from_outside, &Demo::local_policy, &Demo::health_check,
                     &Demo::load_balancer, &Demo::source_ranges, &Demo::internet})
     KPX_TRY((this->*step)());
   return {};
