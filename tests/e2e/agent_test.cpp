@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -371,6 +372,48 @@ TEST_F(AgentTest, LocalTrafficDetectionFollowsTheModeAndTheNodesPodCidr) {
   pid = start_agent({"--detect-local-mode", "InterfaceNamePrefix", "--pod-interface-name-prefix", "veth"});
   EXPECT_TRUE(wait_for([&] { return config_show().value("local_traffic", "") == "from pod interfaces"; }, 5s))
       << config_show().dump();
+  stop_agent(pid);
+}
+
+// The socket hooks stay with the cgroup when the agent stops (as the tc
+// programs stay), a restarted agent replaces them (never two sets), and
+// --cleanup takes them away. The cgroup is the test's own.
+TEST_F(AgentTest, SocketHooksStayAcrossRestartsWithoutDoublingAndCleanupDetachesThem) {
+  std::string root;
+  {
+    std::ifstream m("/proc/mounts");
+    for (std::string dev, dir, type, rest; m >> dev >> dir >> type && std::getline(m, rest);)
+      if (type == "cgroup2") root = dir;
+  }
+  ASSERT_FALSE(root.empty());
+  const std::string cg = root + "/kpx-test-" + std::to_string(getpid()) + "-agentsock";
+  ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg;
+  struct Gone {
+    std::string dir;
+    ~Gone() {
+      (void)testing::sh(std::string(KPX_BINARY) + " agent --cleanup --pin-dir /nonexistent-kpx --socket-lb-cgroup " + dir +
+                        " >/dev/null 2>&1");
+      rmdir(dir.c_str());
+    }
+  } gone{cg};
+  auto hooks = [&] { return testing::sh_out("bpftool cgroup show " + cg + " | grep -c kpx_sock_ || true"); };
+  int pid = start_agent({"--socket-lb-cgroup", cg});
+  ASSERT_TRUE(wait_for([&] { return hooks() == "8\n"; }, 5s)) << hooks();
+  stop_agent(pid);
+  EXPECT_EQ(hooks(), "8\n") << "they stay after the agent";
+  pid = start_agent({"--socket-lb-cgroup", cg});
+  // Serving healthz: past the attach (it comes before the HTTP endpoints).
+  ASSERT_TRUE(wait_for([&] { return http_get(healthz_port, "/healthz") != 0; }, 5s));
+  EXPECT_EQ(hooks(), "8\n") << "replaced, not doubled";
+  stop_agent(pid);
+  int st = 0;
+  const std::string out = testing::sh_out(
+      std::string(KPX_BINARY) + " agent --cleanup --pin-dir " + pins.path() + " --socket-lb-cgroup " + cg + " 2>&1", &st);
+  EXPECT_EQ(st, 0) << out;
+  EXPECT_EQ(hooks(), "0\n");
+  pid = start_agent({"--socket-lb-cgroup", cg, "--socket-lb", "off"});
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(hooks(), "0\n") << "off attaches nothing";
   stop_agent(pid);
 }
 

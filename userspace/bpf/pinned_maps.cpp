@@ -196,6 +196,9 @@ Status remove_pin_dir(const std::string& pin_dir) {
   };
   for (const auto& s : map_specs()) KPX_TRY(unpin(s.name));
   for (const char* n : kV1Maps) KPX_TRY(unpin(n));
+  // Maps of one object, outside the shared list: kpx_sock's per-socket
+  // state (kept pinned so that a restarted agent's hooks read it).
+  for (const char* n : {"kpx_sock_rev"}) KPX_TRY(unpin(n));
   if (rmdir(pin_dir.c_str()) != 0 && errno != ENOENT)
     return errno_error("remove " + pin_dir + " (does it hold pins kpx did not make?)", errno);
   return {};
