@@ -94,12 +94,10 @@ static __always_inline int masqueraded(const struct pkt4 *p)
 {
 	const struct kpx_config *cfg = config();
 	struct kpx_nomasq_key_v4 nk;
-	__u32 mask;
 
 	if (!cfg || !(cfg->flags & KPX_CFG_F_EGRESS_MASQ))
 		return 0;
-	mask = cfg->cluster_prefix_v4 ? bpf_htonl(~0u << (32 - cfg->cluster_prefix_v4)) : 0;
-	if ((p->ip->daddr & mask) == (cfg->cluster_cidr_v4 & mask))
+	if (cidr_contains(cfg->cluster_cidr_v4, cfg->cluster_prefix_v4, p->ip->daddr))
 		return 0;
 	nk.prefixlen = 32;
 	nk.addr = p->ip->daddr;

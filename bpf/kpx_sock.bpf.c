@@ -79,8 +79,7 @@ static __always_inline int sock_frontend(__be32 addr, __be16 port, __u8 proto, s
 	if (addr == bpf_htonl(0x7f000001))
 		return lb_lookup_key(0, port, proto, KPX_SCOPE_NODE_PORT, svc);
 	if ((filt & KPX_FILT_NODE_ADDR) && (node_addr_flags(addr) & KPX_NODE_ADDR_F_NODEPORT))
-		return lb_lookup_key(addr, port, proto, KPX_SCOPE_NODE_PORT, svc) ||
-		       lb_lookup_key(0, port, proto, KPX_SCOPE_NODE_PORT, svc);
+		return lb_lookup_nodeport_key(addr, port, proto, svc);
 	return 0;
 }
 

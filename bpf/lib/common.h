@@ -24,4 +24,12 @@
 #define likely(x) __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
+/* Whether addr is in cidr/prefix (prefix 0: every address). */
+static __always_inline int cidr_contains(__be32 cidr, __u8 prefix, __be32 addr)
+{
+	__u32 mask = prefix ? bpf_htonl(~0u << (32 - (prefix > 32 ? 32 : prefix))) : 0;
+
+	return (addr & mask) == (cidr & mask);
+}
+
 #endif

@@ -45,10 +45,16 @@ static __always_inline int lb_lookup_service(const struct pkt4 *p, __u8 scope, s
 /* The NodePort frontend for a packet to one of the node's addresses: the
  * one on that address (--nodeport-addresses), else the one on every node
  * address (address 0). */
+static __always_inline int lb_lookup_nodeport_key(__be32 addr, __be16 port, __u8 proto,
+						  struct kpx_service_value *svc)
+{
+	return lb_lookup_key(addr, port, proto, KPX_SCOPE_NODE_PORT, svc) ||
+	       lb_lookup_key(0, port, proto, KPX_SCOPE_NODE_PORT, svc);
+}
+
 static __always_inline int lb_lookup_nodeport(const struct pkt4 *p, struct kpx_service_value *svc)
 {
-	return lb_lookup_service(p, KPX_SCOPE_NODE_PORT, svc) ||
-	       lb_lookup_key(0, p->dport, p->proto, KPX_SCOPE_NODE_PORT, svc);
+	return lb_lookup_nodeport_key(p->ip->daddr, p->dport, p->proto, svc);
 }
 
 /* Whether a new flow from saddr may reach the frontend: always, unless its

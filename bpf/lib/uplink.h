@@ -42,18 +42,15 @@ static __always_inline void uplink_snat_ports(const struct kpx_config *cfg, __u1
  */
 static __always_inline int svc_masquerade(const struct kpx_config *cfg, __be32 saddr, int from_pod)
 {
-	__u32 mask;
-
 	if (!cfg)
 		return 0;
 	if (cfg->flags & KPX_CFG_F_MASQ_ALL)
 		return 1;
 	if (cfg->flags & KPX_CFG_F_LOCAL_IF)
 		return !from_pod;
-	if ((cfg->flags & KPX_CFG_F_LOCAL_CIDR) && cfg->local_prefix_v4 && cfg->local_prefix_v4 <= 32) {
-		mask = bpf_htonl(~0u << (32 - cfg->local_prefix_v4));
-		return (saddr & mask) != (cfg->local_cidr_v4 & mask);
-	}
+	/* No local CIDR yet (NodeCIDR before the Node's podCIDR): none. */
+	if ((cfg->flags & KPX_CFG_F_LOCAL_CIDR) && cfg->local_prefix_v4)
+		return !cidr_contains(cfg->local_cidr_v4, cfg->local_prefix_v4, saddr);
 	return 0;
 }
 

@@ -9,12 +9,12 @@
 #include <unistd.h>
 
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <thread>
 
 #include "dataplane/dataplane.h"
 #include "datapath_fixture.h"
+#include "lab/cgroup.h"
 #include "lab/echo.h"
 #include "net/netns.h"
 #include "support/scoped.h"
@@ -29,16 +29,6 @@ namespace fs = std::filesystem;
 constexpr const char* kVip = "10.96.0.77";
 constexpr const char* kNode = "10.0.0.11";
 constexpr const char* kBackend = "10.244.9.2";
-#ifndef SO_NETNS_COOKIE
-#define SO_NETNS_COOKIE 71
-#endif
-
-std::string cgroup2_root() {
-  std::ifstream m("/proc/mounts");
-  for (std::string dev, dir, type, rest; m >> dev >> dir >> type && std::getline(m, rest);)
-    if (type == "cgroup2") return dir;
-  return "";
-}
 
 class SockLb : public DatapathTest {
  protected:
@@ -55,9 +45,9 @@ class SockLb : public DatapathTest {
       for (const char* c : {"link set lo up", "link add d0 type veth peer name d1", "link set d0 up", "link set d1 up", "addr add 10.0.0.11/24 dev d0",
                             "addr add 10.244.9.2/24 dev d0", "route add 10.96.0.0/16 dev d0"})
         ASSERT_EQ(std::system(("ip -n " + ns + " " + c).c_str()), 0) << c;
-    const std::string root = cgroup2_root();
-    ASSERT_FALSE(root.empty()) << "no cgroup v2 mount";
-    cgroup_ = root + "/kpx-test-" + std::to_string(getpid()) + "-sock" + std::to_string(seq_++);
+    auto root = lab::cgroup2_root();
+    ASSERT_TRUE(root.ok()) << root.error().message;
+    cgroup_ = *root + "/kpx-test-" + std::to_string(getpid()) + "-sock" + std::to_string(seq_++);
     ASSERT_TRUE(fs::create_directory(cgroup_)) << cgroup_;
     auto st = sock_->attach(cgroup_);
     ASSERT_TRUE(st.ok()) << st.error().message;
@@ -104,12 +94,8 @@ class SockLb : public DatapathTest {
   static uint64_t netns_cookie(const std::string& ns) {
     auto scope = net::NetnsScope::enter(ns);
     if (!scope.ok()) return 0;
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    uint64_t cookie = 0;
-    socklen_t len = sizeof cookie;
-    if (getsockopt(fd, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len) != 0) cookie = 0;
-    close(fd);
-    return cookie;
+    auto cookie = net::netns_cookie();
+    return cookie ? *cookie : 0;
   }
 
   // `kpx lab probe` in namespace ns, inside the test's cgroup or not.

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "lab/cgroup.h"
 #include "net/ports.h"
 #include "bpf/pinned_maps.h"
 #include "dataplane/service_writer.h"
@@ -379,14 +380,9 @@ TEST_F(AgentTest, LocalTrafficDetectionFollowsTheModeAndTheNodesPodCidr) {
 // programs stay), a restarted agent replaces them (never two sets), and
 // --cleanup takes them away. The cgroup is the test's own.
 TEST_F(AgentTest, SocketHooksStayAcrossRestartsWithoutDoublingAndCleanupDetachesThem) {
-  std::string root;
-  {
-    std::ifstream m("/proc/mounts");
-    for (std::string dev, dir, type, rest; m >> dev >> dir >> type && std::getline(m, rest);)
-      if (type == "cgroup2") root = dir;
-  }
-  ASSERT_FALSE(root.empty());
-  const std::string cg = root + "/kpx-test-" + std::to_string(getpid()) + "-agentsock";
+  auto root = lab::cgroup2_root();
+  ASSERT_TRUE(root.ok()) << root.error().message;
+  const std::string cg = *root + "/kpx-test-" + std::to_string(getpid()) + "-agentsock";
   ASSERT_EQ(mkdir(cg.c_str(), 0755), 0) << cg;
   struct Gone {
     std::string dir;

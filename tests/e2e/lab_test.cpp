@@ -396,13 +396,10 @@ TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
     }
   }
   // The kubernetes Service, from the node, as kube-proxy gives it.
-  int st = 0;
-  const std::string version =
-      exec("node1", "exec 3<>/dev/tcp/" + cluster_ip("kubernetes") +
-                        "/443 && printf \"GET /version HTTP/1.1\\r\\nHost: k\\r\\nConnection: close\\r\\n\\r\\n\" >&3 && "
-                        "timeout 5 cat <&3",
-           &st);
-  EXPECT_NE(version.find("gitVersion"), std::string::npos) << version;
+  const lab::HttpAnswer version =
+      lab::parse_http_answer(exec("node1", lab::http_get_command(cluster_ip("kubernetes"), 443, "/version")));
+  EXPECT_EQ(version.code, 200) << version.status_line;
+  EXPECT_NE(version.body.find("gitVersion"), std::string::npos) << version.body;
   std::string out;
   ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
   EXPECT_GE(json::parse(out, nullptr, false).value("sock_lb", uint64_t{0}), 72u) << out;

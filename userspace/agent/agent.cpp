@@ -27,6 +27,7 @@
 #include "k8s/reflector.h"
 #include "log/log.h"
 #include "net/endpoint.h"
+#include "net/netns.h"
 
 namespace kpx::agent {
 
@@ -219,13 +220,9 @@ Status write_masquerade_config(bpf::PinnedMaps& maps, const Options& o, const st
 Status write_socket_lb_config(bpf::PinnedMaps& maps, const Options& o, bool on) {
   uint64_t cookie = 0;
   if (on) {
-    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    socklen_t len = sizeof cookie;
-    constexpr int kSoNetnsCookie = 71;  // SO_NETNS_COOKIE (Linux 5.14)
-    const bool ok = fd >= 0 && getsockopt(fd, SOL_SOCKET, kSoNetnsCookie, &cookie, &len) == 0;
-    const int e = errno;
-    if (fd >= 0) close(fd);
-    if (!ok) return errno_error("read this network namespace's cookie (SO_NETNS_COOKIE)", e);
+    auto c = net::netns_cookie();
+    if (!c) return c.error();
+    cookie = *c;
   }
   kpx_config c = maps.read_config();
   c.sock_netns_cookie_lo = static_cast<uint32_t>(cookie);

@@ -367,12 +367,10 @@ Status Demo::node_local() {
     ok &= named && answering_nodes(a).size() == 2;
   }
   const std::string api = cluster_ip("default", "kubernetes");
-  auto v = exec("node1", {"bash", "-c", "exec 3<>/dev/tcp/" + api +
-                                            "/443 && printf 'GET /version HTTP/1.1\\r\\nHost: k\\r\\nConnection: "
-                                            "close\\r\\n\\r\\n' >&3 && timeout 5 cat <&3"});
-  const size_t at = v.out.find("\"gitVersion\"");
+  const HttpAnswer v = parse_http_answer(exec("node1", {"bash", "-c", http_get_command(api, 443, "/version")}).out);
+  const size_t at = v.body.find("\"gitVersion\"");
   out_ << "   node1 → the kubernetes Service " << api << ":443: "
-       << (at == std::string::npos ? "NO ANSWER" : v.out.substr(at, v.out.find(',', at) - at)) << "\n";
+       << (at == std::string::npos ? "NO ANSWER" : v.body.substr(at, v.body.find(',', at) - at)) << "\n";
   ok &= at != std::string::npos;
   return check(ok, "node-local client: a Service was not reached through socket-level load balancing");
 }

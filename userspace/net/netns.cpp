@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -37,6 +38,18 @@ NetnsScope::~NetnsScope() {
     (void)setns(orig_fd_, CLONE_NEWNET);
     close(orig_fd_);
   }
+}
+
+Result<uint64_t> netns_cookie() {
+  constexpr int kSoNetnsCookie = 71;  // SO_NETNS_COOKIE
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  uint64_t cookie = 0;
+  socklen_t len = sizeof cookie;
+  const bool ok = fd >= 0 && getsockopt(fd, SOL_SOCKET, kSoNetnsCookie, &cookie, &len) == 0;
+  const int e = errno;
+  if (fd >= 0) close(fd);
+  if (!ok) return errno_error("read this network namespace's cookie (SO_NETNS_COOKIE)", e);
+  return cookie;
 }
 
 }  // namespace kpx::net

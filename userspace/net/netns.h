@@ -2,6 +2,7 @@
 // makes them) for the lifetime of a scope, on the calling thread.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "status/status.h"
@@ -21,5 +22,9 @@ class NetnsScope {
   explicit NetnsScope(int orig_fd) : orig_fd_(orig_fd) {}
   int orig_fd_;
 };
+
+// The cookie of the calling thread's network namespace (SO_NETNS_COOKIE,
+// Linux 5.14): what bpf_get_netns_cookie() gives programs for its sockets.
+Result<uint64_t> netns_cookie();
 
 }  // namespace kpx::net
