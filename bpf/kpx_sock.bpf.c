@@ -12,6 +12,11 @@
  *                coming from the frontend (DNS clients check the source)
  *   getpeername4 a socket connected through a frontend names the frontend
  *   *6           pass (IPv6 comes with the dual-stack issue)
+ *   iter/udp     run by the agent when Services lose UDP backends: a UDP
+ *                socket connected through a frontend to a backend it lost
+ *                is destroyed (bpf_sock_destroy), so a client holding a
+ *                connected socket (a DNS resolver's) gets an error and
+ *                connects again instead of talking to a gone pod forever
  * Only sockets of the node's network namespace are touched (the config's
  * netns cookie), unless --socket-lb=all. What a socket was translated from
  * is kept in its own socket storage, so no other socket, pod or process
@@ -33,6 +38,7 @@ struct sock_rev {
 	struct {
 		__be32 fe_addr, be_addr;
 		__be16 fe_port, be_port;
+		__u32 svc_id; /* whose backend: the UDP reaper's match */
 	} e[SOCK_REV_SLOTS];
 	__u32 next;
 };
@@ -125,6 +131,7 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 		rev->e[i].fe_port = port;
 		rev->e[i].be_addr = be.addr;
 		rev->e[i].be_port = be.port;
+		rev->e[i].svc_id = svc.svc_id;
 		rev->next = i + 1;
 	}
 	ctx->user_ip4 = be.addr;
@@ -201,4 +208,83 @@ SEC("cgroup/getpeername6")
 int kpx_sock_getpeername6(struct bpf_sock_addr *ctx)
 {
 	return 1;
+}
+
+/* ---- UDP sockets connected to a lost backend ---------------------------
+ * The kernel's own layouts, as far as used, relocated by CO-RE against the
+ * running kernel's BTF (libbpf finds each field by name, inside anonymous
+ * unions too). */
+struct sock_common {
+	__be32 skc_daddr;
+	__be16 skc_dport;
+	unsigned short skc_family;
+	volatile unsigned char skc_state;
+} __attribute__((preserve_access_index));
+
+struct sock {
+	struct sock_common __sk_common;
+} __attribute__((preserve_access_index));
+
+struct udp_sock;
+
+struct bpf_iter_meta;
+
+struct bpf_iter__udp {
+	struct bpf_iter_meta *meta;
+	struct udp_sock *udp_sk;
+} __attribute__((preserve_access_index));
+
+extern int bpf_sock_destroy(struct sock_common *sk) __ksym;
+
+#define KPX_AF_INET 2
+#define KPX_TCP_ESTABLISHED 1 /* a connected UDP socket's state */
+
+/* What the Services lost, filled by the agent before each run. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct kpx_sock_lost_key);
+	__type(value, __u8);
+	__uint(max_entries, KPX_SOCK_LOST_MAX);
+} kpx_sock_lost SEC(".maps");
+
+/* Sockets destroyed by the runs so far (the agent reads the difference). */
+__u64 kpx_sock_reaped;
+
+/* Runs over the UDP sockets of the network namespace the iterator was
+ * made in. Only a socket kpx connected (its kpx_sock_rev names the peer
+ * as a backend of the frontend it asked for) and whose Service lost that
+ * backend is destroyed: a socket connected to a pod's address by hand is
+ * its owner's business, as kube-proxy leaves such flows' conntrack. */
+SEC("iter/udp")
+int kpx_sock_udp_reap(struct bpf_iter__udp *ctx)
+{
+	struct sock *sk = (struct sock *)ctx->udp_sk;
+	struct kpx_sock_lost_key key = {};
+	struct sock_rev *rev;
+	__be32 daddr;
+	__be16 dport;
+	__u32 i;
+
+	if (!sk || sk->__sk_common.skc_family != KPX_AF_INET || sk->__sk_common.skc_state != KPX_TCP_ESTABLISHED)
+		return 0;
+	rev = bpf_sk_storage_get(&kpx_sock_rev, sk, 0, 0);
+	if (!rev)
+		return 0;
+	daddr = sk->__sk_common.skc_daddr;
+	dport = sk->__sk_common.skc_dport;
+	for (i = 0; i < SOCK_REV_SLOTS; i++) {
+		if (rev->e[i].be_addr != daddr || rev->e[i].be_port != dport || !daddr)
+			continue;
+		key.svc_id = rev->e[i].svc_id;
+		key.addr = daddr;
+		key.port = dport;
+		if (!bpf_map_lookup_elem(&kpx_sock_lost, &key))
+			continue;
+		if (bpf_sock_destroy(&sk->__sk_common) == 0) {
+			__sync_fetch_and_add(&kpx_sock_reaped, 1);
+			count(KPX_CTR_SOCK_UDP_DESTROYED);
+		}
+		break;
+	}
+	return 0;
 }

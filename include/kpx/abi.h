@@ -302,6 +302,7 @@ enum kpx_counter {
 	KPX_CTR_SNAT_EGRESS_NEW,    /* a pod's new flow out of the cluster, source-NATed to the node */
 	KPX_CTR_SNAT_SERVICE_NEW,   /* a new flow to a Service masqueraded to the node (kube-proxy's rules) */
 	KPX_CTR_SOCK_LB,            /* a socket's connect/sendmsg to a frontend sent to a backend (issue 11) */
+	KPX_CTR_SOCK_UDP_DESTROYED, /* a UDP socket connected to a backend its Service lost, destroyed */
 	KPX_CTR_MAX,
 };
 
@@ -381,6 +382,17 @@ struct kpx_config {
 	__u32 sock_netns_cookie_lo;
 	__u32 sock_netns_cookie_hi;
 	__u32 reserved[22];
+};
+
+/* Issue 11: the backends Services lost over UDP, as the agent hands them to
+ * kpx_sock.bpf.c's UDP socket reaper (its own map, kpx_sock_lost, filled and
+ * emptied around each run: not pinned, not shared). */
+#define KPX_SOCK_LOST_MAX 4096
+struct kpx_sock_lost_key {
+	__u32 svc_id;
+	__be32 addr;
+	__be16 port;
+	__u16 pad;
 };
 
 /* skb->mark of an uplink flow's frames while its REPLY entry waits for the

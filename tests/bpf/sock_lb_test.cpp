@@ -9,6 +9,8 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <set>
 #include <thread>
 
@@ -155,6 +157,90 @@ TEST_F(SockLb, AFrontendWithoutEndpointsFailsTheConnectAndIsCounted) {
   EXPECT_FALSE(a[0].ok);
   EXPECT_NE(a[0].line.find("not permitted"), std::string::npos) << a[0].line;
   EXPECT_EQ(counter(KPX_CTR_DROP_NO_BACKEND), 1u);
+}
+
+// The stale-resolver failure: a client keeps one connected UDP socket (as
+// a stub resolver does) and its backend leaves the Service. The agent's
+// sink destroys that socket (the UDP socket iterator, bpf_sock_destroy):
+// the client's next request fails, it connects again and reaches the
+// backend that is left. A socket connected to the same backend by its own
+// address, not through the Service, is left alone. The removed backend's
+// server keeps running here: without the destroy, the client would go on
+// talking to it for as long as it lives.
+TEST_F(SockLb, AConnectedUdpSocketWhoseBackendLeavesTheServiceIsDestroyedAndReconnects) {
+  auto dp = dataplane::Dataplane::recover(*maps);
+  ASSERT_TRUE(dp.ok()) << dp.error().message;
+  size_t sink_calls = 0;
+  dp->set_lost_udp_sink([&](const std::vector<kpx_sock_lost_key>& lost) -> size_t {
+    ++sink_calls;
+    auto n = sock_->destroy_udp_sockets(lost, {"/var/run/netns/" + ns_});
+    EXPECT_TRUE(n.ok()) << n.error().message;
+    return n ? static_cast<size_t>(*n) : 0;
+  });
+  const std::string dir = fs::temp_directory_path() / ("kpx-test-" + std::to_string(getpid()) + "-udp-reap");
+  fs::create_directories(dir);
+  struct Cleanup {
+    std::string d;
+    ~Cleanup() { fs::remove_all(d); }
+  } cleanup{dir};
+  auto client = [&](const std::string& target, const std::string& file) {
+    return std::thread([this, target, file] {
+      (void)sh_out("sh -c 'echo $$ > " + cgroup_ + "/cgroup.procs && exec ip netns exec " + ns_ + " " + KPX_BINARY +
+                   " lab probe " + target + " --keep-socket --count 40 --interval-ms 50 --timeout-ms 300' > " + file +
+                   " 2>&1");
+    });
+  };
+  std::thread via_vip = client(std::string(kVip) + ":80/udp", dir + "/vip");
+  std::thread direct = client(std::string(kBackend) + ":8080/udp", dir + "/direct");
+  auto read = [](const std::string& f) {
+    std::ifstream in(f);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  // The pod the Service's socket talks to.
+  std::string first;
+  for (int i = 0; i < 100 && first.empty(); ++i) {
+    auto a = lab::parse_probe_output(read(dir + "/vip"));
+    if (a.size() >= 3 && a[0].ok) first = a[0].pod;
+    else std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_FALSE(first.empty()) << read(dir + "/vip");
+  const uint16_t gone_port = first == "be1" ? 8080 : 8081, left_port = first == "be1" ? 8081 : 8080;
+  const std::string left = first == "be1" ? "be2" : "be1";
+  const uint64_t destroyed_before = counter(KPX_CTR_SOCK_UDP_DESTROYED);
+  auto st = dp->upsert({net::IpAddr::from_v4(ipv4(kVip)), 80, Proto::kUdp, dataplane::Scope::kClusterIP},
+                       dataplane::frontend_of({{ipv4(kBackend), left_port}}, "default/web"));
+  ASSERT_TRUE(st.ok()) << st.error().message;
+  via_vip.join();
+  direct.join();
+  EXPECT_EQ(sink_calls, 1u);
+  EXPECT_EQ(counter(KPX_CTR_SOCK_UDP_DESTROYED) - destroyed_before, 1u) << "one socket: the Service's, not the direct one";
+  (void)gone_port;
+
+  // Before: the first pod; one failed request (the destroyed socket); after:
+  // only the pod that is left, through the Service's address all along.
+  auto answers = lab::parse_probe_output(read(dir + "/vip"));
+  ASSERT_EQ(answers.size(), 40u) << read(dir + "/vip");
+  size_t failed = 0, i = 0;
+  for (; i < answers.size() && answers[i].ok; ++i) EXPECT_EQ(answers[i].pod, first) << answers[i].line;
+  for (; i < answers.size() && !answers[i].ok; ++i) {
+    ++failed;
+    // The destroyed socket's error (it is disconnected), not a lost reply.
+    EXPECT_EQ(answers[i].line.find("timeout"), std::string::npos) << answers[i].line;
+  }
+  EXPECT_EQ(failed, 1u) << read(dir + "/vip");
+  EXPECT_GE(answers.size() - i, 20u) << "answered again after the reconnect: " << read(dir + "/vip");
+  for (; i < answers.size(); ++i) {
+    EXPECT_TRUE(answers[i].ok) << answers[i].line;
+    EXPECT_EQ(answers[i].pod, left) << answers[i].line;
+    EXPECT_EQ(answers[i].from, std::string(kVip) + ":80") << answers[i].line;
+  }
+  // The direct socket never failed, and still talks to its pod.
+  auto d = lab::parse_probe_output(read(dir + "/direct"));
+  ASSERT_EQ(d.size(), 40u) << read(dir + "/direct");
+  for (const auto& r : d) {
+    EXPECT_TRUE(r.ok) << r.line;
+    EXPECT_EQ(r.pod, "be1") << r.line;
+  }
 }
 
 }  // namespace

@@ -3,10 +3,12 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <thread>
 
 #include <utility>
 
@@ -120,6 +122,18 @@ Result<SockObject> SockObject::load(const std::string& pin_dir) {
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
   struct kpx_sock* skel = kpx_sock__open_opts(&opts);
   if (!skel) return errno_error("open kpx_sock BPF object", errno);
+  // The per-socket map of an earlier kpx with another layout (it is kpx_sock's
+  // own, outside the ABI check): replaced, as libbpf would refuse to reuse it.
+  // Sockets translated before then read their backend's address in
+  // recvmsg/getpeername until they close.
+  const std::string rev_pin = pin_dir + "/kpx_sock_rev";
+  if (int fd = bpf_obj_get(rev_pin.c_str()); fd >= 0) {
+    bpf_map_info info{};
+    uint32_t len = sizeof(info);
+    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size != bpf_map__value_size(skel->maps.kpx_sock_rev))
+      (void)unlink(rev_pin.c_str());
+    close(fd);
+  }
   if (int rc = kpx_sock__load(skel); rc != 0) {
     kpx_sock__destroy(skel);
     return errno_error("load kpx_sock BPF object (pin dir " + pin_dir + ")", rc);
@@ -183,6 +197,67 @@ Status SockObject::attach(const std::string& cgroup_path) {
   auto old = detach_sock_hooks(cgroup_path, mine);
   if (!old) return old.error();
   return {};
+}
+
+namespace {
+
+// One run of the UDP socket iterator in the calling thread's network
+// namespace (the one an iterator is made in is the one it walks).
+Status run_udp_iterator(bpf_link* link) {
+  int fd = bpf_iter_create(bpf_link__fd(link));
+  if (fd < 0) return errno_error("create the UDP socket iterator", errno);
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) {
+  }
+  const int e = errno;
+  close(fd);
+  if (n < 0) return errno_error("run the UDP socket iterator", e);
+  return {};
+}
+
+Status run_udp_iterator_in(bpf_link* link, const std::string& netns_path) {
+  Status st;
+  std::thread t([&] {
+    int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+      st = errno_error("open " + netns_path, errno);
+      return;
+    }
+    // setns moves this thread only; it ends with the thread.
+    if (setns(ns, CLONE_NEWNET) != 0) st = errno_error("enter " + netns_path, errno);
+    else st = run_udp_iterator(link);
+    close(ns);
+  });
+  t.join();
+  return st;
+}
+
+}  // namespace
+
+Result<uint64_t> SockObject::destroy_udp_sockets(const std::vector<kpx_sock_lost_key>& lost,
+                                                 const std::vector<std::string>& netns) {
+  const uint64_t before = __atomic_load_n(&skel_->bss->kpx_sock_reaped, __ATOMIC_RELAXED);
+  const int map = bpf_map__fd(skel_->maps.kpx_sock_lost);
+  bpf_link* link = bpf_program__attach_iter(skel_->progs.kpx_sock_udp_reap, nullptr);
+  if (!link) return errno_error("attach the UDP socket iterator", errno);
+  Status first_error;
+  const uint8_t one = 1;
+  for (size_t at = 0; at < lost.size(); at += KPX_SOCK_LOST_MAX) {
+    const size_t end = std::min(lost.size(), at + size_t{KPX_SOCK_LOST_MAX});
+    for (size_t i = at; i < end; ++i)
+      if (bpf_map_update_elem(map, &lost[i], &one, BPF_ANY) != 0 && first_error.ok())
+        first_error = errno_error("fill kpx_sock_lost", errno);
+    for (const auto& ns : netns) {
+      // A namespace gone since it was listed has no sockets left to destroy.
+      Status s = ns.empty() ? run_udp_iterator(link) : run_udp_iterator_in(link, ns);
+      if (!s.ok() && first_error.ok() && (ns.empty() || access(ns.c_str(), F_OK) == 0)) first_error = s;
+    }
+    for (size_t i = at; i < end; ++i) (void)bpf_map_delete_elem(map, &lost[i]);
+  }
+  bpf_link__destroy(link);
+  if (!first_error.ok()) return first_error.error();
+  return __atomic_load_n(&skel_->bss->kpx_sock_reaped, __ATOMIC_RELAXED) - before;
 }
 
 Result<int> detach_sock_hooks(const std::string& cgroup_path, const std::vector<uint32_t>& keep) {

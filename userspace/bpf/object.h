@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "kpx/abi.h"
 #include "status/status.h"
 
 struct kpx_lxc;
@@ -71,6 +72,15 @@ class SockObject {
   // socket hooks attached there before (a restarted agent's): no moment
   // without them.
   Status attach(const std::string& cgroup_path);
+
+  // Destroy the connected UDP sockets that these hooks sent to a backend
+  // its Service lost ({svc_id, backend}: lost), in each network namespace
+  // of netns: "" for the calling thread's, else a path such as
+  // /proc/PID/ns/net or /var/run/netns/NAME, entered on a thread of its
+  // own. The socket iterator with bpf_sock_destroy (Linux 6.5). The number
+  // destroyed.
+  Result<uint64_t> destroy_udp_sockets(const std::vector<kpx_sock_lost_key>& lost,
+                                       const std::vector<std::string>& netns);
 
  private:
   explicit SockObject(struct kpx_sock* s) : skel_(s) {}

@@ -279,7 +279,7 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
 
 // ---- lab tools -------------------------------------------------------------
 
-int probe(const Io& io, const std::string& target, int count, int timeout_ms, int interval_ms) {
+int probe(const Io& io, const std::string& target, int count, int timeout_ms, int interval_ms, bool keep_socket) {
   auto t = net::parse_service(target);
   if (!t) return report(io, t.error());
   lab::ProbeOptions o;
@@ -287,6 +287,8 @@ int probe(const Io& io, const std::string& target, int count, int timeout_ms, in
   o.count = count;
   o.timeout = std::chrono::milliseconds(timeout_ms);
   o.interval = std::chrono::milliseconds(interval_ms);
+  o.keep_socket = keep_socket;
+  if (keep_socket && t->proto != net::Proto::kUdp) return report(io, invalid_argument("--keep-socket is for UDP targets"));
   return lab::run_probe(o, io.out) == count ? 0 : kExitFailure;
 }
 
@@ -373,12 +375,16 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   add_lab_commands(*lab_cmd, out, err, rc);
   std::string probe_target;
   int probe_count = 1, probe_timeout_ms = 1000, probe_interval_ms = 0;
+  bool probe_keep_socket = false;
   auto* probe_cmd = lab_cmd->add_subcommand("probe", "send requests to an echo server and print who answered");
   probe_cmd->add_option("target", probe_target, "IP:PORT/PROTO")->required();
   probe_cmd->add_option("-c,--count", probe_count, "requests")->check(CLI::Range(1, 100000));
   probe_cmd->add_option("--timeout-ms", probe_timeout_ms, "per request")->check(CLI::Range(1, 60000));
   probe_cmd->add_option("--interval-ms", probe_interval_ms, "pause between requests")->check(CLI::Range(0, 60000));
-  probe_cmd->callback([&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms, probe_interval_ms); });
+  probe_cmd->add_flag("--keep-socket", probe_keep_socket,
+                      "UDP: one connected socket for every request (reopened after an error), as a resolver keeps one");
+  probe_cmd->callback(
+      [&] { rc = probe(io, probe_target, probe_count, probe_timeout_ms, probe_interval_ms, probe_keep_socket); });
 
   apiserver::Options api;
   long api_bookmark_ms = 60000, api_watch_timeout_s = 1800, api_continue_ttl_s = 300;

@@ -727,6 +727,18 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   // change after a large diff at 50,000 Services).
   if (auto st = filter_.flush(maps_->filter); !st.ok() && first_error.ok()) first_error = st;
   stats.udp_flows_flushed = flush_udp_flows(lost);
+  if (lost_udp_sink_ && !lost.empty()) {
+    std::vector<kpx_sock_lost_key> keys;
+    keys.reserve(lost.size());
+    for (const auto& [svc_id, b] : lost) {
+      kpx_sock_lost_key k{};
+      k.svc_id = svc_id;
+      k.addr = b.addr_be;
+      k.port = htons(b.port);
+      keys.push_back(k);
+    }
+    stats.udp_sockets_destroyed = lost_udp_sink_(keys);
+  }
   if (!first_error.ok()) return first_error.error();
   return stats;
 }

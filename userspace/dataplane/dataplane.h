@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -24,6 +25,7 @@ namespace kpx::dataplane {
 struct ApplyStats {
   size_t added = 0, updated = 0, removed = 0, unchanged = 0;
   size_t udp_flows_flushed = 0;
+  size_t udp_sockets_destroyed = 0;  // by the lost-UDP sink (socket-level load balancing)
 };
 
 // A programmed frontend.
@@ -101,6 +103,14 @@ class Dataplane {
   Status upsert(const FrontendKey& key, Frontend fe);
   Result<bool> remove(const FrontendKey& key);
 
+  // Called after every change whose frontends lost UDP backends (a backend
+  // gone from its Service, or the frontend gone), with {svc_id, backend}
+  // as the datapath names them; returns the sockets it destroyed (socket-
+  // level load balancing's UDP sockets connected to them: their conntrack
+  // flows are flushed here, sockets translated at connect() have none).
+  using LostUdpSink = std::function<size_t(const std::vector<kpx_sock_lost_key>&)>;
+  void set_lost_udp_sink(LostUdpSink sink) { lost_udp_sink_ = std::move(sink); }
+
   const std::map<FrontendKey, FrontendState>& frontends() const { return services_; }
   // The frontends a Service ("namespace/name") owns, from the frontends
   // themselves (kept with them, not a second source of truth).
@@ -143,6 +153,7 @@ class Dataplane {
   };
 
   bpf::PinnedMaps* maps_;
+  LostUdpSink lost_udp_sink_;
   std::map<FrontendKey, FrontendState> services_;
   std::map<std::string, std::set<FrontendKey>> by_owner_;  // derived from services_[k].fe.service
   std::map<net::BackendAddr, BackendRef> backends_;

@@ -100,6 +100,36 @@ std::string probe_udp(const net::ServiceAddr& t, std::chrono::milliseconds timeo
   return "ok " + reply.substr(0, reply.find('\n'));
 }
 
+// One request on a kept, connected UDP socket (fd: -1 connects a new one;
+// closed again after an error, as a resolver reopens its socket).
+std::string probe_udp_connected(UniqueFd& fd, const net::ServiceAddr& t, std::chrono::milliseconds timeout,
+                                std::string* from) {
+  auto deadline = Clock::now() + timeout;
+  auto fail = [&fd](const std::string& what, int err) {
+    fd = UniqueFd();
+    return "fail " + what + ": " + std::strerror(err);
+  };
+  if (!fd.valid()) {
+    fd = UniqueFd(socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd.valid()) return fail("socket", errno);
+    sockaddr_in a = to_sockaddr(t);
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return fail("connect", errno);
+  }
+  const char req[] = "hello\n";
+  if (send(fd.get(), req, sizeof req - 1, 0) < 0) return fail("send", errno);
+  char buf[512];
+  // POLLERR wakes the wait too (a destroyed socket's error is read by recv).
+  if (!wait_fd(fd.get(), POLLIN, deadline)) return "fail recv: timeout";
+  ssize_t n = recv(fd.get(), buf, sizeof buf, 0);
+  if (n < 0) return fail("recv", errno);
+  sockaddr_in peer{};
+  socklen_t plen = sizeof peer;
+  if (getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &plen) != 0) return fail("getpeername", errno);
+  *from = peer_string(peer);
+  std::string reply(buf, static_cast<size_t>(n));
+  return "ok " + reply.substr(0, reply.find('\n'));
+}
+
 }  // namespace
 
 namespace {
@@ -158,10 +188,12 @@ Status run_echo_server(const EchoServerOptions& o, std::ostream& out) {
 
 int run_probe(const ProbeOptions& o, std::ostream& out) {
   int answered = 0;
+  UniqueFd kept;
   for (int i = 0; i < o.count; ++i) {
     std::string from;
-    std::string r = o.target.proto == net::Proto::kUdp ? probe_udp(o.target, o.timeout, &from)
-                                                       : probe_tcp(o.target, o.timeout, &from);
+    std::string r = o.target.proto != net::Proto::kUdp ? probe_tcp(o.target, o.timeout, &from)
+                    : o.keep_socket                    ? probe_udp_connected(kept, o.target, o.timeout, &from)
+                                                       : probe_udp(o.target, o.timeout, &from);
     bool ok = r.rfind("ok ", 0) == 0;
     if (ok) {
       ++answered;

@@ -34,10 +34,14 @@ struct ProbeOptions {
   int count = 1;
   std::chrono::milliseconds timeout{1000};
   std::chrono::milliseconds interval{0};  // pause between requests
+  // UDP: one connected socket for every request (connect, send, recv), as a
+  // stub resolver keeps one; after an error it is closed and the next
+  // request connects a new one. from= is its getpeername().
+  bool keep_socket = false;
 };
 
 // Send `count` requests, one after another, each on a new connection (TCP)
-// or from a new socket (UDP). Prints one line per request:
+// or from a new socket (UDP; see keep_socket). Prints one line per request:
 //   "<n> ok from=<ip:port> <reply>" or "<n> fail <reason>".
 // Returns the number of answered requests.
 int run_probe(const ProbeOptions& o, std::ostream& out);
