@@ -405,6 +405,63 @@ TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
   EXPECT_GE(json::parse(out, nullptr, false).value("sock_lb", uint64_t{0}), 72u) << out;
 }
 
+// The stale-resolver failure other dataplanes have had: a node-local client
+// keeps one connected UDP socket to a Service (as a stub resolver keeps one
+// to kube-dns) while its only backend is replaced, as a rolling update
+// does. Socket-level load balancing connected that socket to the pod
+// itself; when the pod leaves the Service, node1's agent destroys the
+// socket, and the client's next request fails once, connects again and
+// reaches the new pod. Without that the socket would keep talking to the
+// old pod through its grace period, and to nothing once it is gone.
+TEST_F(LabTest, ANodeLocalConnectedUdpSocketFollowsItsServiceWhenTheBackendIsReplaced) {
+  auto pod = [](const std::string& name) {
+    return "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"" + name +
+           "\",\"labels\":{\"app\":\"resolver\"}},\"spec\":{\"terminationGracePeriodSeconds\":10,\"containers\":[{"
+           "\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}]}]}}\n";
+  };
+  const std::string svc =
+      "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"resolver\"},\"spec\":{\"selector\":{"
+      "\"app\":\"resolver\"},\"ports\":[{\"name\":\"dns\",\"protocol\":\"UDP\",\"port\":53,\"targetPort\":8080}]}}\n";
+  auto create = [&](const std::string& obj) {
+    return sh("printf '%s' '" + obj + "' | kubectl --server " + api_ + " create --validate=false -f - >/dev/null");
+  };
+  ASSERT_EQ(create(pod("resolver-a") + svc), 0);
+  ASSERT_TRUE(wait_pod("resolver-a"));
+  const std::string target = cluster_ip("resolver") + ":53/udp";
+  ASSERT_EQ(answering("node1", target, 1), (std::set<std::string>{"resolver-a"}));
+
+  std::vector<ProbeAnswer> answers;
+  std::thread client(
+      [&] { answers = probe("node1", target, 100, "--keep-socket --interval-ms 50 --timeout-ms 300"); });
+  // The new pod comes and serves, then the old one is deleted (it answers
+  // through its grace period: a socket still on it would get answers).
+  EXPECT_EQ(create(pod("resolver-b")), 0);
+  EXPECT_TRUE(wait_pod("resolver-b"));
+  EXPECT_EQ(answering("node1", target, 2).size(), 2u);
+  EXPECT_EQ(sh("kubectl --server " + api_ + " delete pod resolver-a --wait=false >/dev/null"), 0);
+  client.join();
+
+  ASSERT_EQ(answers.size(), 100u);
+  std::string order;
+  for (const auto& a : answers) order += a.ok ? a.pod.substr(9) + " " : "- ";
+  size_t i = 0, failed = 0;
+  for (; i < answers.size() && answers[i].ok; ++i) EXPECT_EQ(answers[i].pod, "resolver-a") << order;
+  for (; i < answers.size() && !answers[i].ok; ++i) {
+    ++failed;
+    EXPECT_EQ(answers[i].line.find("timeout"), std::string::npos) << "the socket's error, not a lost reply: " << order;
+  }
+  EXPECT_EQ(failed, 1u) << order;
+  EXPECT_GE(answers.size() - i, 10u) << "the client reconnected and was answered: " << order;
+  for (; i < answers.size(); ++i) {
+    EXPECT_TRUE(answers[i].ok) << order;
+    EXPECT_EQ(answers[i].pod, "resolver-b") << order;
+    EXPECT_EQ(answers[i].from, target.substr(0, target.size() - 4)) << "the peer is the Service: " << answers[i].line;
+  }
+  std::string out;
+  ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
+  EXPECT_EQ(json::parse(out, nullptr, false).value("sock_udp_destroyed", uint64_t{0}), 1u) << out;
+}
+
 TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {
   ASSERT_EQ(apply("nodeport-local.yaml"), 0);
   ASSERT_TRUE(wait_pod("web-local-1"));

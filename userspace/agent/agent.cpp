@@ -4,11 +4,13 @@
 #include <netinet/in.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -232,6 +234,31 @@ Status write_socket_lb_config(bpf::PinnedMaps& maps, const Options& o, bool on) 
   return maps.config.update(0, c);
 }
 
+// Where socket-level load balancing's sockets live: the agent's network
+// namespace (the node's), and with --socket-lb all also those of the
+// processes in the hooked cgroup's tree (pods' namespaces), each once.
+std::vector<std::string> socket_lb_namespaces(const Options& o) {
+  std::vector<std::string> out = {""};
+  if (o.socket_lb != "all") return out;
+  struct stat self {};
+  if (stat("/proc/self/ns/net", &self) != 0) return out;
+  std::set<ino_t> seen = {self.st_ino};
+  std::error_code ec;
+  std::vector<std::string> dirs = {o.socket_lb_cgroup};
+  for (auto it = std::filesystem::recursive_directory_iterator(o.socket_lb_cgroup, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec))
+    if (it->is_directory(ec)) dirs.push_back(it->path().string());
+  for (const auto& d : dirs) {
+    std::ifstream procs(d + "/cgroup.procs");
+    for (int pid; procs >> pid;) {
+      const std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
+      struct stat st {};
+      if (stat(ns.c_str(), &st) == 0 && seen.insert(st.st_ino).second) out.push_back(ns);
+    }
+  }
+  return out;
+}
+
 // The node's primary address, the cluster CIDR and egress masquerading
 // (with its non-masquerade CIDRs, kpx_nomasq_v4: the new ones first, then
 // the flag, then what went).
@@ -389,6 +416,22 @@ Status run_agent(const Options& o) {
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();
   dp->remove_leftovers();
+  if (sock) {
+    // A UDP socket connected through a frontend keeps its backend until
+    // closed: when the backend leaves, the socket is destroyed, so that
+    // its owner (a resolver) connects again (kube-proxy clears the UDP
+    // conntrack entries instead; these sockets have none).
+    bpf::SockObject* sock_ptr = &*sock;
+    dp->set_lost_udp_sink([sock_ptr, &o](const std::vector<kpx_sock_lost_key>& lost) -> size_t {
+      auto n = sock_ptr->destroy_udp_sockets(lost, socket_lb_namespaces(o));
+      if (!n) {
+        log::warning("destroy UDP sockets connected to removed backends: " + n.error().message);
+        return 0;
+      }
+      if (*n) log::info("destroyed " + std::to_string(*n) + " UDP sockets connected to removed backends");
+      return static_cast<size_t>(*n);
+    });
+  }
   // The node's own addresses: a pod sending from one of them is dropped
   // before any state is made; NodePorts are served on them; the uplink's
   // primary one is the masquerade source. Read now, then followed (below).
