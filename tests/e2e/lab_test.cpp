@@ -417,7 +417,8 @@ TEST_F(LabTest, ANodeLocalConnectedUdpSocketFollowsItsServiceWhenTheBackendIsRep
   auto pod = [](const std::string& name) {
     return "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"" + name +
            "\",\"labels\":{\"app\":\"resolver\"}},\"spec\":{\"terminationGracePeriodSeconds\":10,\"containers\":[{"
-           "\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}]}]}}\n";
+           "\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}],"
+           "\"lifecycle\":{\"preStop\":{\"sleep\":{\"seconds\":8}}}}]}}\n";
   };
   const std::string svc =
       "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"resolver\"},\"spec\":{\"selector\":{"
@@ -434,7 +435,8 @@ TEST_F(LabTest, ANodeLocalConnectedUdpSocketFollowsItsServiceWhenTheBackendIsRep
   std::thread client(
       [&] { answers = probe("node1", target, 100, "--keep-socket --interval-ms 50 --timeout-ms 300"); });
   // The new pod comes and serves, then the old one is deleted (it answers
-  // through its grace period: a socket still on it would get answers).
+  // through its preStop hook: a socket still on it would get answers, and
+  // no ICMP error from a closed port would end the socket instead).
   EXPECT_EQ(create(pod("resolver-b")), 0);
   EXPECT_TRUE(wait_pod("resolver-b"));
   EXPECT_EQ(answering("node1", target, 2).size(), 2u);
