@@ -160,6 +160,59 @@ class LabTest : public ::testing::Test {
     return seen;
   }
 
+  // A client in `from` (on node1) keeps one connected UDP socket to a
+  // one-pod Service while its pod is replaced; see the test below.
+  void connected_udp_socket_follows_a_replaced_backend(const std::string& from) {
+    auto pod = [](const std::string& name) {
+      return "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"" + name +
+             "\",\"labels\":{\"app\":\"resolver\"}},\"spec\":{\"terminationGracePeriodSeconds\":10,\"containers\":[{"
+             "\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}],"
+             "\"lifecycle\":{\"preStop\":{\"sleep\":{\"seconds\":8}}}}]}}\n";
+    };
+    const std::string svc =
+        "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"resolver\"},\"spec\":{\"selector\":{"
+        "\"app\":\"resolver\"},\"ports\":[{\"name\":\"dns\",\"protocol\":\"UDP\",\"port\":53,\"targetPort\":8080}]}}\n";
+    auto create = [&](const std::string& obj) {
+      return sh("printf '%s' '" + obj + "' | kubectl --server " + api_ + " create --validate=false -f - >/dev/null");
+    };
+    ASSERT_EQ(create(pod("resolver-a") + svc), 0);
+    ASSERT_TRUE(wait_pod("resolver-a"));
+    const std::string target = cluster_ip("resolver") + ":53/udp";
+    ASSERT_EQ(answering(from, target, 1), (std::set<std::string>{"resolver-a"}));
+
+    std::vector<ProbeAnswer> answers;
+    std::thread client(
+        [&] { answers = probe(from, target, 100, "--keep-socket --interval-ms 50 --timeout-ms 300"); });
+    // The new pod comes and serves, then the old one is deleted (it answers
+    // through its preStop hook: a socket still on it would get answers, and
+    // no ICMP error from a closed port would end the socket instead).
+    EXPECT_EQ(create(pod("resolver-b")), 0);
+    EXPECT_TRUE(wait_pod("resolver-b"));
+    EXPECT_EQ(answering(from, target, 2).size(), 2u);
+    EXPECT_EQ(sh("kubectl --server " + api_ + " delete pod resolver-a --wait=false >/dev/null"), 0);
+    client.join();
+
+    ASSERT_EQ(answers.size(), 100u);
+    std::string order;
+    for (const auto& a : answers) order += a.ok ? a.pod.substr(9) + " " : "- ";
+    size_t i = 0, failed = 0;
+    for (; i < answers.size() && answers[i].ok; ++i) EXPECT_EQ(answers[i].pod, "resolver-a") << order;
+    for (; i < answers.size() && !answers[i].ok; ++i) {
+      ++failed;
+      EXPECT_EQ(answers[i].line.find("timeout"), std::string::npos) << "the socket's error, not a lost reply: " << order;
+    }
+    EXPECT_EQ(failed, 1u) << order;
+    EXPECT_GE(answers.size() - i, 10u) << "the client reconnected and was answered: " << order;
+    for (; i < answers.size(); ++i) {
+      EXPECT_TRUE(answers[i].ok) << order;
+      EXPECT_EQ(answers[i].pod, "resolver-b") << order;
+      EXPECT_EQ(answers[i].from, target.substr(0, target.size() - 4)) << "the peer is the Service: " << answers[i].line;
+    }
+    std::string out;
+    ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
+    EXPECT_EQ(json::parse(out, nullptr, false).value("sock_udp_destroyed", uint64_t{0}), 1u) << out;
+  }
+
   std::string name_, api_, root_before_;
   int daemon_pid_ = 0;
 };
@@ -414,54 +467,53 @@ TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
 // reaches the new pod. Without that the socket would keep talking to the
 // old pod through its grace period, and to nothing once it is gone.
 TEST_F(LabTest, ANodeLocalConnectedUdpSocketFollowsItsServiceWhenTheBackendIsReplaced) {
-  auto pod = [](const std::string& name) {
-    return "{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{\"name\":\"" + name +
-           "\",\"labels\":{\"app\":\"resolver\"}},\"spec\":{\"terminationGracePeriodSeconds\":10,\"containers\":[{"
-           "\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}],"
-           "\"lifecycle\":{\"preStop\":{\"sleep\":{\"seconds\":8}}}}]}}\n";
-  };
-  const std::string svc =
-      "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"resolver\"},\"spec\":{\"selector\":{"
-      "\"app\":\"resolver\"},\"ports\":[{\"name\":\"dns\",\"protocol\":\"UDP\",\"port\":53,\"targetPort\":8080}]}}\n";
-  auto create = [&](const std::string& obj) {
-    return sh("printf '%s' '" + obj + "' | kubectl --server " + api_ + " create --validate=false -f - >/dev/null");
-  };
-  ASSERT_EQ(create(pod("resolver-a") + svc), 0);
-  ASSERT_TRUE(wait_pod("resolver-a"));
-  const std::string target = cluster_ip("resolver") + ":53/udp";
-  ASSERT_EQ(answering("node1", target, 1), (std::set<std::string>{"resolver-a"}));
+  connected_udp_socket_follows_a_replaced_backend("node1");
+}
 
-  std::vector<ProbeAnswer> answers;
-  std::thread client(
-      [&] { answers = probe("node1", target, 100, "--keep-socket --interval-ms 50 --timeout-ms 300"); });
-  // The new pod comes and serves, then the old one is deleted (it answers
-  // through its preStop hook: a socket still on it would get answers, and
-  // no ICMP error from a closed port would end the socket instead).
-  EXPECT_EQ(create(pod("resolver-b")), 0);
-  EXPECT_TRUE(wait_pod("resolver-b"));
-  EXPECT_EQ(answering("node1", target, 2).size(), 2u);
-  EXPECT_EQ(sh("kubectl --server " + api_ + " delete pod resolver-a --wait=false >/dev/null"), 0);
-  client.join();
+// --socket-lb all: pods (their processes are in their node's cgroup, as on
+// a node) are translated at connect() too, and the per-packet path leaves
+// those connections alone: their frames carry the backend's address, so
+// node1's tc programs make no conntrack entry and reverse nothing for them
+// (dnat_new, revnat and hairpin stay as they were), while every one of
+// them is counted by the socket hooks; the peer is still the Service's
+// address. A pod's connected UDP socket follows a replaced backend too:
+// the agent destroys it in the pod's namespace.
+class LabSocketLbAllTest : public LabTest {
+ protected:
+  std::string up_args() const override { return " --agent-arg=--socket-lb=all"; }
+};
 
-  ASSERT_EQ(answers.size(), 100u);
-  std::string order;
-  for (const auto& a : answers) order += a.ok ? a.pod.substr(9) + " " : "- ";
-  size_t i = 0, failed = 0;
-  for (; i < answers.size() && answers[i].ok; ++i) EXPECT_EQ(answers[i].pod, "resolver-a") << order;
-  for (; i < answers.size() && !answers[i].ok; ++i) {
-    ++failed;
-    EXPECT_EQ(answers[i].line.find("timeout"), std::string::npos) << "the socket's error, not a lost reply: " << order;
-  }
-  EXPECT_EQ(failed, 1u) << order;
-  EXPECT_GE(answers.size() - i, 10u) << "the client reconnected and was answered: " << order;
-  for (; i < answers.size(); ++i) {
-    EXPECT_TRUE(answers[i].ok) << order;
-    EXPECT_EQ(answers[i].pod, "resolver-b") << order;
-    EXPECT_EQ(answers[i].from, target.substr(0, target.size() - 4)) << "the peer is the Service: " << answers[i].line;
-  }
-  std::string out;
-  ASSERT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
-  EXPECT_EQ(json::parse(out, nullptr, false).value("sock_udp_destroyed", uint64_t{0}), 1u) << out;
+TEST_F(LabSocketLbAllTest, PodsAreTranslatedOnceAtConnectAndNotAgainPerPacket) {
+  const std::string vip = cluster_ip("echo");
+  auto stats = [&] {
+    std::string out;
+    EXPECT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 stats -o json", &out), 0) << out;
+    return json::parse(out, nullptr, false);
+  };
+  for (const char* proto : {"tcp", "udp"})
+    ASSERT_EQ(answering("echo-1-1", vip + ":80/" + proto, 6).size(), 6u) << proto;
+  const json before = stats();
+  std::set<std::string> pods;
+  for (const char* proto : {"tcp", "udp"})
+    for (const auto& r : probe("echo-1-1", vip + ":80/" + proto, 16)) {
+      EXPECT_TRUE(r.ok) << r.line;
+      EXPECT_EQ(r.from, vip + ":80") << r.line;
+      // Translated in the pod itself: the backend sees the pod (even the
+      // pod reaching itself, which needs no hairpin address this way).
+      EXPECT_EQ(r.client_ip(), pod_ip("echo-1-1")) << r.line;
+      pods.insert(r.pod);
+    }
+  EXPECT_GE(pods.size(), 4u) << "backends on both nodes";
+  const json after = stats();
+  auto delta = [&](const char* c) { return after.value(c, uint64_t{0}) - before.value(c, uint64_t{0}); };
+  EXPECT_GE(delta("sock_lb"), 32u) << after;
+  EXPECT_EQ(delta("dnat_new"), 0u) << after;
+  EXPECT_EQ(delta("revnat"), 0u) << after;
+  EXPECT_EQ(delta("hairpin"), 0u) << after;
+}
+
+TEST_F(LabSocketLbAllTest, APodsConnectedUdpSocketFollowsItsServiceWhenTheBackendIsReplaced) {
+  connected_udp_socket_follows_a_replaced_backend("echo-1-1");
 }
 
 TEST_F(LabTest, NodePortWithTrafficPolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {

@@ -1,4 +1,4 @@
-// The lab's cgroup v2 tree: kpx-lab-L/{daemon,node-nodeN/{agent,exec},pods}. Every
+// The lab's cgroup v2 tree: kpx-lab-L/{daemon,internet,node-nodeN/{agent,exec,pods}}. Every
 // process the lab starts lives in it, so `kpx lab down` can end them all
 // (cgroup.kill) even when the daemon that started them has crashed, and
 // never touches a process it did not start.

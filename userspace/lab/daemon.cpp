@@ -192,12 +192,9 @@ Status run_daemon(const DaemonOptions& o) {
   auto lbs = LoadBalancerController::start(store);
   if (!lbs) return lbs.error();
 
-  auto pods_cg = make_cgroup(plan.cgroup_name() + "/pods");
-  if (!pods_cg) return pods_cg.error();
   KubeletOptions ko;
   ko.plan = plan;
   ko.kpx_binary = o.kpx_binary;
-  ko.pods_cgroup = *pods_cg;
   ko.log_dir = plan.state_dir();
   ko.dns_container = [&store](const std::string& netns) -> Result<InProcessContainer> {
     // UDP 0.0.0.0:53 inside the DNS pod's namespace.

@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "apiserver/store.h"
+#include "lab/cgroup.h"
 #include "lab/network.h"
 #include "lab/proc.h"
 #include "log/log.h"
@@ -432,7 +433,16 @@ Result<pid_t> Kubelet::Impl::start_echo(const RunningPod& rp, const RunningPod::
   so.argv = {o.kpx_binary, "lab", "echo-server", "--name", rp.key.name, "--container", c.name,
              "--port", std::to_string(c.port)};
   so.netns = rp.netns;
-  so.cgroup = o.pods_cgroup;
+  // Under its node's cgroup, as a node's pods are under its root: the node's
+  // socket hooks see them (and, but with --socket-lb all, leave them to the
+  // per-packet path).
+  auto cg = make_cgroup(o.plan.pods_cgroup_name(rp.node));
+  if (!cg) {
+    close(fds[0]);
+    close(fds[1]);
+    return cg.error();
+  }
+  so.cgroup = *cg;
   so.log_file = o.log_dir + "/pod-" + rp.key.ns + "-" + rp.key.name + ".log";
   so.stdout_pipe_fd = fds[1];
   auto pid = spawn(so);

@@ -30,7 +30,6 @@ using InProcessContainer = std::shared_ptr<void>;
 struct KubeletOptions {
   LabPlan plan;
   std::string kpx_binary;   // for kpx/echo containers
-  std::string pods_cgroup;  // absolute cgroup v2 path for the containers' processes
   std::string log_dir;      // pods' output: <log_dir>/pod-<ns>-<name>.log
   // Starts a kpx/dns container in the pod's network namespace.
   std::function<Result<InProcessContainer>(const std::string& netns)> dns_container;

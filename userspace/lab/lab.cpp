@@ -415,7 +415,7 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
   LabPlan plan = plan_lab(name, lab->state.nodes);
   std::string netns;
   std::vector<std::string> env;
-  std::string resolv;
+  std::string resolv, pod_node;
   if (target == "client") netns = plan.client_ns;
   else if (target == "internet") netns = plan.internet_ns;
   else if (target == "gateway") netns = plan.gateway_ns;
@@ -435,6 +435,7 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
     if (pod_phase(*p) != "Running" && pod_phase(*p) != "Terminating")
       return invalid_argument("pod " + ns + "/" + pod + " is " + pod_phase(*p));
     netns = plan.pod_netns(ns, pod);
+    if (p->contains("spec")) pod_node = (*p)["spec"].value("nodeName", "");
     auto svcs = items(*lab->client, "/api/v1/namespaces/" + ns + "/services");
     if (!svcs) return svcs.error();
     std::vector<apiserver::Json> services;
@@ -460,9 +461,12 @@ Status lab_exec(const std::string& name, const std::string& target, const std::v
   }
   // Like a container's processes, what runs here ends with the lab.
   // A node's commands run in its cgroup (socket-level load balancing
-  // serves them, as the node's own processes).
+  // serves them, as the node's own processes), a pod's with its node's pods.
   const NodePlan* node = plan.node(target);
-  if (auto cg = make_cgroup(plan.cgroup_name() + (node ? "/node-" + node->name + "/exec" : std::string("/pods"))); cg) {
+  const std::string cg_name = node                ? plan.cgroup_name() + "/node-" + node->name + "/exec"
+                              : !pod_node.empty() ? plan.pods_cgroup_name(pod_node)
+                                                  : plan.cgroup_name() + "/exec";
+  if (auto cg = make_cgroup(cg_name); cg) {
     std::ofstream procs(*cg + "/cgroup.procs");
     procs << getpid();
   }

@@ -48,6 +48,9 @@ LabPlan plan_lab(const std::string& name, int nodes) {
 
 std::string LabPlan::state_dir() const { return std::string(kStateRoot) + "/" + name; }
 std::string LabPlan::cgroup_name() const { return "kpx-lab-" + name; }
+std::string LabPlan::pods_cgroup_name(const std::string& node) const {
+  return cgroup_name() + "/node-" + node + "/pods";
+}
 std::string LabPlan::pod_netns(const std::string& ns, const std::string& pod) const {
   // A namespace name is a DNS label (no '.'), so "<ns>.<pod>" names one pod
   // only ("a-b/c" and "a/b-c" differ). Long names are cut and made unique

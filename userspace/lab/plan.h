@@ -70,6 +70,8 @@ struct LabPlan {
 
   std::string state_dir() const;    // /run/kpx-lab/L
   std::string cgroup_name() const;  // kpx-lab-L (under the cgroup v2 mount)
+  // kpx-lab-L/node-N/pods: where node N's pods' processes run.
+  std::string pods_cgroup_name(const std::string& node) const;
   std::string pod_netns(const std::string& ns, const std::string& pod) const;
   const NodePlan* node(const std::string& name) const;
 };
