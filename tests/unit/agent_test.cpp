@@ -157,7 +157,6 @@ TEST(Metrics, KubeProxyNamesAndDatapathCounters) {
   EXPECT_NE(text.find("kpx_datapath_packets_total{reason=\"dnat_new\"} 7\n"), std::string::npos);
 }
 
-// manifests/kpx.yaml: least privilege, and its config loads.
 TEST(ProgrammingLatency, FromTheTriggerTimeElseArrival) {
   using namespace std::chrono;
   using Clock = ProgrammingStarts::Clock;
@@ -195,6 +194,9 @@ TEST(ProgrammingLatency, FromTheTriggerTimeElseArrival) {
   EXPECT_EQ(skew.count(), 1u);
 }
 
+// manifests/kpx.yaml: least privilege, its config loads, and socket-level
+// load balancing hooks the host's cgroup root (a host path mounted where
+// --socket-lb-cgroup points, not the container's own cgroup view).
 TEST(Manifests, RbacIsListWatchOnlyAndConfigLoads) {
   std::vector<YAML::Node> docs = YAML::LoadAllFromFile(KPX_SOURCE_DIR "/manifests/kpx.yaml");
   bool saw_role = false, saw_ds = false, saw_cm = false;
@@ -218,6 +220,18 @@ TEST(Manifests, RbacIsListWatchOnlyAndConfigLoads) {
       std::set<std::string> caps;
       for (const auto& cap : c["securityContext"]["capabilities"]["add"]) caps.insert(cap.as<std::string>());
       EXPECT_EQ(caps, (std::set<std::string>{"BPF", "PERFMON", "NET_ADMIN"}));
+      std::string cgroup_arg;
+      for (const auto& a : c["command"])
+        if (a.as<std::string>().rfind("--socket-lb-cgroup=", 0) == 0) cgroup_arg = a.as<std::string>().substr(19);
+      ASSERT_FALSE(cgroup_arg.empty());
+      std::string volume;
+      for (const auto& m : c["volumeMounts"])
+        if (m["mountPath"].as<std::string>() == cgroup_arg) volume = m["name"].as<std::string>();
+      ASSERT_FALSE(volume.empty()) << cgroup_arg << " is not a mount";
+      std::string host_path;
+      for (const auto& v : spec["volumes"])
+        if (v["name"].as<std::string>() == volume && v["hostPath"]) host_path = v["hostPath"]["path"].as<std::string>();
+      EXPECT_EQ(host_path, "/sys/fs/cgroup");
     }
     if (kind == "ConfigMap") {
       saw_cm = true;
