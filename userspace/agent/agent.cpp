@@ -416,7 +416,10 @@ Status run_agent(const Options& o) {
   auto dp = dataplane::Dataplane::recover(*maps);
   if (!dp) return dp.error();
   dp->remove_leftovers();
-  if (sock) {
+  if (sock && !sock->can_destroy_udp_sockets()) {
+    log::warning("this kernel has no bpf_sock_destroy (Linux 6.5): UDP sockets connected through a Service keep a "
+                 "removed backend until their owner closes them");
+  } else if (sock) {
     // A UDP socket connected through a frontend keeps its backend until
     // closed: when the backend leaves, the socket is destroyed, so that
     // its owner (a resolver) connects again (kube-proxy clears the UDP

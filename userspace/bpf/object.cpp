@@ -120,33 +120,46 @@ Result<SockObject> SockObject::load(const std::string& pin_dir) {
   KPX_TRY(check_pin_dir(pin_dir));
   KPX_TRY(check_pinned_abi(pin_dir));
   LIBBPF_OPTS(bpf_object_open_opts, opts, .pin_root_path = pin_dir.c_str());
-  struct kpx_sock* skel = kpx_sock__open_opts(&opts);
+  auto open_skel = [&]() -> struct kpx_sock* {
+    struct kpx_sock* skel = kpx_sock__open_opts(&opts);
+    if (!skel) return nullptr;
+    // The per-socket map of an earlier kpx with another layout (it is
+    // kpx_sock's own, outside the ABI check): replaced, as libbpf would
+    // refuse to reuse it. Sockets translated before then read their
+    // backend's address in recvmsg/getpeername until they close.
+    const std::string rev_pin = pin_dir + "/kpx_sock_rev";
+    if (int fd = bpf_obj_get(rev_pin.c_str()); fd >= 0) {
+      bpf_map_info info{};
+      uint32_t len = sizeof(info);
+      if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 &&
+          info.value_size != bpf_map__value_size(skel->maps.kpx_sock_rev))
+        (void)unlink(rev_pin.c_str());
+      close(fd);
+    }
+    return skel;
+  };
+  struct kpx_sock* skel = open_skel();
   if (!skel) return errno_error("open kpx_sock BPF object", errno);
-  // The per-socket map of an earlier kpx with another layout (it is kpx_sock's
-  // own, outside the ABI check): replaced, as libbpf would refuse to reuse it.
-  // Sockets translated before then read their backend's address in
-  // recvmsg/getpeername until they close.
-  const std::string rev_pin = pin_dir + "/kpx_sock_rev";
-  if (int fd = bpf_obj_get(rev_pin.c_str()); fd >= 0) {
-    bpf_map_info info{};
-    uint32_t len = sizeof(info);
-    if (bpf_obj_get_info_by_fd(fd, &info, &len) == 0 && info.value_size != bpf_map__value_size(skel->maps.kpx_sock_rev))
-      (void)unlink(rev_pin.c_str());
-    close(fd);
-  }
-  if (int rc = kpx_sock__load(skel); rc != 0) {
-    kpx_sock__destroy(skel);
-    return errno_error("load kpx_sock BPF object (pin dir " + pin_dir + ")", rc);
-  }
-  return SockObject(skel);
+  int rc = kpx_sock__load(skel);
+  if (rc == 0) return SockObject(skel, /*reaper=*/true);
+  kpx_sock__destroy(skel);
+  // Before Linux 6.5 (no bpf_sock_destroy) the hooks work without the UDP
+  // socket reaper: load them alone.
+  skel = open_skel();
+  if (!skel) return errno_error("open kpx_sock BPF object", errno);
+  bpf_program__set_autoload(skel->progs.kpx_sock_udp_reap, false);
+  if (kpx_sock__load(skel) == 0) return SockObject(skel, /*reaper=*/false);
+  kpx_sock__destroy(skel);
+  return errno_error("load kpx_sock BPF object (pin dir " + pin_dir + ")", rc);
 }
 
-SockObject::SockObject(SockObject&& o) noexcept : skel_(std::exchange(o.skel_, nullptr)) {}
+SockObject::SockObject(SockObject&& o) noexcept : skel_(std::exchange(o.skel_, nullptr)), reaper_(o.reaper_) {}
 
 SockObject& SockObject::operator=(SockObject&& o) noexcept {
   if (this != &o) {
     if (skel_) kpx_sock__destroy(skel_);
     skel_ = std::exchange(o.skel_, nullptr);
+    reaper_ = o.reaper_;
   }
   return *this;
 }
@@ -237,6 +250,9 @@ Status run_udp_iterator_in(bpf_link* link, const std::string& netns_path) {
 
 Result<uint64_t> SockObject::destroy_udp_sockets(const std::vector<kpx_sock_lost_key>& lost,
                                                  const std::vector<std::string>& netns) {
+  if (!reaper_)
+    return failed_precondition("destroying UDP sockets needs bpf_sock_destroy (Linux 6.5); connected UDP sockets keep a "
+                       "removed backend until closed");
   const uint64_t before = __atomic_load_n(&skel_->bss->kpx_sock_reaped, __ATOMIC_RELAXED);
   const int map = bpf_map__fd(skel_->maps.kpx_sock_lost);
   bpf_link* link = bpf_program__attach_iter(skel_->progs.kpx_sock_udp_reap, nullptr);

@@ -73,6 +73,9 @@ class SockObject {
   // without them.
   Status attach(const std::string& cgroup_path);
 
+  // Whether destroy_udp_sockets can work (the kernel has bpf_sock_destroy).
+  bool can_destroy_udp_sockets() const { return reaper_; }
+
   // Destroy the connected UDP sockets that these hooks sent to a backend
   // its Service lost ({svc_id, backend}: lost), in each network namespace
   // of netns: "" for the calling thread's, else a path such as
@@ -83,8 +86,9 @@ class SockObject {
                                        const std::vector<std::string>& netns);
 
  private:
-  explicit SockObject(struct kpx_sock* s) : skel_(s) {}
+  SockObject(struct kpx_sock* s, bool reaper) : skel_(s), reaper_(reaper) {}
   struct kpx_sock* skel_ = nullptr;
+  bool reaper_ = false;  // the UDP socket iterator loaded (Linux 6.5)
 };
 
 // Detach every kpx socket hook (programs named kpx_sock_*) from the cgroup;
