@@ -586,7 +586,7 @@ TEST_F(LabTest, HealthCheckNodePortTellsTheLoadBalancerWhichNodesHaveLocalEndpoi
   }
 }
 
-TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
+TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideFromPodsAndFromANode) {
   ASSERT_EQ(apply("loadbalancer.yaml"), 0);
   std::string lb_ip = load_balancer_ip("echo-lb");
   ASSERT_EQ(lb_ip.rfind("198.51.100.", 0), 0u) << "an IP from the lab's pool: '" << lb_ip << "'";
@@ -604,6 +604,15 @@ TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideAndFromPods) {
         EXPECT_TRUE(r.ok) << "from a pod: " << r.line;
         EXPECT_EQ(r.from, vip + ":80");
       }
+      // From node1 itself: socket-level load balancing, backends on both
+      // nodes, the frontend as the peer.
+      std::set<std::string> nodes;
+      for (const auto& r : probe("node1", target, 12)) {
+        EXPECT_TRUE(r.ok) << "from node1: " << r.line;
+        EXPECT_EQ(r.from, vip + ":80") << r.line;
+        nodes.insert(r.pod.substr(0, 6));
+      }
+      EXPECT_EQ(nodes.size(), 2u) << "from node1 to " << target;
     }
   }
 }
