@@ -2,6 +2,7 @@
 //   kpx-bench datapath [--json] [--services LIST] [--repeats N] [--paths pod,uplink] [--uplink-frames N]
 //   kpx-bench sync [--json] ...
 //   kpx-bench lab [--json] [--rounds N]
+//   kpx-bench socket-lb [--json] [--rounds N] [--connects N]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -9,6 +10,7 @@
 
 #include "datapath.h"
 #include "lab_up.h"
+#include "socket_lb.h"
 #include "sync.h"
 #include "kpx/abi.h"
 
@@ -78,6 +80,17 @@ int main(int argc, char** argv) {
   lab->add_option("--rounds", lo.rounds, "up/down rounds; figures are medians")
       ->check(CLI::Range(1u, 100u))->capture_default_str();
 
+  kpx::bench::SocketLbOptions sl;
+  auto* socket_lb = app.add_subcommand(
+      "socket-lb",
+      "socket-level load balancing: ns per connect+close with and without the cgroup socket hooks (in a namespace "
+      "and cgroup of its own) (needs root, bpffs and cgroup v2)");
+  socket_lb->add_flag("--json", sl.json, "print the results as one JSON object");
+  socket_lb->add_option("--rounds", sl.rounds, "rounds, the cases interleaved in each; figures are medians")
+      ->check(CLI::Range(1u, 100u))->capture_default_str();
+  socket_lb->add_option("--connects", sl.connects, "connects per connect case and round (each case stops after 10 s)")
+      ->check(CLI::Range(1u, 10000000u))->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -91,5 +104,6 @@ int main(int argc, char** argv) {
   }
   if (sync->parsed()) return kpx::bench::run_sync(so, std::cout, std::cerr);
   if (lab->parsed()) return kpx::bench::run_lab(lo, std::cout, std::cerr);
+  if (socket_lb->parsed()) return kpx::bench::run_socket_lb(sl, std::cout, std::cerr);
   return 2;
 }
