@@ -73,6 +73,7 @@
 #include "bpf/fd.h"
 #include "bpf/object.h"
 #include "bpf/pinned_maps.h"
+#include "crr.h"
 #include "dataplane/dataplane.h"
 #include "lab/cgroup.h"
 #include "lab/proc.h"
@@ -473,6 +474,15 @@ int run_socket_lb(const SocketLbOptions& o, std::ostream& out, std::ostream& err
   }
   json j = {{"rounds", o.rounds}, {"connect", connect_json(o, *conn)}, {"crr", nullptr}};
   if (!o.json) print_connect_table(o, j["connect"], out);
+  if (o.crr) {
+    auto crr = measure_crr(o.rounds, o.crrs, err);
+    if (!crr) {
+      err << "\nkpx-bench socket-lb: CRR: " << crr.error().message << "\n";
+      return interrupted() ? 130 : 1;
+    }
+    j["crr"] = crr_json(*crr);
+    if (!o.json) print_crr_table(*crr, out);
+  }
   if (o.json) out << j.dump(2) << "\n";
   return 0;
 }

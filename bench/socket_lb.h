@@ -5,6 +5,10 @@
 //    without the hooks (the floor), to the same address with the hooks
 //    (their cost for traffic that is no Service's) and to a ClusterIP with
 //    the hooks (translated).
+//  - CRR (connect, request, response, close) in a lab of the bench's own,
+//    from node1 (socket LB) and from a pod on node1 (the per-packet tc path)
+//    to a ClusterIP, each against the same client to the backend pod's
+//    address.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +20,8 @@ struct SocketLbOptions {
   bool json = false;
   uint32_t rounds = 7;
   uint32_t connects = 10000;  // per connect case and round
+  uint32_t crrs = 5000;       // per CRR case and round
+  bool crr = true;           // the lab part
 };
 
 int run_socket_lb(const SocketLbOptions& opts, std::ostream& out, std::ostream& err);
