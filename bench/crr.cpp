@@ -6,8 +6,11 @@
 // blocking connect() (the request is the connection itself), read() until
 // the reply's newline, close() with SO_LINGER 0 (RST: neither side keeps a
 // TIME_WAIT entry over thousands of CRRs to one address and port). A CRR is
-// timed from socket() to close(), each separately; the client gives the
-// median and the mean of its CRRs.
+// timed from socket() to close(), each separately. Given several targets,
+// the client goes to each in turn, CRR by CRR (A, B, A, B, ...), so that a
+// case and its floor see the same moments of a machine whose speed drifts
+// (on this VM, from one second to the next, by more than what socket LB
+// saves); it gives the median and the mean of each target's CRRs.
 //
 // The lab part: `kpx lab up --name kbs<pid>` (the defaults: 2 nodes x 3 echo
 // pods), then a Service of the bench's own, default/crr (80/TCP ->
@@ -22,13 +25,13 @@
 //  - pod default/echo-1-1 (a pod of the default workload on node1, no
 //    backend of crr): its packets go through kpx_from_pod / kpx_to_pod on
 //    the veths, one conntrack flow per CRR.
-// Each against its floor: the same client to the backend pod's address and
-// port (no Service: kpx's pass paths only). Per round the four cases in
-// order (node floor, node ClusterIP, pod floor, pod ClusterIP), `crrs` CRRs
-// each; the table gives the median over rounds of the rounds' medians.
-// node1's counters are read around every run: socket LB (sock_lb) must have
-// served each of node1's ClusterIP CRRs and nothing else, the per-packet
-// path (dnat_new) each of the pod's and nothing else.
+// Each client's run alternates its two cases: the backend pod's address and
+// port (no Service: kpx's pass paths only; the floor) and the ClusterIP.
+// Per round one run of each client (node1, then the pod), `crrs` CRRs to
+// each target; the table gives the median over rounds of the runs'
+// medians. node1's counters are read around every run: socket LB (sock_lb)
+// must have served each of node1's ClusterIP CRRs and nothing of the pod's,
+// the per-packet path (dnat_new) each of the pod's and nothing of node1's.
 #include "crr.h"
 
 #include <arpa/inet.h>
@@ -88,48 +91,62 @@ Result<std::string> one_crr(const sockaddr_in& dst, const timeval& timeout) {
 }  // namespace
 
 int run_crr_client(const CrrClientOptions& o, std::ostream& out, std::ostream& err) {
-  auto target = net::parse_backend(o.target);
-  if (!target) {
-    err << "kpx-bench crr-client: --target: " << target.error().message << "\n";
-    return 2;
-  }
-  sockaddr_in dst{};
-  dst.sin_family = AF_INET;
-  dst.sin_addr.s_addr = target->addr_be;
-  dst.sin_port = htons(target->port);
-  const timeval timeout{static_cast<time_t>(o.timeout_ms / 1000), static_cast<suseconds_t>(o.timeout_ms % 1000 * 1000)};
-  std::vector<double> ns;
-  ns.reserve(o.count);
-  std::map<std::string, uint64_t> pods;
-  const auto cap = Clock::now() + std::chrono::seconds(o.max_seconds);
-  for (uint32_t i = 0; i < o.count && Clock::now() < cap; ++i) {
-    const auto t0 = Clock::now();
-    auto reply = one_crr(dst, timeout);
-    const auto t1 = Clock::now();
-    if (!reply) {
-      err << "kpx-bench crr-client: CRR " << i + 1 << " to " << o.target << ": " << reply.error().message << "\n";
-      return 1;
+  struct Target {
+    std::string name;
+    sockaddr_in addr{};
+    std::vector<double> ns;
+    std::map<std::string, uint64_t> backends;  // which pod answered, how often
+  };
+  std::vector<Target> targets;
+  for (const std::string& t : o.targets) {
+    auto b = net::parse_backend(t);
+    if (!b) {
+      err << "kpx-bench crr-client: --target " << t << ": " << b.error().message << "\n";
+      return 2;
     }
-    ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
-    const std::string pod = reply->substr(4, reply->find(' ') - 4);
-    ++pods[pod];
+    Target x;
+    x.name = t;
+    x.addr.sin_family = AF_INET;
+    x.addr.sin_addr.s_addr = b->addr_be;
+    x.addr.sin_port = htons(b->port);
+    x.ns.reserve(o.count);
+    targets.push_back(std::move(x));
   }
-  double sum = 0;
-  for (double v : ns) sum += v;
-  const double mean = ns.empty() ? 0 : sum / static_cast<double>(ns.size());
-  std::vector<double> sorted = ns;
-  std::sort(sorted.begin(), sorted.end());
-  const double p99 = sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)];
-  if (o.json) {
-    out << json{{"target", o.target},       {"count", ns.size()},   {"median_ns", median(ns)},
-                {"mean_ns", mean},          {"p99_ns", p99},        {"min_ns", sorted.empty() ? 0 : sorted.front()},
-                {"backends", pods}}
-               .dump()
-        << "\n";
-  } else {
-    out << ns.size() << " CRRs to " << o.target << ": median " << fmt(median(ns), 0) << " ns, mean " << fmt(mean, 0)
-        << " ns, p99 " << fmt(p99, 0) << " ns\n";
+  const timeval timeout{static_cast<time_t>(o.timeout_ms / 1000), static_cast<suseconds_t>(o.timeout_ms % 1000 * 1000)};
+  const auto cap = Clock::now() + std::chrono::seconds(o.max_seconds);
+  uint32_t done = 0;
+  for (; done < o.count && Clock::now() < cap; ++done) {
+    for (Target& t : targets) {
+      const auto t0 = Clock::now();
+      auto reply = one_crr(t.addr, timeout);
+      const auto t1 = Clock::now();
+      if (!reply) {
+        err << "kpx-bench crr-client: CRR " << done + 1 << " to " << t.name << ": " << reply.error().message << "\n";
+        return 1;
+      }
+      t.ns.push_back(std::chrono::duration<double, std::nano>(t1 - t0).count());
+      ++t.backends[reply->substr(4, reply->find(' ') - 4)];
+    }
   }
+  json results = json::array();
+  for (Target& t : targets) {
+    double sum = 0;
+    for (double v : t.ns) sum += v;
+    const double mean = t.ns.empty() ? 0 : sum / static_cast<double>(t.ns.size());
+    std::vector<double> sorted = t.ns;
+    std::sort(sorted.begin(), sorted.end());
+    const double p99 = sorted.empty() ? 0 : sorted[std::min(sorted.size() - 1, sorted.size() * 99 / 100)];
+    results.push_back({{"target", t.name},
+                       {"median_ns", median(t.ns)},
+                       {"mean_ns", mean},
+                       {"p99_ns", p99},
+                       {"min_ns", sorted.empty() ? 0 : sorted.front()},
+                       {"backends", t.backends}});
+    if (!o.json)
+      out << done << " CRRs to " << t.name << ": median " << fmt(median(t.ns), 0) << " ns, mean " << fmt(mean, 0)
+          << " ns, p99 " << fmt(p99, 0) << " ns\n";
+  }
+  if (o.json) out << json{{"count", done}, {"targets", results}}.dump() << "\n";
   return 0;
 }
 
@@ -139,10 +156,10 @@ namespace {
 
 constexpr const char* kClientPod = "echo-1-1";
 constexpr uint16_t kCrrPort = 80, kEchoPort = 8080;
-const char* const kCrrCases[] = {"node_to_pod_ip", "node_to_cluster_ip", "pod_to_pod_ip", "pod_to_cluster_ip"};
+const char* const kCrrCases[] = {"node1_to_pod_ip", "node1_to_cluster_ip", "pod_to_pod_ip", "pod_to_cluster_ip"};
 const char* const kCrrLabels[] = {"node1 -> backend pod IP (floor)", "node1 -> ClusterIP (socket LB)",
                                   "pod -> backend pod IP (floor)", "pod -> ClusterIP (per-packet tc)"};
-const char* floor_of(const std::string& c) { return c.rfind("node", 0) == 0 ? "node_to_pod_ip" : "pod_to_pod_ip"; }
+const char* floor_of(const std::string& c) { return c.rfind("node1", 0) == 0 ? "node1_to_pod_ip" : "pod_to_pod_ip"; }
 
 // A lab of the bench's own: `kpx lab down` on destruction, also when `up`
 // failed half way (down removes what a failed up left).
@@ -169,16 +186,24 @@ class BenchLab {
   bool started_ = false;
 };
 
-// `kpx-bench crr-client` inside the lab: its JSON document.
-Result<json> run_client(const std::string& lab, const std::string& where, const std::string& target, uint32_t count) {
-  auto r = lab::run({KPX_BINARY, "lab", "exec", "--name", lab, where, "--", lab::self_executable(), "crr-client",
-                     "--target", target, "--count", std::to_string(count), "--json"});
+// `kpx-bench crr-client` inside the lab, CRR by CRR to each target in turn:
+// its JSON document.
+Result<json> run_client(const std::string& lab, const std::string& where, const std::vector<std::string>& targets,
+                        uint32_t count) {
+  std::vector<std::string> argv = {KPX_BINARY, "lab", "exec", "--name", lab, where, "--", lab::self_executable(),
+                                   "crr-client", "--count", std::to_string(count), "--json"};
+  std::string what = "crr-client in " + where + " to";
+  for (const std::string& t : targets) {
+    argv.insert(argv.end(), {"--target", t});
+    what += " " + t;
+  }
+  auto r = lab::run(argv);
   if (!r) return r.error();
-  if (r->status != 0) return system_error("crr-client in " + where + " to " + target + ": " + r->out);
+  if (r->status != 0) return system_error(what + ": " + r->out);
   const size_t at = r->out.find('{');
   json j = at == std::string::npos ? json() : json::parse(r->out.substr(at), nullptr, false);
-  if (!j.is_object() || !j.contains("median_ns"))
-    return system_error("crr-client in " + where + " to " + target + " printed no figures: " + r->out);
+  if (!j.is_object() || !j.contains("targets") || j["targets"].size() != targets.size())
+    return system_error(what + " printed no figures: " + r->out);
   return j;
 }
 
@@ -233,7 +258,7 @@ Result<CrrResults> measure_crr(uint32_t rounds, uint32_t crrs, std::ostream& err
   // Both clients reach the ClusterIP once the agents have programmed it.
   for (const char* where : {"node1", kClientPod}) {
     Result<json> ok = system_error("not tried");
-    for (int i = 0; i < 100 && !(ok = run_client(lab.name(), where, vip, 1)); ++i)
+    for (int i = 0; i < 100 && !(ok = run_client(lab.name(), where, {vip}, 1)); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (!ok) return Error{ok.error().kind, "the Service never answered: " + ok.error().message};
   }
@@ -242,34 +267,35 @@ Result<CrrResults> measure_crr(uint32_t rounds, uint32_t crrs, std::ostream& err
   Counters ctrs(maps->counters.get());
   for (uint32_t r = 0; r < rounds; ++r) {
     err << "kpx-bench socket-lb: CRR round " << r + 1 << "/" << rounds << "\n";
-    for (const char* c : kCrrCases) {
+    for (const char* client : {"node1", "pod"}) {
       KPX_TRY(check_interrupt());
-      const std::string name = c;
-      const bool from_node = name.rfind("node", 0) == 0, to_vip = name.find("cluster_ip") != std::string::npos;
+      const std::string c = client, floor = c + "_to_pod_ip", to_vip = c + "_to_cluster_ip";
       auto sl0 = ctrs.get(KPX_CTR_SOCK_LB), dn0 = ctrs.get(KPX_CTR_DNAT_NEW);
       if (!sl0 || !dn0) return !sl0 ? sl0.error() : dn0.error();
-      auto j = run_client(lab.name(), from_node ? "node1" : kClientPod, to_vip ? vip : pod_ip, crrs);
+      auto j = run_client(lab.name(), c == "node1" ? "node1" : kClientPod, {pod_ip, vip}, crrs);
       if (!j) return j.error();
       auto sl1 = ctrs.get(KPX_CTR_SOCK_LB), dn1 = ctrs.get(KPX_CTR_DNAT_NEW);
       if (!sl1 || !dn1) return !sl1 ? sl1.error() : dn1.error();
-      res.median_ns[name].push_back((*j)["median_ns"]);
-      res.mean_ns[name].push_back((*j)["mean_ns"]);
-      res.done[name] += (*j)["count"].get<uint64_t>();
-      res.sock_lb[name] += *sl1 - *sl0;
-      res.dnat_new[name] += *dn1 - *dn0;
+      for (const auto& [name, t] : {std::pair{floor, (*j)["targets"][0]}, std::pair{to_vip, (*j)["targets"][1]}}) {
+        res.median_ns[name].push_back(t["median_ns"]);
+        res.mean_ns[name].push_back(t["mean_ns"]);
+        res.done[name] += (*j)["count"].get<uint64_t>();
+      }
+      res.sock_lb[c] += *sl1 - *sl0;
+      res.dnat_new[c] += *dn1 - *dn0;
     }
   }
-  // Each case took the path it names, and only that one.
-  for (const char* c : kCrrCases) {
-    const std::string name = c;
-    const uint64_t want_sl = name == "node_to_cluster_ip" ? res.done[name] : 0,
-                   want_dn = name == "pod_to_cluster_ip" ? res.done[name] : 0;
-    if (res.sock_lb[name] != want_sl || res.dnat_new[name] != want_dn)
-      return system_error(name + ": " + std::to_string(res.done[name]) + " CRRs, but node1's sock_lb counter grew by " +
-                          std::to_string(res.sock_lb[name]) + " (expected " + std::to_string(want_sl) +
-                          ") and dnat_new by " + std::to_string(res.dnat_new[name]) + " (expected " +
-                          std::to_string(want_dn) + ")");
-  }
+  // Each client's ClusterIP CRRs took the path they name, and nothing else
+  // did (the floors' addresses are no frontend's).
+  const uint64_t node_vip = res.done["node1_to_cluster_ip"], pod_vip = res.done["pod_to_cluster_ip"];
+  if (res.sock_lb["node1"] != node_vip || res.dnat_new["node1"] != 0)
+    return system_error("node1's " + std::to_string(node_vip) + " ClusterIP CRRs: node1's sock_lb counter grew by " +
+                        std::to_string(res.sock_lb["node1"]) + " (expected as many) and dnat_new by " +
+                        std::to_string(res.dnat_new["node1"]) + " (expected 0)");
+  if (res.dnat_new["pod"] != pod_vip || res.sock_lb["pod"] != 0)
+    return system_error("the pod's " + std::to_string(pod_vip) + " ClusterIP CRRs: node1's dnat_new counter grew by " +
+                        std::to_string(res.dnat_new["pod"]) + " (expected as many) and sock_lb by " +
+                        std::to_string(res.sock_lb["pod"]) + " (expected 0)");
   return res;
 }
 
@@ -283,23 +309,29 @@ json crr_json(const CrrResults& r) {
                 {"crrs", r.done.at(c)},
                 {"floor", floor_of(c)},
                 {"ratio_to_floor", floor > 0 ? ns / floor : 0},
-                {"above_floor_ns", ns - floor},
-                {"sock_lb_counter_delta", r.sock_lb.at(c)},
-                {"dnat_new_counter_delta", r.dnat_new.at(c)}};
+                {"above_floor_ns", ns - floor}};
   }
+  json counters;
+  for (const char* client : {"node1", "pod"})
+    counters[client] = {{"cluster_ip_crrs", r.done.at(std::string(client) + "_to_cluster_ip")},
+                        {"sock_lb_delta", r.sock_lb.at(client)},
+                        {"dnat_new_delta", r.dnat_new.at(client)}};
   return {{"lab", r.lab},
           {"crrs_per_case", r.crrs},
           {"service", "default/crr"},
           {"cluster_ip", r.cluster_ip + ":" + std::to_string(kCrrPort)},
           {"backend", r.backend + ":" + std::to_string(kEchoPort) + " (pod default/crr-backend on node1)"},
           {"client_pod", r.client_pod + " (node1)"},
-          {"cases", cases}};
+          {"cases", cases},
+          {"node1_counters_by_client", counters}};
 }
 
 void print_crr_table(const CrrResults& r, std::ostream& out) {
   const json j = crr_json(r);
   out << "\nkpx-bench socket-lb, CRR: ns per connect+reply+close against the lab's echo server, median of "
-      << r.rounds << " rounds of " << r.crrs << " CRRs per case (a round's figure: the median of its CRRs)\n"
+      << r.rounds << " rounds\n"
+      << "  per round one run per client, " << r.crrs
+      << " CRRs to each of its two targets in turn (floor, ClusterIP, floor, ...); a round's figure: the run's median\n"
       << "  lab " << r.lab << ": Service default/crr " << j["cluster_ip"].get<std::string>() << "/TCP -> "
       << j["backend"].get<std::string>() << "\n"
       << "  clients: node1 itself (kpx lab exec node1: socket LB) and pod " << j["client_pod"].get<std::string>()
@@ -313,9 +345,10 @@ void print_crr_table(const CrrResults& r, std::ostream& out) {
         << std::setw(11) << fmt(c["mean_ns"], 0) << std::setw(10) << fmt(c["ratio_to_floor"], 2) << std::setw(13)
         << fmt(c["above_floor_ns"], 0) << "\n";
   }
-  out << "\nnode1's counters: sock_lb +" << r.sock_lb.at("node_to_cluster_ip") << " for node1's "
-      << r.done.at("node_to_cluster_ip") << " ClusterIP CRRs, dnat_new +" << r.dnat_new.at("pod_to_cluster_ip")
-      << " for the pod's " << r.done.at("pod_to_cluster_ip") << "; neither for the floors\n";
+  out << "\nnode1's counters: sock_lb +" << r.sock_lb.at("node1") << " (dnat_new +" << r.dnat_new.at("node1")
+      << ") over node1's runs, for its " << r.done.at("node1_to_cluster_ip") << " ClusterIP CRRs; dnat_new +"
+      << r.dnat_new.at("pod") << " (sock_lb +" << r.sock_lb.at("pod") << ") over the pod's, for its "
+      << r.done.at("pod_to_cluster_ip") << "\n";
 }
 
 }  // namespace kpx::bench

@@ -100,8 +100,9 @@ int main(int argc, char** argv) {
   kpx::bench::CrrClientOptions cc;
   auto* crr_client = app.add_subcommand("crr-client", "");
   crr_client->group("");
-  crr_client->add_option("--target", cc.target, "ADDR:PORT of a lab echo server or Service")->required();
-  crr_client->add_option("--count", cc.count, "CRRs")->check(CLI::Range(1u, 10000000u));
+  crr_client->add_option("--target", cc.targets, "ADDR:PORT of a lab echo server or Service (repeat: CRR by CRR in turn)")
+      ->required();
+  crr_client->add_option("--count", cc.count, "CRRs to each target")->check(CLI::Range(1u, 10000000u));
   crr_client->add_flag("--json", cc.json);
   crr_client->add_option("--timeout-ms", cc.timeout_ms, "per CRR")->check(CLI::Range(1u, 60000u));
   crr_client->add_option("--max-seconds", cc.max_seconds, "the whole run")->check(CLI::Range(1u, 3600u));
