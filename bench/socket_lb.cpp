@@ -447,13 +447,15 @@ void print_connect_table(const SocketLbOptions& o, const json& j, std::ostream& 
       << "  cgroup " << j["cgroup"].get<std::string>() << "/{bare,hooked}, kpx's socket hooks on hooked/; ClusterIP "
       << j["frontend"].get<std::string>() << " TCP+UDP -> " << j["backend"].get<std::string>() << "\n\n";
   const size_t label = 40;
-  out << std::left << std::setw(label) << "case" << std::right << std::setw(10) << "TCP ns" << std::setw(10)
-      << "x floor" << std::setw(10) << "UDP ns" << std::setw(10) << "x floor" << "\n";
+  out << std::left << std::setw(label) << "case" << std::right;
+  for (const char* h : {"TCP ns", "x floor", "above", "UDP ns", "x floor", "above"}) out << std::setw(10) << h;
+  out << "\n";
   for (size_t i = 0; i < std::size(kCases); ++i) {
     out << std::left << std::setw(label) << kCaseLabels[i] << std::right;
     for (const char* proto : kProtos) {
       const json& c = j["cases"][proto][kCases[i]];
-      out << std::setw(10) << fmt(c["ns"].get<double>(), 0) << std::setw(10) << fmt(c["ratio_to_floor"].get<double>(), 2);
+      out << std::setw(10) << fmt(c["ns"].get<double>(), 0) << std::setw(10) << fmt(c["ratio_to_floor"].get<double>(), 2)
+          << std::setw(10) << fmt(c["above_floor_ns"].get<double>(), 0);
     }
     out << "\n";
   }
