@@ -136,23 +136,6 @@ const char* const kUplinkCases[] = {"floor",           "empty_program",  "node_p
 
 }  // namespace
 
-// ---- the namespace ------------------------------------------------------------
-
-BenchNetns::BenchNetns() : name_("kpx-bench-" + std::to_string(getpid()) + "-node") {}
-
-BenchNetns::~BenchNetns() {
-  if (owned_) (void)lab::remove_netns(name_);
-}
-
-Status BenchNetns::create() {
-  struct stat st {};
-  if (stat(("/var/run/netns/" + name_).c_str(), &st) == 0)
-    return invalid_argument("network namespace " + name_ + " already exists; not reusing it");
-  KPX_TRY(lab::run_ok({"ip", "netns", "add", name_}));
-  owned_ = true;
-  return {};
-}
-
 // ---- setup --------------------------------------------------------------------
 
 UplinkBench::~UplinkBench() = default;

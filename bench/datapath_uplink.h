@@ -31,24 +31,6 @@ struct UplinkResults {
   uint32_t frames = 0;
 };
 
-// The namespace kpx-bench-<pid>-node, made with `ip netns add` and its
-// interfaces made inside it (nothing is made in or moved through the root
-// namespace); deleted on destruction, also after a failure.
-class BenchNetns {
- public:
-  BenchNetns();
-  ~BenchNetns();
-  BenchNetns(const BenchNetns&) = delete;
-  BenchNetns& operator=(const BenchNetns&) = delete;
-
-  Status create();  // refuses a namespace of that name that already exists
-  const std::string& name() const { return name_; }
-
- private:
-  std::string name_;
-  bool owned_ = false;
-};
-
 // The source ports kpx_from_uplink gives the flows it masquerades.
 struct SnatRange {
   uint16_t min = 0, max = 0;
@@ -76,7 +58,7 @@ class UplinkBench {
   Result<std::pair<uint16_t, uint16_t>> open_established(std::vector<kpx_ct_key_v4>& made);
 
   uint32_t frames_ = 0;
-  BenchNetns netns_;
+  BenchNetns netns_{"-node"};
   BenchPinDir pin_{"-uplink"};
   std::optional<bpf::LxcObject> lxc_;
   std::optional<bpf::UplinkObject> uplink_;

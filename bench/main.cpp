@@ -2,13 +2,16 @@
 //   kpx-bench datapath [--json] [--services LIST] [--repeats N] [--paths pod,uplink] [--uplink-frames N]
 //   kpx-bench sync [--json] ...
 //   kpx-bench lab [--json] [--rounds N]
+//   kpx-bench socket-lb [--json] [--rounds N] [--connects N] [--crrs N] [--no-crr]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
 #include <iostream>
 
+#include "crr.h"
 #include "datapath.h"
 #include "lab_up.h"
+#include "socket_lb.h"
 #include "sync.h"
 #include "kpx/abi.h"
 
@@ -78,6 +81,32 @@ int main(int argc, char** argv) {
   lab->add_option("--rounds", lo.rounds, "up/down rounds; figures are medians")
       ->check(CLI::Range(1u, 100u))->capture_default_str();
 
+  kpx::bench::SocketLbOptions sl;
+  auto* socket_lb = app.add_subcommand(
+      "socket-lb",
+      "socket-level load balancing: ns per connect+close with and without the cgroup socket hooks (in a namespace "
+      "and cgroup of its own), and CRRs in a lab of its own from the node (socket LB) and from a pod (per-packet "
+      "path) (needs root, bpffs and cgroup v2)");
+  socket_lb->add_flag("--json", sl.json, "print the results as one JSON object");
+  socket_lb->add_option("--rounds", sl.rounds, "rounds, the cases interleaved in each; figures are medians")
+      ->check(CLI::Range(1u, 100u))->capture_default_str();
+  socket_lb->add_option("--connects", sl.connects, "connects per connect case and round (each case stops after 10 s)")
+      ->check(CLI::Range(1u, 10000000u))->capture_default_str();
+  socket_lb->add_option("--crrs", sl.crrs, "CRRs per CRR case and round (each run stops after 60 s)")
+      ->check(CLI::Range(1u, 1000000u))->capture_default_str();
+  socket_lb->add_flag("!--no-crr", sl.crr, "skip the CRR part (the lab)");
+
+  // Run by socket-lb inside the lab (kpx lab exec); not for users.
+  kpx::bench::CrrClientOptions cc;
+  auto* crr_client = app.add_subcommand("crr-client", "");
+  crr_client->group("");
+  crr_client->add_option("--target", cc.targets, "ADDR:PORT of a lab echo server or Service (repeat: CRR by CRR in turn)")
+      ->required();
+  crr_client->add_option("--count", cc.count, "CRRs to each target")->check(CLI::Range(1u, 10000000u));
+  crr_client->add_flag("--json", cc.json);
+  crr_client->add_option("--timeout-ms", cc.timeout_ms, "per CRR")->check(CLI::Range(1u, 60000u));
+  crr_client->add_option("--max-seconds", cc.max_seconds, "the whole run")->check(CLI::Range(1u, 3600u));
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -91,5 +120,7 @@ int main(int argc, char** argv) {
   }
   if (sync->parsed()) return kpx::bench::run_sync(so, std::cout, std::cerr);
   if (lab->parsed()) return kpx::bench::run_lab(lo, std::cout, std::cerr);
+  if (socket_lb->parsed()) return kpx::bench::run_socket_lb(sl, std::cout, std::cerr);
+  if (crr_client->parsed()) return kpx::bench::run_crr_client(cc, std::cout, std::cerr);
   return 2;
 }

@@ -11,6 +11,8 @@
 
 #include "dataplane/conntrack.h"
 #include "kpx_floor.skel.h"
+#include "lab/network.h"
+#include "lab/proc.h"
 #include "packet/craft.h"
 
 namespace kpx::bench {
@@ -122,6 +124,21 @@ Status BenchPinDir::create() {
     if (errno == EEXIST) return invalid_argument(path_ + " already exists; not reusing it");
     return errno_error("mkdir " + path_, errno);
   }
+  owned_ = true;
+  return {};
+}
+
+BenchNetns::BenchNetns(const std::string& suffix) : name_("kpx-bench-" + std::to_string(getpid()) + suffix) {}
+
+BenchNetns::~BenchNetns() {
+  if (owned_) (void)lab::remove_netns(name_);
+}
+
+Status BenchNetns::create() {
+  struct stat st {};
+  if (stat(("/var/run/netns/" + name_).c_str(), &st) == 0)
+    return invalid_argument("network namespace " + name_ + " already exists; not reusing it");
+  KPX_TRY(lab::run_ok({"ip", "netns", "add", name_}));
   owned_ = true;
   return {};
 }

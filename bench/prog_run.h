@@ -1,8 +1,8 @@
 // What the kpx-bench datapath cases are made of: BPF_PROG_TEST_RUN calls
 // (a frame, a repeat count, the skb's interface and mark), the datapath's
 // counters, test frames, a run that SIGINT/SIGTERM end cleanly, a pin
-// directory of the bench's own, and the layout of the Services and
-// conntrack entries the bench programs.
+// directory and a network namespace of the bench's own, and the layout of
+// the Services and conntrack entries the bench programs.
 #pragma once
 
 #include <bpf/bpf.h>
@@ -96,6 +96,24 @@ class BenchPinDir {
 
  private:
   std::string path_;
+  bool owned_ = false;
+};
+
+// The namespace kpx-bench-<pid><suffix>, made with `ip netns add` (its
+// interfaces are made inside it: nothing is made in or moved through the
+// root namespace); deleted on destruction, also after a failure.
+class BenchNetns {
+ public:
+  explicit BenchNetns(const std::string& suffix);
+  ~BenchNetns();
+  BenchNetns(const BenchNetns&) = delete;
+  BenchNetns& operator=(const BenchNetns&) = delete;
+
+  Status create();  // refuses a namespace of that name that already exists
+  const std::string& name() const { return name_; }
+
+ private:
+  std::string name_;
   bool owned_ = false;
 };
 
