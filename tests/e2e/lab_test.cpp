@@ -160,6 +160,19 @@ class LabTest : public ::testing::Test {
     return seen;
   }
 
+  // `count` requests from `from` to target (IP:PORT/PROTO) all answered,
+  // each naming frontend (IP:PORT) as its peer, by backends on both nodes.
+  void expect_answered_from_both_nodes(const std::string& from, const std::string& target,
+                                       const std::string& frontend, int count) {
+    std::set<std::string> nodes;
+    for (const auto& r : probe(from, target, count)) {
+      EXPECT_TRUE(r.ok) << from << " to " << target << ": " << r.line;
+      EXPECT_EQ(r.from, frontend) << "the peer is the frontend: " << r.line;
+      nodes.insert(r.pod.substr(0, 6));
+    }
+    EXPECT_EQ(nodes.size(), 2u) << from << " to " << target << ": backends on both nodes";
+  }
+
   // A client in `from` (on node1) keeps one connected UDP socket to a
   // one-pod Service while its pod is replaced; see the test below.
   void connected_udp_socket_follows_a_replaced_backend(const std::string& from) {
@@ -439,13 +452,7 @@ TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
     for (const char* proto : {"tcp", "udp"}) {
       const std::string t = target + "/" + proto;
       EXPECT_EQ(answering("node1", t, 6).size(), 6u) << t;
-      std::set<std::string> nodes;
-      for (const auto& r : probe("node1", t, 12)) {
-        EXPECT_TRUE(r.ok) << t << ": " << r.line;
-        EXPECT_EQ(r.from, target) << "the peer is the frontend: " << r.line;
-        nodes.insert(r.pod.substr(0, 6));
-      }
-      EXPECT_EQ(nodes.size(), 2u) << t << ": backends on both nodes";
+      expect_answered_from_both_nodes("node1", t, target, 12);
     }
   }
   // The kubernetes Service, from the node, as kube-proxy gives it.
@@ -604,15 +611,8 @@ TEST_F(LabTest, LoadBalancerAndExternalIpsFromOutsideFromPodsAndFromANode) {
         EXPECT_TRUE(r.ok) << "from a pod: " << r.line;
         EXPECT_EQ(r.from, vip + ":80");
       }
-      // From node1 itself: socket-level load balancing, backends on both
-      // nodes, the frontend as the peer.
-      std::set<std::string> nodes;
-      for (const auto& r : probe("node1", target, 12)) {
-        EXPECT_TRUE(r.ok) << "from node1: " << r.line;
-        EXPECT_EQ(r.from, vip + ":80") << r.line;
-        nodes.insert(r.pod.substr(0, 6));
-      }
-      EXPECT_EQ(nodes.size(), 2u) << "from node1 to " << target;
+      // From node1 itself: socket-level load balancing.
+      expect_answered_from_both_nodes("node1", target, vip + ":80", 12);
     }
   }
 }

@@ -3,7 +3,6 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
-#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,6 +12,7 @@
 #include <utility>
 
 #include "bpf/pinned_maps.h"
+#include "net/netns.h"
 #include "kpx_lxc.skel.h"
 #include "kpx_sock.skel.h"
 #include "kpx_uplink.skel.h"
@@ -231,16 +231,11 @@ Status run_udp_iterator(bpf_link* link) {
 
 Status run_udp_iterator_in(bpf_link* link, const std::string& netns_path) {
   Status st;
+  // On a thread of its own: whatever happens, the caller's stays where it is.
   std::thread t([&] {
-    int ns = open(netns_path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (ns < 0) {
-      st = errno_error("open " + netns_path, errno);
-      return;
-    }
-    // setns moves this thread only; it ends with the thread.
-    if (setns(ns, CLONE_NEWNET) != 0) st = errno_error("enter " + netns_path, errno);
+    auto scope = net::NetnsScope::enter_path(netns_path);
+    if (!scope) st = scope.error();
     else st = run_udp_iterator(link);
-    close(ns);
   });
   t.join();
   return st;

@@ -9,18 +9,18 @@
 
 namespace kpx::net {
 
-Result<NetnsScope> NetnsScope::enter(const std::string& name) {
-  if (name.empty()) return NetnsScope(-1);
-  if (name.find('/') != std::string::npos || name == "." || name == "..")
-    return invalid_argument("invalid network namespace name '" + name + "'");
+namespace {
+
+// setns into the namespace at path, keeping the calling thread's to go
+// back to; label names it in errors.
+Result<int> enter_at(const std::string& path, const std::string& label) {
   int orig = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (orig < 0) return errno_error("open current netns", errno);
-  std::string path = "/var/run/netns/" + name;
   int target = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (target < 0) {
     int e = errno;
     close(orig);
-    if (e == ENOENT) return not_found("network namespace '" + name + "' does not exist");
+    if (e == ENOENT) return not_found("network namespace '" + label + "' does not exist");
     return errno_error("open " + path, e);
   }
   int rc = setns(target, CLONE_NEWNET);
@@ -28,9 +28,26 @@ Result<NetnsScope> NetnsScope::enter(const std::string& name) {
   close(target);
   if (rc != 0) {
     close(orig);
-    return errno_error("setns " + name, e);
+    return errno_error("setns " + label, e);
   }
-  return NetnsScope(orig);
+  return orig;
+}
+
+}  // namespace
+
+Result<NetnsScope> NetnsScope::enter(const std::string& name) {
+  if (name.empty()) return NetnsScope(-1);
+  if (name.find('/') != std::string::npos || name == "." || name == "..")
+    return invalid_argument("invalid network namespace name '" + name + "'");
+  auto orig = enter_at("/var/run/netns/" + name, name);
+  if (!orig) return orig.error();
+  return NetnsScope(*orig);
+}
+
+Result<NetnsScope> NetnsScope::enter_path(const std::string& path) {
+  auto orig = enter_at(path, path);
+  if (!orig) return orig.error();
+  return NetnsScope(*orig);
 }
 
 NetnsScope::~NetnsScope() {

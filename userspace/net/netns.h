@@ -13,6 +13,8 @@ class NetnsScope {
  public:
   // An empty name stays in the current namespace.
   static Result<NetnsScope> enter(const std::string& name);
+  // The namespace at path (/proc/PID/ns/net, a bind mount of one).
+  static Result<NetnsScope> enter_path(const std::string& path);
   NetnsScope(NetnsScope&& o) noexcept : orig_fd_(o.orig_fd_) { o.orig_fd_ = -1; }
   NetnsScope& operator=(NetnsScope&&) = delete;
   NetnsScope(const NetnsScope&) = delete;
