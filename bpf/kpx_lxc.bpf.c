@@ -39,6 +39,7 @@
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/parse.h"
+#include "lib/reject.h"
 #include "lib/uplink.h"
 #include "lib/verdict.h"
 
@@ -197,7 +198,7 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	__be32 hairpin_addr = cfg ? cfg->hairpin_addr_v4 : 0;
 	struct ct_scratch *sc;
 	__u32 zero = 0;
-	int ret, rc, masq = 0;
+	int ret, rc, masq = 0, found, local, pick;
 
 	if ((filt & KPX_FILT_NODE_ADDR) && hairpin_addr && p->ip->daddr == hairpin_addr) {
 		int handled;
@@ -221,18 +222,22 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	__builtin_memset(&req, 0, sizeof(req));
 	req.ifindex = ifindex;
 	req.stale_gen = stale_gen;
-	if (!lb_lookup_from_pod(p, filt, &svc))
+	found = lb_lookup_from_pod(p, filt, &svc);
+	if (!found)
 		return pass();
 	if (!lb_source_allowed(&svc, p->ip->saddr))
 		return drop(KPX_CTR_DROP_SOURCE_RANGE);
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
-	if (!lb_pick_backend(&svc, &req.be)) {
-		/* The frontend changed under this packet (its old slots freed):
-		 * read it once more. */
-		if (!svc.backend_count || !lb_lookup_from_pod(p, filt, &svc) || !lb_pick_backend(&svc, &req.be))
-			return drop(KPX_CTR_DROP_NO_BACKEND);
-	}
+	/* Traffic policy Local: a ClusterIP's internal one holds for pods; a
+	 * pod reaching an external address of its cluster is served by every
+	 * endpoint, as kube-proxy short-circuits pod traffic to them. */
+	local = found == LB_FOUND(KPX_SCOPE_CLUSTER_IP);
+	pick = lb_select(&svc, local, &req.be);
+	if (pick == LB_STALE && lb_lookup_from_pod(p, filt, &svc))
+		pick = lb_select(&svc, local, &req.be); /* freed under this packet: once more */
+	if (pick != LB_PICKED)
+		return lb_refuse(skb, p, pick);
 	if (req.be.addr == p->ip->saddr) {
 		if (!hairpin_addr)
 			return drop(KPX_CTR_DROP_NO_HAIRPIN_ADDR);

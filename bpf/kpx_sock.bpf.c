@@ -26,6 +26,10 @@
 #include "lib/lb.h"
 #include "lib/maps.h"
 
+#ifndef ECONNREFUSED
+#define ECONNREFUSED 111
+#endif
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 #define SOCK_REV_SLOTS 4
@@ -98,12 +102,33 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/*
+ * A call to a frontend lb_select found no backend for fails at once, with
+ * what the call would get from kube-proxy's rules: a Service without
+ * endpoints is REJECTed with an ICMP port unreachable, so connect() fails
+ * with ECONNREFUSED (TCP; UDP's connect sends nothing under kube-proxy, and
+ * fails here with the error its first send would read); a datagram sent
+ * with sendto() is dropped in OUTPUT, so the call fails with EPERM, as
+ * under policy Local without a local endpoint (where TCP would retry its SYN
+ * until it times out: kpx fails it at once).
+ */
+static __always_inline int sock_refuse(int pick, int connect)
+{
+	if (pick == LB_EMPTY) {
+		count(KPX_CTR_REJECT);
+		if (connect)
+			bpf_set_retval(-ECONNREFUSED);
+		return 0;
+	}
+	count(pick == LB_NO_LOCAL ? KPX_CTR_DROP_NO_LOCAL : KPX_CTR_DROP_NO_BACKEND);
+	return 0;
+}
+
 /* connect4 and sendmsg4: a frontend becomes one of its backends (the node's
  * own traffic is not held to externalTrafficPolicy Local: any endpoint, as
  * kube-proxy sends it; a ClusterIP with internalTrafficPolicy Local, its
- * local endpoints). 1: let the call go on; 0 fails it with EPERM, for a
- * frontend without endpoints. */
-static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
+ * local endpoints). 1: let the call go on; 0 fails it (sock_refuse). */
+static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int connect)
 {
 	struct kpx_backend_value_v4 be;
 	struct kpx_service_value svc;
@@ -111,19 +136,16 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx)
 	__be32 addr = ctx->user_ip4;
 	__be16 port = (__be16)ctx->user_port;
 	__u8 proto = sock_proto(ctx);
-	int cluster_ip, ok;
+	int cluster_ip, pick;
 	__u32 i;
 
 	if (!proto || !sock_ours(ctx) || !sock_frontend(addr, port, proto, &svc, &cluster_ip))
 		return 1;
-	if (cluster_ip && (svc.flags & KPX_SVC_F_LOCAL_ONLY))
-		ok = lb_pick_local(&svc, &be);
-	else
-		ok = lb_pick_backend(&svc, &be);
-	if (!ok) {
-		count(KPX_CTR_DROP_NO_BACKEND);
-		return 0;
-	}
+	pick = lb_select(&svc, cluster_ip, &be);
+	if (pick == LB_STALE && sock_frontend(addr, port, proto, &svc, &cluster_ip))
+		pick = lb_select(&svc, cluster_ip, &be); /* freed under this call: once more */
+	if (pick != LB_PICKED)
+		return sock_refuse(pick, connect);
 	rev = bpf_sk_storage_get(&kpx_sock_rev, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	if (rev) {
 		i = rev->next % SOCK_REV_SLOTS;
@@ -165,13 +187,13 @@ static __always_inline int sock_restore(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int kpx_sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return sock_translate(ctx);
+	return sock_translate(ctx, 1);
 }
 
 SEC("cgroup/sendmsg4")
 int kpx_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock_translate(ctx);
+	return sock_translate(ctx, 0);
 }
 
 SEC("cgroup/recvmsg4")

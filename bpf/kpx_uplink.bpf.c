@@ -36,6 +36,7 @@
 #include "lib/maps.h"
 #include "lib/nat.h"
 #include "lib/parse.h"
+#include "lib/reject.h"
 #include "lib/uplink.h"
 #include "lib/verdict.h"
 
@@ -58,7 +59,7 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	const struct kpx_config *cfg = config();
 	struct ct_scratch *sc;
 	__u32 zero = 0, addr_flags;
-	int ret, rc, cluster_ip;
+	int ret, rc, cluster_ip, pick;
 
 	/* The replies of uplink flows come back to a node address. */
 	addr_flags = (filt & KPX_FILT_NODE_ADDR) ? node_addr_flags(p->ip->daddr) : 0;
@@ -92,20 +93,16 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	if (p->is_fragment)
 		return drop(KPX_CTR_DROP_FRAGMENT);
 	__builtin_memset(&req, 0, sizeof(req));
-	if (svc.flags & KPX_SVC_F_LOCAL_ONLY) {
-		/* externalTrafficPolicy Local: this node's endpoints only, the
-		 * client's address kept (a node without one drops, as
-		 * kube-proxy does; its health check node port says so). A
-		 * ClusterIP's internalTrafficPolicy Local: its local endpoints,
-		 * masqueraded. */
-		if (!lb_pick_local(&svc, &req.be) &&
-		    (!svc.local_count || !lookup_again() || !lb_pick_local(&svc, &req.be)))
-			return drop(KPX_CTR_DROP_NO_BACKEND);
-	} else if (!lb_pick_backend(&svc, &req.be)) {
-		/* The frontend changed under this packet: read it once more. */
-		if (!svc.backend_count || !lookup_again() || !lb_pick_backend(&svc, &req.be))
-			return drop(KPX_CTR_DROP_NO_BACKEND);
-	}
+	/* Traffic policy Local holds for every client from outside: the
+	 * external policy of an external address (this node's endpoints only,
+	 * the client's address kept; a node without one drops, as kube-proxy
+	 * does, and its health check node port says so), the internal one of
+	 * a ClusterIP (its local endpoints, masqueraded). */
+	pick = lb_select(&svc, 1, &req.be);
+	if (pick == LB_STALE && lookup_again())
+		pick = lb_select(&svc, 1, &req.be); /* freed under this packet: once more */
+	if (pick != LB_PICKED)
+		return lb_refuse(skb, p, pick);
 #undef lookup_again
 	if (cluster_ip || !(svc.flags & KPX_SVC_F_LOCAL_ONLY)) {
 		/* Masqueraded to the node, so that replies come back here from

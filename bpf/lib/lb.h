@@ -86,20 +86,22 @@ static __always_inline __u32 node_addr_flags(__be32 addr)
  * says the destination address has frontends of, ClusterIP first; a NodePort
  * when the destination is one of this node's addresses (as kube-proxy
  * captures NodePorts on local addresses only; another node's NodePort is
- * that node's to translate).
+ * that node's to translate). Returns LB_FOUND(scope) of the one found, 0
+ * for none.
  */
+#define LB_FOUND(scope) ((scope) + 1)
 static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 					      struct kpx_service_value *svc)
 {
 	if ((filt & KPX_FILT_CLUSTER_IP) && lb_lookup_service(p, KPX_SCOPE_CLUSTER_IP, svc))
-		return 1;
+		return LB_FOUND(KPX_SCOPE_CLUSTER_IP);
 	if ((filt & KPX_FILT_NODE_ADDR) && (node_addr_flags(p->ip->daddr) & KPX_NODE_ADDR_F_NODEPORT) &&
 	    lb_lookup_nodeport(p, svc))
-		return 1;
+		return LB_FOUND(KPX_SCOPE_NODE_PORT);
 	if ((filt & KPX_FILT_EXTERNAL_IP) && lb_lookup_service(p, KPX_SCOPE_EXTERNAL_IP, svc))
-		return 1;
+		return LB_FOUND(KPX_SCOPE_EXTERNAL_IP);
 	if ((filt & KPX_FILT_LOAD_BALANCER) && lb_lookup_service(p, KPX_SCOPE_LOAD_BALANCER, svc))
-		return 1;
+		return LB_FOUND(KPX_SCOPE_LOAD_BALANCER);
 	return 0;
 }
 
@@ -158,6 +160,39 @@ static __always_inline int lb_pick_local(const struct kpx_service_value *svc, st
 	if (svc->local_count == 0)
 		return 0;
 	return lb_backend_at(svc->slot_base + svc->backend_count + bpf_get_prandom_u32() % svc->local_count, be);
+}
+
+/* What lb_select found for a new flow. */
+enum lb_select_result {
+	LB_PICKED = 0,
+	LB_EMPTY,    /* no endpoints at all: refuse (kube-proxy's REJECT) */
+	LB_NO_LOCAL, /* traffic policy Local, none on this node: drop (kube-proxy's DROP) */
+	LB_STALE,    /* the slots read were freed under this packet: read the frontend again */
+	LB_NONE,     /* nothing to pick and nothing to refuse with: drop */
+};
+
+/*
+ * A backend for a new flow to `svc`: from the local set when the frontend's
+ * traffic policy Local applies to this client (`local`: a ClusterIP's
+ * internal policy always; a NodePort's, external IP's or load balancer
+ * IP's external one for clients outside the cluster only), else from the
+ * cluster set. A Service whose sets are both empty has no endpoints
+ * anywhere, which kube-proxy rejects; one that has some, but not here,
+ * under policy Local, it drops.
+ */
+static __always_inline int lb_select(const struct kpx_service_value *svc, int local,
+				     struct kpx_backend_value_v4 *be)
+{
+	if (svc->backend_count == 0 && svc->local_count == 0)
+		return (svc->flags & KPX_SVC_F_REJECT_EMPTY) ? LB_EMPTY : LB_NONE;
+	if (local && (svc->flags & KPX_SVC_F_LOCAL_ONLY)) {
+		if (svc->local_count == 0)
+			return LB_NO_LOCAL;
+		return lb_pick_local(svc, be) ? LB_PICKED : LB_STALE;
+	}
+	if (svc->backend_count == 0)
+		return LB_NONE;
+	return lb_pick_backend(svc, be) ? LB_PICKED : LB_STALE;
 }
 
 #endif

@@ -303,6 +303,8 @@ enum kpx_counter {
 	KPX_CTR_SNAT_SERVICE_NEW,   /* a new flow to a Service masqueraded to the node (kube-proxy's rules) */
 	KPX_CTR_SOCK_LB,            /* a socket's connect/sendmsg to a frontend sent to a backend (issue 11) */
 	KPX_CTR_SOCK_UDP_DESTROYED, /* a UDP socket connected to a backend its Service lost, destroyed */
+	KPX_CTR_REJECT,             /* new flow to a Service without endpoints refused (ICMP port unreachable, ECONNREFUSED) */
+	KPX_CTR_DROP_NO_LOCAL,      /* traffic policy Local, no endpoint on this node: dropped as kube-proxy does */
 	KPX_CTR_MAX,
 };
 

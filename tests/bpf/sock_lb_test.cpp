@@ -147,16 +147,34 @@ TEST_F(SockLb, OnlyTheNodesNamespaceInsideTheCgroupIsTranslated) {
   EXPECT_EQ(counter(KPX_CTR_SOCK_LB), 2u);
 }
 
-TEST_F(SockLb, AFrontendWithoutEndpointsFailsTheConnectAndIsCounted) {
+// kube-proxy's REJECT of a Service without endpoints makes connect() fail
+// with ECONNREFUSED at once; under policy Local without a local endpoint
+// (DROP) kpx fails the call with EPERM at once, where kube-proxy's dropped
+// SYN would retry until the connect times out.
+TEST_F(SockLb, AFrontendWithoutEndpointsRefusesTheConnectAndIsCounted) {
   auto dp = dataplane::Dataplane::recover(*maps);
   ASSERT_TRUE(dp.ok());
+  dataplane::Frontend empty = dataplane::frontend_of({}, "default/empty");
+  empty.flags |= dataplane::kRejectEmpty;
   ASSERT_TRUE(dp->upsert({net::IpAddr::from_v4(ipv4("10.96.0.78")), 80, Proto::kTcp, dataplane::Scope::kClusterIP},
-                         dataplane::frontend_of({}, "default/empty"))
+                         empty)
                   .ok());
   auto a = probe(ns_, "10.96.0.78:80/tcp", 1);
   EXPECT_FALSE(a[0].ok);
-  EXPECT_NE(a[0].line.find("not permitted"), std::string::npos) << a[0].line;
-  EXPECT_EQ(counter(KPX_CTR_DROP_NO_BACKEND), 1u);
+  EXPECT_NE(a[0].line.find("refused"), std::string::npos) << a[0].line;
+  EXPECT_EQ(counter(KPX_CTR_REJECT), 1u);
+
+  // internalTrafficPolicy Local, the endpoints elsewhere.
+  dataplane::Frontend elsewhere = dataplane::frontend_of({{ipv4("10.244.2.7"), 8080}}, "default/elsewhere");
+  elsewhere.flags |= dataplane::kRejectEmpty | dataplane::kLocalOnly;
+  ASSERT_TRUE(dp->upsert({net::IpAddr::from_v4(ipv4("10.96.0.79")), 80, Proto::kTcp, dataplane::Scope::kClusterIP},
+                         elsewhere)
+                  .ok());
+  auto b = probe(ns_, "10.96.0.79:80/tcp", 1);
+  EXPECT_FALSE(b[0].ok);
+  EXPECT_NE(b[0].line.find("not permitted"), std::string::npos) << b[0].line;
+  EXPECT_EQ(counter(KPX_CTR_DROP_NO_LOCAL), 1u);
+  EXPECT_EQ(counter(KPX_CTR_REJECT), 1u);
 }
 
 // The stale-resolver failure: a client keeps one connected UDP socket (as

@@ -125,4 +125,25 @@ std::optional<Parsed> parse_frame(const std::vector<uint8_t>& f) {
   return p;
 }
 
+std::optional<ParsedIcmpError> parse_icmp_error(const std::vector<uint8_t>& f) {
+  if (f.size() < kEth + 20 + 8 || get16(f.data() + 12) != 0x0800) return std::nullopt;
+  const uint8_t* ip = f.data() + kEth;
+  size_t ihl = (ip[0] & 0xf) * 4u;
+  size_t tot = get16(ip + 2);
+  if (ihl < 20 || ip[9] != IPPROTO_ICMP || f.size() < kEth + tot || tot < ihl + 8) return std::nullopt;
+  ParsedIcmpError e{};
+  std::memcpy(e.dst_mac, f.data(), 6);
+  std::memcpy(e.src_mac, f.data() + 6, 6);
+  std::memcpy(&e.saddr_be, ip + 12, 4);
+  std::memcpy(&e.daddr_be, ip + 16, 4);
+  e.ip_csum_ok = ipv4_header_checksum(ip, ihl) == get16(ip + 10);
+  const uint8_t* icmp = ip + ihl;
+  e.type = icmp[0];
+  e.code = icmp[1];
+  // Over the whole message, its own checksum field included, the sum folds to 0.
+  e.icmp_csum_ok = fold(sum16(icmp, tot - ihl)) == 0;
+  e.quoted.assign(icmp + 8, ip + tot);
+  return e;
+}
+
 }  // namespace kpx::packet

@@ -35,6 +35,18 @@ struct Parsed {
 };
 std::optional<Parsed> parse_frame(const std::vector<uint8_t>& f);
 
+// An ICMP error frame (Ethernet/IPv4/ICMP), read independently of kpx: the
+// outer header, the ICMP type and code, whether both checksums hold, and the
+// datagram it quotes (the offending IP header and what follows of it).
+struct ParsedIcmpError {
+  uint8_t dst_mac[6], src_mac[6];
+  uint32_t saddr_be, daddr_be;
+  uint8_t type, code;
+  bool ip_csum_ok, icmp_csum_ok;
+  std::vector<uint8_t> quoted;
+};
+std::optional<ParsedIcmpError> parse_icmp_error(const std::vector<uint8_t>& f);
+
 // RFC 1071 checksum over the IPv4 header and over pseudo-header + L4.
 uint16_t ipv4_header_checksum(const uint8_t* ip, size_t ihl_bytes);
 uint16_t l4_checksum(const uint8_t* ip, size_t ihl_bytes, const uint8_t* l4, size_t l4_len);
