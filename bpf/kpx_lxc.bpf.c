@@ -233,11 +233,15 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 	 * pod reaching an external address of its cluster is served by every
 	 * endpoint, as kube-proxy short-circuits pod traffic to them. */
 	local = found == LB_FOUND(KPX_SCOPE_CLUSTER_IP);
-	pick = lb_select(&svc, local, &req.be);
+	/* Every new flow to a frontend spends the pod interface's budget,
+	 * refused ones and those that make affinity state too. */
+	if (!ct_admit(ifindex))
+		return drop(KPX_CTR_DROP_CT_BUDGET);
+	pick = lb_select(&svc, local, p->ip->saddr, ifindex, &req.be);
 	if (pick == LB_STALE && lb_lookup_from_pod(p, filt, &svc))
-		pick = lb_select(&svc, local, &req.be); /* freed under this packet: once more */
+		pick = lb_select(&svc, local, p->ip->saddr, ifindex, &req.be); /* freed under this packet */
 	if (pick != LB_PICKED)
-		return lb_refuse(skb, p, pick);
+		return lb_refuse(skb, p, pick, 1);
 	if (req.be.addr == p->ip->saddr) {
 		if (!hairpin_addr)
 			return drop(KPX_CTR_DROP_NO_HAIRPIN_ADDR);
@@ -259,8 +263,6 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		uplink_snat_ports(cfg, &req.port_min, &req.port_span);
 		masq = 1;
 	}
-	if (!ct_admit(ifindex))
-		return drop(KPX_CTR_DROP_CT_BUDGET);
 	req.svc_id = svc.svc_id;
 	ret = ct_create(p, &req, &nat);
 	if (ret == CT_ERR_CLASH)

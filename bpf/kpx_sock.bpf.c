@@ -102,6 +102,25 @@ static __always_inline __u8 sock_proto(struct bpf_sock_addr *ctx)
 	return 0;
 }
 
+/* Who a socket's client is for sessionAffinity (lb_select; kpx_affinity_v4
+ * in abi.h): the node's address for the node's own sockets, as kube-proxy
+ * sees them; a pod's network namespace for its sockets (--socket-lb all),
+ * whose address is not bound yet at connect(). */
+static __always_inline void sock_client(struct bpf_sock_addr *ctx, __be32 *client, __u32 *aff_if)
+{
+	const struct kpx_config *cfg = config();
+	__u64 cookie = bpf_get_netns_cookie(ctx);
+	__u64 node = cfg ? ((__u64)cfg->sock_netns_cookie_hi << 32) | cfg->sock_netns_cookie_lo : 0;
+
+	if (cfg && cookie == node) {
+		*client = cfg->node_addr_v4;
+		*aff_if = 0;
+	} else {
+		*client = (__be32)cookie;
+		*aff_if = KPX_AFF_IF_NETNS;
+	}
+}
+
 /*
  * A call to a frontend lb_select found no backend for fails at once, with
  * what the call would get from kube-proxy's rules: a Service without
@@ -137,13 +156,15 @@ static __always_inline int sock_translate(struct bpf_sock_addr *ctx, int connect
 	__be16 port = (__be16)ctx->user_port;
 	__u8 proto = sock_proto(ctx);
 	int cluster_ip, pick;
-	__u32 i;
+	__u32 i, aff_if;
+	__be32 client;
 
 	if (!proto || !sock_ours(ctx) || !sock_frontend(addr, port, proto, &svc, &cluster_ip))
 		return 1;
-	pick = lb_select(&svc, cluster_ip, &be);
+	sock_client(ctx, &client, &aff_if);
+	pick = lb_select(&svc, cluster_ip, client, aff_if, &be);
 	if (pick == LB_STALE && sock_frontend(addr, port, proto, &svc, &cluster_ip))
-		pick = lb_select(&svc, cluster_ip, &be); /* freed under this call: once more */
+		pick = lb_select(&svc, cluster_ip, client, aff_if, &be); /* freed under this call */
 	if (pick != LB_PICKED)
 		return sock_refuse(pick, connect);
 	rev = bpf_sk_storage_get(&kpx_sock_rev, ctx->sk, 0, BPF_SK_STORAGE_GET_F_CREATE);

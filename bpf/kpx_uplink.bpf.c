@@ -98,11 +98,11 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	 * the client's address kept; a node without one drops, as kube-proxy
 	 * does, and its health check node port says so), the internal one of
 	 * a ClusterIP (its local endpoints, masqueraded). */
-	pick = lb_select(&svc, 1, &req.be);
+	pick = lb_select(&svc, 1, p->ip->saddr, ifindex, &req.be);
 	if (pick == LB_STALE && lookup_again())
-		pick = lb_select(&svc, 1, &req.be); /* freed under this packet: once more */
+		pick = lb_select(&svc, 1, p->ip->saddr, ifindex, &req.be); /* freed under this packet */
 	if (pick != LB_PICKED)
-		return lb_refuse(skb, p, pick);
+		return lb_refuse(skb, p, pick, 0);
 #undef lookup_again
 	if (cluster_ip || !(svc.flags & KPX_SVC_F_LOCAL_ONLY)) {
 		/* Masqueraded to the node, so that replies come back here from

@@ -105,8 +105,9 @@ static __always_inline int lb_lookup_from_pod(const struct pkt4 *p, __u32 filt,
 	return 0;
 }
 
-/* Backend slot `slot` into *be: 0 when the slot or the backend is gone. */
-static __always_inline int lb_backend_at(__u32 slot, struct kpx_backend_value_v4 *be)
+/* Backend slot `slot` into *be (and its id into *idp when given): 0 when
+ * the slot or the backend is gone. */
+static __always_inline int lb_backend_id_at(__u32 slot, struct kpx_backend_value_v4 *be, __u32 *idp)
 {
 	struct kpx_backend_value_v4 *b;
 	__u32 *id;
@@ -118,7 +119,14 @@ static __always_inline int lb_backend_at(__u32 slot, struct kpx_backend_value_v4
 	if (!b)
 		return 0;
 	__builtin_memcpy(be, b, sizeof(*be));
+	if (idp)
+		*idp = *id;
 	return be->addr != 0;
+}
+
+static __always_inline int lb_backend_at(__u32 slot, struct kpx_backend_value_v4 *be)
+{
+	return lb_backend_id_at(slot, be, 0);
 }
 
 /*
@@ -171,28 +179,117 @@ enum lb_select_result {
 	LB_NONE,     /* nothing to pick and nothing to refuse with: drop */
 };
 
+struct lb_scan {
+	__u32 base;
+	__u32 id;
+	__u32 found; /* index of id in the set, or count when absent */
+};
+
+static long lb_scan_step(__u32 i, void *data)
+{
+	struct lb_scan *s = data;
+	__u32 slot = s->base + i;
+	__u32 *id = bpf_map_lookup_elem(&kpx_svc_be, &slot);
+
+	if (id && *id == s->id) {
+		s->found = i;
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * sessionAffinity ClientIP: the backend the client's last new flow to this
+ * frontend went to, when that was within the timeout and it is still in the
+ * set [base, base+count) (at the index it had, else found by a scan: the
+ * set's order changes when others join or leave). Refreshes the entry.
+ */
+static __always_inline int lb_affine(const struct kpx_service_value *svc, const struct kpx_affinity_key_v4 *ak,
+				     __u32 base, __u32 count, __u64 now, struct kpx_backend_value_v4 *be)
+{
+	__u64 timeout = (__u64)(svc->affinity_timeout_s ? svc->affinity_timeout_s : KPX_DEFAULT_AFFINITY_TIMEOUT_S) *
+			1000000000ull;
+	struct kpx_affinity_value *av = bpf_map_lookup_elem(&kpx_affinity_v4, ak);
+	struct lb_scan scan;
+	__u32 slot, *id;
+
+	if (!av || now - av->last_used_ns > timeout)
+		return 0;
+	scan.base = base;
+	scan.id = av->backend_id;
+	scan.found = count;
+	slot = base + av->slot_hint;
+	id = av->slot_hint < count ? bpf_map_lookup_elem(&kpx_svc_be, &slot) : 0;
+	if (id && *id == scan.id)
+		scan.found = av->slot_hint;
+	else
+		bpf_loop(count, lb_scan_step, &scan, 0);
+	if (scan.found >= count || !lb_backend_at(base + scan.found, be))
+		return 0;
+	av->slot_hint = scan.found;
+	av->last_used_ns = now;
+	return 1;
+}
+
+/* A backend picked at random from the set [base, base+count), remembered
+ * for the client when `ak` is given (sessionAffinity). */
+static __always_inline int lb_pick_in(__u32 base, __u32 count, const struct kpx_affinity_key_v4 *ak, __u64 now,
+				      struct kpx_backend_value_v4 *be)
+{
+	struct kpx_affinity_value av = {.last_used_ns = now};
+	__u32 i = bpf_get_prandom_u32() % count;
+
+	if (!lb_backend_id_at(base + i, be, &av.backend_id))
+		return 0;
+	if (ak) {
+		av.slot_hint = i;
+		bpf_map_update_elem(&kpx_affinity_v4, ak, &av, BPF_ANY);
+	}
+	return 1;
+}
+
 /*
  * A backend for a new flow to `svc`: from the local set when the frontend's
  * traffic policy Local applies to this client (`local`: a ClusterIP's
  * internal policy always; a NodePort's, external IP's or load balancer
  * IP's external one for clients outside the cluster only), else from the
- * cluster set. A Service whose sets are both empty has no endpoints
- * anywhere, which kube-proxy rejects; one that has some, but not here,
- * under policy Local, it drops.
+ * cluster set; with sessionAffinity ClientIP, the client's (its address
+ * and the interface its frames arrive on) backend of its last new flow, while that is fresh and still in the
+ * set. A Service whose sets are both empty has no endpoints anywhere, which
+ * kube-proxy rejects; one that has some, but not here, under policy Local,
+ * it drops. Out of line: its locals (the affinity key and scan) stay off
+ * the callers' frames, which share the 512-byte stack with reject's.
  */
-static __always_inline int lb_select(const struct kpx_service_value *svc, int local,
-				     struct kpx_backend_value_v4 *be)
+static __attribute__((noinline)) int lb_select(const struct kpx_service_value *svc, int local, __be32 client,
+					       __u32 ifindex, struct kpx_backend_value_v4 *be)
 {
+	__u32 base = svc->slot_base, count = svc->backend_count;
+	struct kpx_affinity_key_v4 key, *ak = 0;
+	__u64 now = 0;
+
 	if (svc->backend_count == 0 && svc->local_count == 0)
 		return (svc->flags & KPX_SVC_F_REJECT_EMPTY) ? LB_EMPTY : LB_NONE;
 	if (local && (svc->flags & KPX_SVC_F_LOCAL_ONLY)) {
 		if (svc->local_count == 0)
 			return LB_NO_LOCAL;
-		return lb_pick_local(svc, be) ? LB_PICKED : LB_STALE;
-	}
-	if (svc->backend_count == 0)
+		base += svc->backend_count;
+		count = svc->local_count;
+	} else if (count == 0) {
 		return LB_NONE;
-	return lb_pick_backend(svc, be) ? LB_PICKED : LB_STALE;
+	}
+	if (count > KPX_MAX_BACKENDS_PER_SERVICE)
+		return LB_NONE;
+	if (svc->flags & KPX_SVC_F_AFFINITY) {
+		key.svc_id = svc->svc_id;
+		key.ifindex = ifindex;
+		key.client = client;
+		key.pad = 0;
+		ak = &key;
+		now = bpf_ktime_get_coarse_ns();
+		if (lb_affine(svc, ak, base, count, now, be))
+			return LB_PICKED;
+	}
+	return lb_pick_in(base, count, ak, now, be) ? LB_PICKED : LB_STALE;
 }
 
 #endif

@@ -63,17 +63,18 @@ static __always_inline __sum16 reject_fold(__s64 sum)
 /*
  * Turn the frame `p` (a new flow's first frame) into an ICMP port
  * unreachable from its destination to its source and send it back out of
- * the interface it arrived on. Returns the verdict; counts KPX_CTR_REJECT,
- * or the drop that happened instead.
+ * the interface it arrived on, spending a token of its budget unless the
+ * caller did (`admitted`). Returns the verdict; counts KPX_CTR_REJECT, or
+ * the drop that happened instead.
  */
-static __attribute__((noinline)) int reject_port_unreachable(struct __sk_buff *skb, struct pkt4 *p)
+static __attribute__((noinline)) int reject_port_unreachable(struct __sk_buff *skb, struct pkt4 *p, int admitted)
 {
 	struct reject_frame f;
 	__u32 ihl_len, emb_len, out_len;
 	__u8 tmp[ETH_ALEN];
 	__s64 sum;
 
-	if (!ct_admit(skb->ifindex))
+	if (!admitted && !ct_admit(skb->ifindex))
 		return drop(KPX_CTR_DROP_CT_BUDGET);
 	ihl_len = (p->ip->ihl * 4) & 0x3c;
 	if (ihl_len < sizeof(struct iphdr))
@@ -126,11 +127,12 @@ static __attribute__((noinline)) int reject_port_unreachable(struct __sk_buff *s
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* The verdict for a new flow lb_select found no backend for (its result). */
-static __always_inline int lb_refuse(struct __sk_buff *skb, struct pkt4 *p, int pick)
+/* The verdict for a new flow lb_select found no backend for (its result;
+ * `admitted`: the flow spent its interface's budget already). */
+static __always_inline int lb_refuse(struct __sk_buff *skb, struct pkt4 *p, int pick, int admitted)
 {
 	if (pick == LB_EMPTY)
-		return reject_port_unreachable(skb, p);
+		return reject_port_unreachable(skb, p, admitted);
 	if (pick == LB_NO_LOCAL)
 		return drop(KPX_CTR_DROP_NO_LOCAL);
 	return drop(KPX_CTR_DROP_NO_BACKEND);

@@ -45,6 +45,8 @@
 #define KPX_MAX_INTERFACES 16384         /* admission budgets (one an interface) */
 #define KPX_MAX_SOURCE_RANGES 16384      /* loadBalancerSourceRanges entries over all frontends */
 #define KPX_MAX_NOMASQ_CIDRS 256         /* egress nonMasqueradeCIDRs */
+#define KPX_MAX_AFFINITY 65536           /* sessionAffinity ClientIP entries (LRU) */
+#define KPX_DEFAULT_AFFINITY_TIMEOUT_S 10800 /* the API's default sessionAffinityConfig.clientIP.timeoutSeconds */
 
 /*
  * Service scope: which traffic a frontend answers. The datapath takes it
@@ -266,6 +268,35 @@ struct kpx_src_range_key_v4 {
 	__be32 addr;
 };
 
+/*
+ * sessionAffinity ClientIP (issue 12): kpx_affinity_v4 (LRU) remembers the
+ * backend a client's last new flow to a frontend went to. A new flow from
+ * the same client within the frontend's timeout of that goes to the same
+ * backend, if it is still in the set the flow picks from (found at
+ * slot_hint, or by a scan of the set), and refreshes the entry, as
+ * kube-proxy's `recent --set` does on each new connection. The key holds
+ * the interface the client's frames arrive on, so a pod sending with
+ * another pod's address makes its own entries, never the other's. Socket
+ * LB (no interface): ifindex 0 with the node's address for the node's own
+ * sockets, KPX_AFF_IF_NETNS with the low word of the socket's network
+ * namespace cookie for a pod's (--socket-lb all). Pinned: the agent's
+ * restarts keep it, and the ids it holds (svc_id, backend id) are the
+ * pinned maps'.
+ */
+#define KPX_AFF_IF_NETNS 0xffffffffu
+struct kpx_affinity_key_v4 {
+	__u32 svc_id;
+	__u32 ifindex;
+	__be32 client;
+	__u32 pad;
+};
+
+struct kpx_affinity_value {
+	__u32 backend_id;
+	__u32 slot_hint;     /* its index in the set it was picked from */
+	__u64 last_used_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_coarse_ns) */
+};
+
 /* kpx_node_addr_v4 values */
 enum kpx_node_addr_flags {
 	KPX_NODE_ADDR_F_NODE = 1 << 0,    /* an address of the node's interfaces */
@@ -447,7 +478,8 @@ struct kpx_abi_info {
 	X(kpx_counters, PERCPU_ARRAY, __u32, __u64, KPX_CTR_SLOTS)                                \
 	X(kpx_config, ARRAY, __u32, struct kpx_config, 1)                                         \
 	X(kpx_lb_src_v4, LPM_TRIE, struct kpx_src_range_key_v4, __u32, KPX_MAX_SOURCE_RANGES)    \
-	X(kpx_nomasq_v4, LPM_TRIE, struct kpx_nomasq_key_v4, __u32, KPX_MAX_NOMASQ_CIDRS)
+	X(kpx_nomasq_v4, LPM_TRIE, struct kpx_nomasq_key_v4, __u32, KPX_MAX_NOMASQ_CIDRS)          \
+	X(kpx_affinity_v4, LRU_HASH, struct kpx_affinity_key_v4, struct kpx_affinity_value, KPX_MAX_AFFINITY)
 
 /* map_flags by map type (an LPM trie must not be preallocated: the kernel's
  * BPF_F_NO_PREALLOC, 1). */
@@ -556,6 +588,8 @@ KPX_STATIC_ASSERT(sizeof(struct kpx_ct_budget) == 16, "kpx_ct_budget ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_config) == 256, "kpx_config ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_abi_info) == 64, "kpx_abi_info ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_src_range_key_v4) == 12, "kpx_src_range_key_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_affinity_key_v4) == 16, "kpx_affinity_key_v4 ABI");
+KPX_STATIC_ASSERT(sizeof(struct kpx_affinity_value) == 16, "kpx_affinity_value ABI");
 KPX_STATIC_ASSERT(sizeof(struct kpx_nomasq_key_v4) == 8, "kpx_nomasq_key_v4 ABI");
 KPX_STATIC_ASSERT((KPX_CT_CACHE_SLOTS & (KPX_CT_CACHE_SLOTS - 1)) == 0, "cache slots: power of two");
 KPX_STATIC_ASSERT((KPX_CT_VER_SLOTS & (KPX_CT_VER_SLOTS - 1)) == 0, "ct versions: power of two");

@@ -10,25 +10,31 @@ namespace kpx::bpftest {
 namespace {
 
 constexpr uint8_t kIcmpDestUnreach = 3, kIcmpPortUnreach = 3;
+constexpr uint64_t kSecond = 1000000000ULL;
 
 class Policy : public Uplink {
  protected:
   // A frontend of scope `scope` at addr:port with the flags compute() gives
   // every frontend (kube-proxy rejects when it has no endpoints) and these
   // cluster and local sets.
-  void set_frontend(dataplane::Scope scope, const char* addr, uint16_t port, Proto proto,
-                    const std::vector<const char*>& cluster, const std::vector<const char*>& local = {},
-                    uint32_t extra_flags = 0) {
+  // Returns its svc_id.
+  uint32_t set_frontend(dataplane::Scope scope, const char* addr, uint16_t port, Proto proto,
+                        const std::vector<const char*>& cluster, const std::vector<const char*>& local = {},
+                        uint32_t extra_flags = 0, uint32_t affinity_timeout_s = 0) {
     auto dp = dataplane::Dataplane::recover(*maps);
-    ASSERT_TRUE(dp.ok()) << dp.error().message;
+    EXPECT_TRUE(dp.ok()) << dp.error().message;
+    if (!dp.ok()) return 0;
     std::vector<net::BackendAddr> bs;
     for (const char* b : cluster) bs.push_back({ipv4(b), 8080});
     dataplane::Frontend fe = dataplane::frontend_of(bs, "default/web");
     fe.flags |= dataplane::kRejectEmpty | extra_flags;
     for (const char* b : local) fe.local.push_back(dataplane::backend({ipv4(b), 8080}));
+    fe.affinity_timeout_s = affinity_timeout_s;
     const dataplane::FrontendKey key{net::IpAddr::from_v4(ipv4(addr)), port, proto, scope};
     auto st = dp->upsert(key, fe);
-    ASSERT_TRUE(st.ok()) << st.error().message;
+    EXPECT_TRUE(st.ok()) << st.error().message;
+    auto v = maps->services.lookup(dataplane::service_key(key));
+    return v ? v->svc_id : 0;
   }
 
   // `r` is `in` refused: an ICMP port unreachable from the address `in` was
@@ -143,6 +149,124 @@ TEST_F(Policy, AFloodToAnEmptyServiceSpendsOnlyTheSendersBudget) {
   expect_port_unreachable(pod_in(neighbour, other_veth_), neighbour);
   const Frame outside = udp(kClient, 20101, kNode, kNodePort);
   expect_port_unreachable(from_uplink(outside), outside);
+}
+
+// ---- sessionAffinity ClientIP ------------------------------------------------------
+
+constexpr const char* kBe[] = {"10.244.2.10", "10.244.2.11", "10.244.2.12", "10.244.2.13"};
+
+class Affinity : public Policy {
+ protected:
+  uint32_t sticky_service(const std::vector<const char*>& backends, uint32_t timeout_s = 100) {
+    return set_frontend(dataplane::Scope::kClusterIP, kClusterIp, 80, Proto::kTcp, backends, {},
+                        dataplane::kAffinity, timeout_s);
+  }
+  // The backend a new connection from `client` (on `ifindex`) goes to.
+  std::string connect_from(const char* client, uint32_t ifindex) {
+    auto r = pod_in(tcp(client, next_port_++, kClusterIp, 80, kSyn), ifindex);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    return r.retval == TC_ACT_OK ? addr_str(parsed(r).daddr_be) : "";
+  }
+  std::optional<kpx_affinity_value> entry(uint32_t svc_id, const char* client, uint32_t ifindex) {
+    return maps->affinity.lookup(kpx_affinity_key_v4{svc_id, ifindex, ipv4(client), 0});
+  }
+  uint32_t backend_id_of(const char* addr) {
+    for (uint32_t id = 1; id < 64; ++id)
+      if (auto b = maps->backends.lookup(id); b && b->addr == ipv4(addr)) return id;
+    return 0;
+  }
+  uint16_t next_port_ = 30000;
+};
+
+TEST_F(Affinity, AClientsNewConnectionsStayOnOneBackendWhileItIsInTheSet) {
+  const uint32_t svc_id = sticky_service({kBe[0], kBe[1], kBe[2], kBe[3]});
+  ASSERT_NE(svc_id, 0u);
+  const std::string first = connect_from(kPodClient, veth_);
+  for (int i = 0; i < 24; ++i) EXPECT_EQ(connect_from(kPodClient, veth_), first);
+  auto e = entry(svc_id, kPodClient, veth_);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_EQ(e->backend_id, backend_id_of(first.c_str()));
+
+  // Others join the set (its order changes): the client stays.
+  sticky_service({"10.244.2.2", kBe[0], kBe[1], kBe[2], kBe[3], "10.244.2.20"});
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(connect_from(kPodClient, veth_), first);
+
+  // Its backend leaves: the next connection goes elsewhere and sticks there.
+  std::vector<const char*> rest;
+  for (const char* b : kBe)
+    if (first != b) rest.push_back(b);
+  sticky_service(rest);
+  const std::string second = connect_from(kPodClient, veth_);
+  EXPECT_NE(second, first);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(connect_from(kPodClient, veth_), second);
+}
+
+// The entry is the client's (address and interface): a neighbour pod
+// sending with the client's address makes and refreshes its own, and
+// other clients are spread as without affinity.
+TEST_F(Affinity, ANeighbourSpoofingTheClientsAddressCannotMoveOrRefreshIt) {
+  const uint32_t svc_id = sticky_service({kBe[0], kBe[1], kBe[2], kBe[3]});
+  const std::string mine = connect_from(kPodClient, veth_);
+  const auto before = entry(svc_id, kPodClient, veth_);
+  ASSERT_TRUE(before.has_value());
+  for (int i = 0; i < 16; ++i) connect_from(kPodClient, other_veth_);
+  const auto after = entry(svc_id, kPodClient, veth_);
+  ASSERT_TRUE(after.has_value());
+  EXPECT_EQ(after->backend_id, before->backend_id);
+  EXPECT_EQ(after->last_used_ns, before->last_used_ns) << "the neighbour's frames never touch the client's entry";
+  EXPECT_TRUE(entry(svc_id, kPodClient, other_veth_).has_value()) << "the neighbour has one of its own";
+  EXPECT_EQ(connect_from(kPodClient, veth_), mine);
+  std::set<std::string> spread;
+  for (uint16_t c = 0; c < 64 && spread.size() < 2; ++c) {
+    const std::string client = "10.244.1." + std::to_string(100 + c);
+    spread.insert(connect_from(client.c_str(), other_veth_));
+  }
+  EXPECT_EQ(spread.size(), 2u) << "different clients are not all sent to one backend";
+}
+
+// Fresh within timeoutSeconds of its last use, then free: an entry past the
+// timeout is not followed (a new pick replaces it); one within is, even
+// when it names a backend the client never reached (written here by hand).
+TEST_F(Affinity, TheTimeoutCountsFromTheLastNewConnection) {
+  const uint32_t svc_id = sticky_service({kBe[0], kBe[1], kBe[2], kBe[3]}, 30);
+  connect_from(kPodClient, veth_);
+  const kpx_affinity_key_v4 key{svc_id, veth_, ipv4(kPodClient), 0};
+  const uint64_t now = dataplane::monotonic_coarse_ns();
+  ASSERT_TRUE(maps->affinity.update(key, kpx_affinity_value{backend_id_of(kBe[3]), 0, now - 29 * kSecond}).ok());
+  EXPECT_EQ(connect_from(kPodClient, veth_), kBe[3]) << "29 s after its last use: followed (by a scan)";
+  auto e = entry(svc_id, kPodClient, veth_);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_GE(e->last_used_ns, now) << "and refreshed";
+  EXPECT_EQ(e->slot_hint, 3u);
+
+  ASSERT_TRUE(maps->affinity.update(key, kpx_affinity_value{backend_id_of(kBe[3]), 3, now - 31 * kSecond}).ok());
+  const std::string picked = connect_from(kPodClient, veth_);
+  e = entry(svc_id, kPodClient, veth_);
+  ASSERT_TRUE(e.has_value());
+  EXPECT_GE(e->last_used_ns, now) << "31 s: a new pick, remembered afresh";
+  EXPECT_EQ(e->backend_id, backend_id_of(picked.c_str()));
+}
+
+// The entries are pinned: an agent that restarts (here: the programs loaded
+// again over the same pins) keeps every client on its backend; and clients
+// from outside are remembered as well, on the uplink.
+TEST_F(Affinity, SurvivesReloadingTheProgramsAndHoldsForNodePortClients) {
+  sticky_service({kBe[0], kBe[1], kBe[2], kBe[3]});
+  const std::string mine = connect_from(kPodClient, veth_);
+  obj.reset();
+  std::string err;
+  ASSERT_TRUE(load(&err)) << err;
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(connect_from(kPodClient, veth_), mine);
+
+  set_frontend(dataplane::Scope::kNodePort, "0.0.0.0", kNodePort, Proto::kTcp, {kBe[0], kBe[1], kBe[2], kBe[3]},
+               {}, dataplane::kAffinity);
+  std::set<std::string> seen;
+  for (uint16_t c = 0; c < 16; ++c) {
+    auto r = from_uplink(tcp(kClient, static_cast<uint16_t>(47000 + c), kNode, kNodePort, kSyn));
+    ASSERT_EQ(r.retval, kRedirect);
+    seen.insert(addr_str(parsed(r).daddr_be));
+  }
+  EXPECT_EQ(seen.size(), 1u) << "one outside client, one backend";
 }
 
 }  // namespace

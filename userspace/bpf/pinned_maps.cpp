@@ -156,6 +156,7 @@ Result<PinnedMaps> PinnedMaps::open(const std::string& pin_dir) {
     else if (n == "kpx_config") m.config = decltype(m.config)(std::move(*fd));
     else if (n == "kpx_lb_src_v4") m.source_ranges = decltype(m.source_ranges)(std::move(*fd));
     else if (n == "kpx_nomasq_v4") m.nomasq = decltype(m.nomasq)(std::move(*fd));
+    else if (n == "kpx_affinity_v4") m.affinity = decltype(m.affinity)(std::move(*fd));
     else if (n == "kpx_counters") m.counters = std::move(*fd);
     else if (n == "kpx_ct_cache_v4") m.ct_cache = std::move(*fd);
     else return invalid_argument("kpx map " + n + " has no place in PinnedMaps");  // a new KPX_MAPS entry

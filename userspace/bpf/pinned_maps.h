@@ -35,6 +35,7 @@ struct PinnedMaps {
   Map<uint32_t, kpx_config> config;                     // kpx_config
   Map<kpx_src_range_key_v4, uint32_t> source_ranges;    // kpx_lb_src_v4 (LPM trie)
   Map<kpx_nomasq_key_v4, uint32_t> nomasq;              // kpx_nomasq_v4 (LPM trie)
+  Map<kpx_affinity_key_v4, kpx_affinity_value> affinity;  // kpx_affinity_v4 (LRU): sessionAffinity ClientIP
   UniqueFd counters;  // per-CPU array: read through dataplane/counters
   UniqueFd ct_cache;  // per-CPU array: the datapath's only
   uint32_t ct_max_entries = 0;
