@@ -3,7 +3,6 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
-#include <map>
 #include <optional>
 #include <utility>
 
@@ -57,24 +56,29 @@ struct PortEndpoint {
 // pod's IP reused by a new one) counts once: a later entry replaces an
 // earlier one unless it is terminating, so the live pod wins. Slices are
 // taken in name order, which makes kube-proxy's map order deterministic.
-std::vector<PortEndpoint> port_endpoints(const Model::Slices& slices, StringPool::Id name,
-                                         Protocol protocol) {
-  std::vector<PortEndpoint> out;
-  std::map<std::pair<uint32_t, uint16_t>, size_t> seen;
+std::vector<PortEndpoint> port_endpoints(const Model::Slices& slices, StringPool::Id name, Protocol protocol) {
+  std::vector<PortEndpoint> all;
   for (const auto& [slice_name, slice] : slices) {
     if (slice.address_type != AddressType::kIPv4) continue;
     for (const EndpointPortInfo& p : slice.ports) {
       if (p.name != name || p.protocol != protocol || p.port == 0) continue;  // names interned in one pool
-      for (const EndpointInfo& e : slice.endpoints) {
-        auto a = e.address.v4();
-        if (!a) continue;
-        auto [it, added] = seen.try_emplace({*a, p.port}, out.size());
-        if (added)
-          out.push_back({&e, p.port});
-        else if (!e.is_terminating())
-          out[it->second] = {&e, p.port};
-      }
+      for (const EndpointInfo& e : slice.endpoints)
+        if (e.address.v4()) all.push_back({&e, p.port});
     }
+  }
+  // Sorted by address and port, the slices' order kept within each: of
+  // every run of one endpoint, the last not terminating entry (else the
+  // first) is what kube-proxy's replace-unless-terminating leaves.
+  auto key = [](const PortEndpoint& pe) { return std::pair(*pe.e->address.v4(), pe.port); };
+  std::stable_sort(all.begin(), all.end(), [&](const auto& x, const auto& y) { return key(x) < key(y); });
+  std::vector<PortEndpoint> out;
+  out.reserve(all.size());
+  for (size_t i = 0; i < all.size();) {
+    size_t end = i, keep = i;
+    for (; end < all.size() && key(all[end]) == key(all[i]); ++end)
+      if (!all[end].e->is_terminating()) keep = end;
+    out.push_back(all[keep]);
+    i = end;
   }
   return out;
 }
