@@ -56,7 +56,8 @@ struct PortEndpoint {
 // pod's IP reused by a new one) counts once: a later entry replaces an
 // earlier one unless it is terminating, so the live pod wins. Slices are
 // taken in name order, which makes kube-proxy's map order deterministic.
-std::vector<PortEndpoint> port_endpoints(const Model::Slices& slices, StringPool::Id name, Protocol protocol) {
+std::vector<PortEndpoint> port_endpoints(const Model::Slices& slices, StringPool::Id name,
+                                         Protocol protocol) {
   std::vector<PortEndpoint> all;
   for (const auto& [slice_name, slice] : slices) {
     if (slice.address_type != AddressType::kIPv4) continue;
