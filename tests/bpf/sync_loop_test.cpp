@@ -168,6 +168,47 @@ TEST_F(SyncLoopTest, ASliceChangeRewritesOnlyItsService) {
   EXPECT_EQ(held(), expected());
 }
 
+// Topology follows the Node: a change of its zone label rewrites the
+// Services whose endpoints are zone-hinted, in an incremental sync, and
+// leaves the others' slot ranges alone.
+TEST_F(SyncLoopTest, ANodeZoneChangeRewritesItsZoneHintedServices) {
+  auto hinted_slice = [](const std::string& name, const std::string& svc) {
+    auto s = slice(name, svc, {"10.244.1.1", "10.244.2.1"});
+    s.endpoints[0].hints = k8s::EndpointHints{{"zone-a"}, {}};
+    s.endpoints[1].hints = k8s::EndpointHints{{"zone-b"}, {}};
+    return s;
+  };
+  auto node = [](const std::string& zone) {
+    k8s::Node n;
+    n.metadata.name = "node1";
+    n.metadata.labels.emplace(std::string(k8s::kLabelTopologyZone), zone);
+    return n;
+  };
+  change(Source::kServices, [&](proxy::Model& m) {
+    m.upsert_service(service("zoned", "10.96.2.1", 80));
+    m.upsert_endpoint_slice(hinted_slice("zoned-x", "zoned"));
+    m.upsert_service(service("plain", "10.96.2.2", 80));
+    m.upsert_endpoint_slice(slice("plain-x", "plain", {"10.244.1.1", "10.244.2.1"}));
+  });
+  change(Source::kNode, [&](proxy::Model& m) { m.set_node(node("zone-a")); });
+  loop->mark_listed(Source::kServices);
+  loop->mark_listed(Source::kEndpointSlices);
+  ASSERT_TRUE(loop->sync_once().ok());
+  const net::ServiceAddr zoned{*net::parse_ipv4("10.96.2.1"), 80, net::Proto::kTcp};
+  const net::ServiceAddr plain{*net::parse_ipv4("10.96.2.2"), 80, net::Proto::kTcp};
+  EXPECT_EQ(held().at(zoned), (std::vector<net::BackendAddr>{*net::parse_backend("10.244.1.1:8080")}));
+  EXPECT_EQ(held().at(plain).size(), 2u);
+  const uint32_t plain_slots = dp->frontends().at(dataplane::cluster_ip_key(plain)).slot_base;
+  const uint64_t full = loop->full_syncs();
+
+  change(Source::kNode, [&](proxy::Model& m) { m.set_node(node("zone-b")); });
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(held().at(zoned), (std::vector<net::BackendAddr>{*net::parse_backend("10.244.2.1:8080")}));
+  EXPECT_EQ(held(), expected());
+  EXPECT_EQ(loop->full_syncs(), full) << "incremental";
+  EXPECT_EQ(dp->frontends().at(dataplane::cluster_ip_key(plain)).slot_base, plain_slots);
+}
+
 // kube-proxy updates its health check server after every sync: so does
 // the loop, incremental syncs keeping the Services they did not touch.
 TEST_F(SyncLoopTest, HealthChecksFollowServiceAndEndpointChangesAtEachSync) {

@@ -5,80 +5,12 @@
 #include <optional>
 
 #include "proxy/model.h"
+#include "unit/compute_fixtures.h"
 
 namespace kpx::proxy {
 namespace {
 
-using OptBool = std::optional<bool>;
-
-k8s::ServicePort port(std::string name, int32_t number, std::string protocol = "TCP") {
-  return {std::move(name), std::move(protocol), number, std::nullopt, 0};
-}
-
-k8s::Service service(std::string name, std::string cluster_ip, std::vector<k8s::ServicePort> ports) {
-  k8s::Service s;
-  s.metadata.name = std::move(name);
-  s.metadata.namespace_ = "default";
-  s.cluster_ip = std::move(cluster_ip);
-  s.ports = std::move(ports);
-  return s;
-}
-
-k8s::Endpoint endpoint(std::string ip, OptBool ready = {}, OptBool serving = {}, OptBool terminating = {}) {
-  k8s::Endpoint e;
-  e.addresses = {std::move(ip)};
-  e.conditions = {ready, serving, terminating};
-  return e;
-}
-
-k8s::EndpointPort slice_port(std::string name, int32_t number, std::string protocol = "TCP") {
-  return {std::move(name), std::move(protocol), number};
-}
-
-k8s::EndpointSlice slice(std::string name, std::string service_name, std::vector<k8s::Endpoint> endpoints,
-                         std::vector<k8s::EndpointPort> ports, std::string address_type = "IPv4") {
-  k8s::EndpointSlice s;
-  s.metadata.name = std::move(name);
-  s.metadata.namespace_ = "default";
-  if (!service_name.empty()) s.metadata.labels.emplace(k8s::kLabelServiceName, std::move(service_name));
-  s.address_type = std::move(address_type);
-  s.endpoints = std::move(endpoints);
-  s.ports = std::move(ports);
-  return s;
-}
-
-net::ServiceAddr vip(const char* s) { return *net::parse_service(s); }
-
-std::vector<net::BackendAddr> backends(std::initializer_list<const char*> list) {
-  std::vector<net::BackendAddr> out;
-  for (const char* b : list) out.push_back(*net::parse_backend(b));
-  return out;
-}
-
-dataplane::FrontendKey fk(const char* s) { return dataplane::cluster_ip_key(vip(s)); }
-
-std::vector<net::BackendAddr> addrs(const std::vector<dataplane::Backend>& bs) {
-  std::vector<net::BackendAddr> out;
-  for (const auto& b : bs) out.push_back({*b.addr.v4(), b.port});
-  return out;
-}
-
-// The cluster set of one ClusterIP frontend, or nullopt when compute() left it out.
-std::optional<std::vector<net::BackendAddr>> at(const DesiredState& d, const char* addr) {
-  auto it = d.frontends.find(fk(addr));
-  if (it == d.frontends.end()) return std::nullopt;
-  return addrs(it->second.cluster);
-}
-
-void add(Model& m, k8s::Service s) {
-  auto r = m.upsert_service(std::move(s));
-  ASSERT_FALSE(r.has_value()) << to_string(*r);
-}
-
-void add(Model& m, k8s::EndpointSlice s) {
-  auto r = m.upsert_endpoint_slice(std::move(s));
-  ASSERT_FALSE(r.has_value()) << to_string(*r);
-}
+using namespace fixtures;
 
 TEST(Compute, ClusterIpPortToReadyEndpoints) {
   Model m;
@@ -103,7 +35,8 @@ TEST(Compute, FrontendsCarryOwnerFlagsAndBothBackendSets) {
   s.client_ip_timeout_seconds = 600;
   s.internal_traffic_policy = "Local";
   add(m, s);
-  k8s::Endpoint here = endpoint("10.244.1.5"), there = endpoint("10.244.2.5"), draining = endpoint("10.244.1.9", false, true, true);
+  k8s::Endpoint here = endpoint("10.244.1.5"), there = endpoint("10.244.2.5"),
+                draining = endpoint("10.244.1.9", false, true, true);
   here.node_name = "node1";
   here.zone = "zone-a";
   there.node_name = "node2";
@@ -153,10 +86,12 @@ TEST(Compute, NodePortServicesGetANodePortFrontendWithTheExternalPolicy) {
   s.external_traffic_policy = "Local";
   s.internal_traffic_policy = "Cluster";
   add(m, s);
-  add(m, slice("web-1", "web", {endpoint("10.244.1.5")}, {slice_port("http", 8080), slice_port("dns", 5353, "UDP")}));
+  add(m, slice("web-1", "web", {endpoint("10.244.1.5")},
+               {slice_port("http", 8080), slice_port("dns", 5353, "UDP")}));
   DesiredState d = compute(m, {"node1"});
   ASSERT_EQ(d.frontends.size(), 4u);
-  const dataplane::FrontendKey np{net::IpAddr::from_v4(0), 30080, net::Proto::kTcp, dataplane::Scope::kNodePort};
+  const dataplane::FrontendKey np{net::IpAddr::from_v4(0), 30080, net::Proto::kTcp,
+                                  dataplane::Scope::kNodePort};
   ASSERT_TRUE(d.frontends.count(np));
   const auto& fe = d.frontends.at(np);
   EXPECT_EQ(fe.service, "default/web");
@@ -165,7 +100,8 @@ TEST(Compute, NodePortServicesGetANodePortFrontendWithTheExternalPolicy) {
   EXPECT_EQ(fe.flags, dataplane::kRejectEmpty | dataplane::kLocalOnly) << "externalTrafficPolicy Local";
   EXPECT_EQ(d.frontends.at(fk("10.96.0.10:80/tcp")).flags, dataplane::kRejectEmpty)
       << "the ClusterIP follows the internal policy only";
-  const dataplane::FrontendKey np_udp{net::IpAddr::from_v4(0), 30053, net::Proto::kUdp, dataplane::Scope::kNodePort};
+  const dataplane::FrontendKey np_udp{net::IpAddr::from_v4(0), 30053, net::Proto::kUdp,
+                                      dataplane::Scope::kNodePort};
   EXPECT_EQ(addrs(d.frontends.at(np_udp).cluster), backends({"10.244.1.5:5353"}));
 
   // A ClusterIP Service has none, a port without an allocated nodePort neither.
@@ -201,8 +137,8 @@ TEST(Compute, ExternalIpsAndLoadBalancerIpsInVipModeAreFrontends) {
   EXPECT_TRUE(has("198.51.100.2", 80, dataplane::Scope::kLoadBalancer));
   EXPECT_FALSE(has("198.51.100.3", 80, dataplane::Scope::kLoadBalancer)) << "ipMode Proxy is not captured";
   EXPECT_EQ(d.frontends.size(), 5u);
-  const auto& lb = d.frontends.at({net::IpAddr::parse("198.51.100.1"), 80, net::Proto::kTcp,
-                                   dataplane::Scope::kLoadBalancer});
+  const auto& lb = d.frontends.at(
+      {net::IpAddr::parse("198.51.100.1"), 80, net::Proto::kTcp, dataplane::Scope::kLoadBalancer});
   EXPECT_TRUE(lb.flags & dataplane::kSourceRanges);
   EXPECT_EQ(lb.source_ranges, (std::vector<net::Ipv4Cidr>{*net::parse_ipv4_cidr("203.0.113.0/24")}));
   EXPECT_EQ(addrs(lb.cluster), backends({"10.244.1.5:8080"}));
@@ -230,18 +166,20 @@ TEST(Compute, LocalLoadBalancersGetAHealthCheckWithTheirLocalReadyEndpoints) {
   };
   add(m, slice("web-1", "web",
                {on(endpoint("10.244.1.5"), "node1"), on(endpoint("10.244.1.6"), "node1"),
-                on(endpoint("10.244.1.7", false), "node1"), on(endpoint("10.244.1.8", false, true, true), "node1"),
-                on(endpoint("10.244.2.5"), "node2")},
+                on(endpoint("10.244.1.7", false), "node1"),
+                on(endpoint("10.244.1.8", false, true, true), "node1"), on(endpoint("10.244.2.5"), "node2")},
                {slice_port("http", 8080), slice_port("https", 8443)}));
   // The same pod again in another slice (the controller moving it), and
   // slices whose endpoints kube-proxy never sees: no port number, IPv6.
   add(m, slice("web-2", "web", {on(endpoint("10.244.1.5"), "node1")}, {slice_port("http", 8080)}));
-  add(m, slice("web-3", "web", {on(endpoint("10.244.1.20"), "node1")}, {k8s::EndpointPort{"http", "TCP", std::nullopt}}));
+  add(m, slice("web-3", "web", {on(endpoint("10.244.1.20"), "node1")},
+               {k8s::EndpointPort{"http", "TCP", std::nullopt}}));
   add(m, slice("web-4", "web", {on(endpoint("fd00::5"), "node1")}, {slice_port("http", 8080)}, "IPv6"));
   const HealthChecks want = {{"default/web", {30500, 2}}};
   EXPECT_EQ(compute(m, {"node1"}).health_checks, want) << "two ready pods with two ports each: 2";
   EXPECT_EQ(compute(m, {"node2"}).health_checks, (HealthChecks{{"default/web", {30500, 1}}}));
-  EXPECT_EQ(compute(m, {"node3"}).health_checks, (HealthChecks{{"default/web", {30500, 0}}})) << "0: answered 503";
+  EXPECT_EQ(compute(m, {"node3"}).health_checks, (HealthChecks{{"default/web", {30500, 0}}}))
+      << "0: answered 503";
   EXPECT_EQ(compute_services(m, {"default/web"}, {"node1"}).health_checks, want);
   EXPECT_TRUE(compute_services(m, {"default/other"}, {"node1"}).health_checks.empty());
   // Only a LoadBalancer with traffic policy Local has one (NeedsHealthCheck).
@@ -351,8 +289,11 @@ INSTANTIATE_TEST_SUITE_P(
                                      {endpoint("10.0.0.1", F, T, T), endpoint("10.0.0.2", F, F, T),
                                       endpoint("10.0.0.3", F, T, T)},
                                      backends({"10.0.0.1:8080", "10.0.0.3:8080"})},
-                      // Missing serving takes ready's value: false, so not serving.
-                      ConditionsCase{"FallbackNeedsServing", {endpoint("10.0.0.1", F, U, T)}, backends({})},
+                      ConditionsCase{"FallbackNeedsServing", {endpoint("10.0.0.1", F, F, T)}, backends({})},
+                      // kube-proxy reads a missing serving as true (not as ready's value).
+                      ConditionsCase{"MissingServingCountsAsServing",
+                                     {endpoint("10.0.0.1", F, U, T)},
+                                     backends({"10.0.0.1:8080"})},
                       // Not ready and not terminating (starting up, failing probes).
                       ConditionsCase{"FallbackNeedsTerminating",
                                      {endpoint("10.0.0.1", F, T, F), endpoint("10.0.0.2", F, T, U)},
@@ -479,194 +420,6 @@ TEST(Compute, TwoServicesOnOneAddressFirstByNameKeepsIt) {
   EXPECT_EQ(d.frontends.at(fk("10.96.0.50:80/tcp")).service, "default/a");
   ASSERT_EQ(d.skipped.size(), 1u);
   EXPECT_EQ(d.skipped[0].service, "default/b");
-}
-
-// ---- validation: a bad object is rejected alone --------------------------
-
-struct BadService {
-  const char* name;
-  void (*edit)(k8s::Service&);
-  const char* reason_part;
-};
-
-void PrintTo(const BadService& c, std::ostream* os) { *os << c.name; }
-
-class RejectService : public ::testing::TestWithParam<BadService> {};
-
-TEST_P(RejectService, AloneWhileOthersKeepWorking) {
-  Model m;
-  add(m, service("web", "10.96.0.20", {port("http", 80)}));
-  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
-  k8s::Service bad = service("bad", "10.96.0.66", {port("http", 80)});
-  GetParam().edit(bad);
-  auto r = m.upsert_service(bad);
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(r->kind, "Service");
-  EXPECT_EQ(r->name, "default/bad");
-  EXPECT_NE(r->reason.find(GetParam().reason_part), std::string::npos) << r->reason;
-  EXPECT_EQ(to_string(*r).rfind("Service default/bad rejected: ", 0), 0u);
-
-  DesiredState d = compute(m, {});
-  EXPECT_EQ(d.frontends.size(), 1u);
-  EXPECT_EQ(at(d, "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Cases, RejectService,
-    ::testing::Values(
-        BadService{"ClusterIpNotAnIp", [](k8s::Service& s) { s.cluster_ip = "10.96.0.300"; },
-                   "spec.clusterIP: '10.96.0.300' is not an IP address"},
-        BadService{"ClusterIpsNotAnIp",
-                   [](k8s::Service& s) {
-                     s.cluster_ips = {"10.96.0.66", "nope"};
-                   },
-                   "spec.clusterIPs[1]: 'nope' is not an IP address"},
-        BadService{"UnknownProtocol", [](k8s::Service& s) { s.ports[0].protocol = "ICMP"; },
-                   "spec.ports[0].protocol: unsupported value 'ICMP'"},
-        BadService{"LowercaseProtocol", [](k8s::Service& s) { s.ports[0].protocol = "tcp"; },
-                   "spec.ports[0].protocol: unsupported value 'tcp'"},
-        BadService{"PortZero", [](k8s::Service& s) { s.ports[0].port = 0; },
-                   "spec.ports[0].port: port 0 out of range"},
-        BadService{"PortTooHigh", [](k8s::Service& s) { s.ports[0].port = 70000; },
-                   "spec.ports[0].port: port 70000 out of range"},
-        BadService{"TargetPortTooHigh", [](k8s::Service& s) { s.ports[0].target_port = 65536; },
-                   "spec.ports[0].targetPort: port 65536 out of range"},
-        BadService{"NodePortNegative", [](k8s::Service& s) { s.ports[0].node_port = -1; },
-                   "spec.ports[0].nodePort: port -1 out of range"},
-        BadService{"DuplicatePortName", [](k8s::Service& s) { s.ports.push_back(port("http", 81)); },
-                   "spec.ports[1].name: duplicate port name 'http'"},
-        BadService{"ExternalIpNotAnIp",
-                   [](k8s::Service& s) {
-                     s.external_ips = {"1.2.3.4", "x"};
-                   },
-                   "spec.externalIPs[1]: 'x' is not an IP address"},
-        BadService{"UnknownType", [](k8s::Service& s) { s.type = "Magic"; },
-                   "spec.type: unsupported value 'Magic'"},
-        BadService{"AffinityTimeout",
-                   [](k8s::Service& s) {
-                     s.session_affinity = "ClientIP";
-                     s.client_ip_timeout_seconds = 0;
-                   },
-                   "timeoutSeconds: 0 out of range"},
-        BadService{"TrafficPolicy", [](k8s::Service& s) { s.external_traffic_policy = "Global"; },
-                   "spec.externalTrafficPolicy: unsupported value 'Global'"},
-        BadService{"SourceRange", [](k8s::Service& s) { s.load_balancer_source_ranges = {"10.0.0.0/33"}; },
-                   "spec.loadBalancerSourceRanges[0]: '10.0.0.0/33' is not a CIDR"},
-        BadService{"IngressIp",
-                   [](k8s::Service& s) {
-                     s.load_balancer_ingress = {{"lb.example", "VIP"}};
-                   },
-                   "status.loadBalancer.ingress[0].ip: 'lb.example' is not an IP address"}),
-    [](const auto& info) { return std::string(info.param.name); });
-
-TEST(RejectService, EveryProblemIsListed) {
-  Model m;
-  k8s::Service bad = service("bad", "nope", {port("a", 0, "ICMP")});
-  auto r = m.upsert_service(bad);
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(r->reason,
-            "spec.clusterIP: 'nope' is not an IP address; "
-            "spec.ports[0].protocol: unsupported value 'ICMP' (expected one of TCP, UDP, SCTP); "
-            "spec.ports[0].port: port 0 out of range (expected 1-65535)");
-}
-
-TEST(RejectService, MissingNamespace) {
-  Model m;
-  k8s::Service bad = service("web", "10.96.0.20", {port("http", 80)});
-  bad.metadata.namespace_ = "";
-  auto r = m.upsert_service(bad);
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(to_string(*r), "Service /web rejected: metadata.namespace: missing");
-}
-
-TEST(RejectService, AnInvalidUpdateRemovesThePreviousVersion) {
-  Model m;
-  add(m, service("web", "10.96.0.20", {port("http", 80)}));
-  add(m, service("api", "10.96.0.21", {port("http", 80)}));
-  EXPECT_TRUE(m.upsert_service(service("web", "10.96.0.20", {port("http", 0)})).has_value());
-  DesiredState d = compute(m, {});
-  EXPECT_EQ(d.frontends.size(), 1u);
-  EXPECT_TRUE(at(d, "10.96.0.21:80/tcp").has_value());
-}
-
-TEST(RejectService, ValidOddballsAreAccepted) {
-  Model m;
-  k8s::Service s = service("web", "10.96.0.20", {port("http", 80, "UDP")});
-  s.type = "LoadBalancer";
-  s.ports[0].target_port = "http-alt";
-  s.ports[0].node_port = 30080;
-  s.load_balancer_source_ranges = {" 10.0.0.0/8 ", "fd00::/64"};
-  s.traffic_distribution = "SomethingNew";  // unknown: treated as unset, not an error
-  s.external_traffic_policy = "Local";
-  s.session_affinity = "ClientIP";
-  s.client_ip_timeout_seconds = 86400;
-  s.load_balancer_ingress = {{"203.0.113.7", "Proxy"}};
-  add(m, s);
-  k8s::Service ext = service("alias", "", {port("", 0, "ICMP")});
-  ext.type = "ExternalName";  // ignored entirely, so its fields are not checked
-  add(m, ext);
-}
-
-struct BadSlice {
-  const char* name;
-  void (*edit)(k8s::EndpointSlice&);
-  const char* reason_part;
-};
-
-void PrintTo(const BadSlice& c, std::ostream* os) { *os << c.name; }
-
-class RejectSlice : public ::testing::TestWithParam<BadSlice> {};
-
-TEST_P(RejectSlice, AloneWhileOtherSlicesOfTheServiceKeepWorking) {
-  Model m;
-  add(m, service("web", "10.96.0.20", {port("http", 80)}));
-  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
-  k8s::EndpointSlice bad = slice("web-bad", "web", {endpoint("10.0.0.9")}, {slice_port("http", 8080)});
-  GetParam().edit(bad);
-  auto r = m.upsert_endpoint_slice(bad);
-  ASSERT_TRUE(r.has_value());
-  EXPECT_EQ(r->kind, "EndpointSlice");
-  EXPECT_EQ(r->name, "default/web-bad");
-  EXPECT_NE(r->reason.find(GetParam().reason_part), std::string::npos) << r->reason;
-  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
-  EXPECT_EQ(m.endpoint_slice_count(), 1u);
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    Cases, RejectSlice,
-    ::testing::Values(BadSlice{"AddressNotAnIp",
-                               [](k8s::EndpointSlice& s) { s.endpoints[0].addresses = {"addressesValue"}; },
-                               "endpoints[0].addresses[0]: 'addressesValue' is not an IPv4 address"},
-                      BadSlice{"Ipv6InIpv4Slice",
-                               [](k8s::EndpointSlice& s) { s.endpoints.push_back(endpoint("fd00::1")); },
-                               "endpoints[1].addresses[0]: 'fd00::1' is not an IPv4 address"},
-                      BadSlice{"NoAddress", [](k8s::EndpointSlice& s) { s.endpoints[0].addresses.clear(); },
-                               "endpoints[0].addresses: no address"},
-                      BadSlice{"UnknownProtocol", [](k8s::EndpointSlice& s) { s.ports[0].protocol = "ICMP"; },
-                               "ports[0].protocol: unsupported value 'ICMP'"},
-                      BadSlice{"PortOutOfRange", [](k8s::EndpointSlice& s) { s.ports[0].port = 65536; },
-                               "ports[0].port: port 65536 out of range"},
-                      BadSlice{"UnknownAddressType", [](k8s::EndpointSlice& s) { s.address_type = "IPX"; },
-                               "addressType: unsupported value 'IPX'"},
-                      BadSlice{"NoServiceNameLabel", [](k8s::EndpointSlice& s) { s.metadata.labels.clear(); },
-                               "no kubernetes.io/service-name label"}),
-    [](const auto& info) { return std::string(info.param.name); });
-
-TEST(RejectSlice, InvalidUpdateDropsThePreviousVersion) {
-  Model m;
-  add(m, service("web", "10.96.0.20", {port("http", 80)}));
-  add(m, slice("web-a", "web", {endpoint("10.0.0.1")}, {slice_port("http", 8080)}));
-  EXPECT_TRUE(m.upsert_endpoint_slice(slice("web-a", "web", {endpoint("bad")}, {slice_port("http", 8080)})));
-  EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({}));
-}
-
-TEST(RejectSlice, ProblemListIsCapped) {
-  Model m;
-  std::vector<k8s::Endpoint> eps;
-  for (int i = 0; i < 50; ++i) eps.push_back(endpoint("bad" + std::to_string(i)));
-  auto r = m.upsert_endpoint_slice(slice("web-a", "web", eps, {slice_port("http", 8080)}));
-  ASSERT_TRUE(r.has_value());
-  EXPECT_NE(r->reason.find("and 40 more problems"), std::string::npos) << r->reason;
 }
 
 }  // namespace

@@ -73,7 +73,8 @@ struct Kind {
 template <typename Obj>
 void upsert_logged(const Kind<Obj>& kind, proxy::Model& m, Obj obj, Metrics& metrics) {
   if (auto r = (m.*kind.upsert)(std::move(obj))) {
-    metrics.rejected_objects++;
+    // An object kept without some items is not a rejected one.
+    if (r->rejected()) metrics.rejected_objects++;
     log::warning(proxy::to_string(*r));
   }
 }

@@ -18,7 +18,8 @@ target_compile_options(kpx_k8s PRIVATE ${KPX_WARNINGS})
 target_link_libraries(kpx_k8s PUBLIC kpx_core kpx_log nlohmann_json::nlohmann_json
                       PRIVATE cpprestsdk::cpprest yaml-cpp OpenSSL::SSL OpenSSL::Crypto)
 
-kpx_test(kpx_k8s_unit_tests unit tests/unit/k8s_decode_test.cpp tests/unit/compute_test.cpp)
+kpx_test(kpx_k8s_unit_tests unit tests/unit/k8s_decode_test.cpp tests/unit/compute_test.cpp
+  tests/unit/compute_ports_test.cpp tests/unit/validate_test.cpp tests/unit/topology_test.cpp)
 if(TARGET kpx_k8s_unit_tests)
   target_link_libraries(kpx_k8s_unit_tests PRIVATE kpx_k8s)
 endif()

@@ -1,9 +1,6 @@
 #include "proxy/compact.h"
 
-#include <arpa/inet.h>
-
-#include <charconv>
-#include <cstring>
+#include "proxy/validate.h"
 
 namespace kpx::proxy {
 
@@ -15,6 +12,12 @@ StringPool::Id StringPool::intern(std::string_view s) {
   strings_.emplace_back(s);
   index_.emplace(strings_.back(), id);
   return id;
+}
+
+std::optional<StringPool::Id> StringPool::find(std::string_view s) const {
+  auto it = index_.find(s);
+  if (it == index_.end()) return std::nullopt;
+  return it->second;
 }
 
 const char* to_string(Protocol p) {
@@ -51,7 +54,9 @@ Protocol protocol_of(const std::string& p) {
 }
 
 TrafficPolicy policy_of(const std::string& p) {
-  return p == "Local" ? TrafficPolicy::kLocal : p == "Cluster" ? TrafficPolicy::kCluster : TrafficPolicy::kUnset;
+  return p == "Local"     ? TrafficPolicy::kLocal
+         : p == "Cluster" ? TrafficPolicy::kCluster
+                          : TrafficPolicy::kUnset;
 }
 
 ServiceType type_of(const std::string& t) {
@@ -61,27 +66,13 @@ ServiceType type_of(const std::string& t) {
   return ServiceType::kClusterIP;
 }
 
+// The valid ones (validation reported the others as dropped).
 std::vector<IpAddr> ips_of(const std::vector<std::string>& in) {
   std::vector<IpAddr> out;
   out.reserve(in.size());
   for (const auto& s : in)
-    if (auto a = IpAddr::parse(s); a.family != IpAddr::Family::kNone) out.push_back(a);
+    if (auto a = parse_ip_sloppy(s); a.family != IpAddr::Family::kNone) out.push_back(a);
   return out;
-}
-
-// "10.0.0.0/8", " 10.0.0.0/8 " (the API allows the padding).
-Cidr cidr_of(std::string_view s) {
-  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
-  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
-  Cidr c;
-  auto slash = s.find('/');
-  if (slash == std::string_view::npos) return c;
-  c.addr = IpAddr::parse(s.substr(0, slash));
-  auto len = s.substr(slash + 1);
-  unsigned bits = 0;
-  std::from_chars(len.data(), len.data() + len.size(), bits);
-  c.prefix_len = static_cast<uint8_t>(bits);
-  return c;
 }
 
 }  // namespace
@@ -89,7 +80,8 @@ Cidr cidr_of(std::string_view s) {
 ServiceInfo compact_service(const k8s::Service& s, StringPool& strings) {
   ServiceInfo out;
   out.type = type_of(s.type);
-  out.session_affinity = s.session_affinity == "ClientIP" ? SessionAffinity::kClientIP : SessionAffinity::kNone;
+  out.session_affinity =
+      s.session_affinity == "ClientIP" ? SessionAffinity::kClientIP : SessionAffinity::kNone;
   out.client_ip_timeout_seconds = s.client_ip_timeout_seconds;
   out.external_traffic_policy = policy_of(s.external_traffic_policy);
   out.internal_traffic_policy = policy_of(s.internal_traffic_policy);
@@ -102,7 +94,8 @@ ServiceInfo compact_service(const k8s::Service& s, StringPool& strings) {
   for (size_t i = 0; i < s.ip_families.size() && i < out.ip_families.size(); ++i)
     out.ip_families[i] = s.ip_families[i] == "IPv6" ? IpAddr::Family::kV6 : IpAddr::Family::kV4;
   out.headless = s.cluster_ip.empty() || s.cluster_ip == "None";
-  if (!out.headless) out.cluster_ips = ips_of(s.cluster_ips.empty() ? std::vector{s.cluster_ip} : s.cluster_ips);
+  if (!out.headless)
+    out.cluster_ips = ips_of(s.cluster_ips.empty() ? std::vector{s.cluster_ip} : s.cluster_ips);
   out.ports.reserve(s.ports.size());
   for (const k8s::ServicePort& p : s.ports) {
     ServicePortInfo sp;
@@ -121,12 +114,14 @@ ServiceInfo compact_service(const k8s::Service& s, StringPool& strings) {
   if (!s.external_ips.empty() || !s.load_balancer_source_ranges.empty() || !s.load_balancer_ingress.empty()) {
     out.external = std::make_unique<ServiceInfo::External>();
     out.external->external_ips = ips_of(s.external_ips);
-    for (const auto& r : s.load_balancer_source_ranges) out.external->load_balancer_source_ranges.push_back(cidr_of(r));
+    out.external->restricts_sources = !s.load_balancer_source_ranges.empty();
+    for (const auto& r : s.load_balancer_source_ranges)
+      if (auto c = parse_cidr_sloppy(trim_spaces(r))) out.external->load_balancer_source_ranges.push_back(*c);
     for (const auto& in : s.load_balancer_ingress)
       out.external->load_balancer_ingress.push_back(
-          {IpAddr::parse(in.ip), in.ip_mode == "VIP"     ? LoadBalancerIpMode::kVIP
-                                 : in.ip_mode == "Proxy" ? LoadBalancerIpMode::kProxy
-                                                         : LoadBalancerIpMode::kUnset});
+          {parse_ip_sloppy(in.ip), in.ip_mode == "VIP"     ? LoadBalancerIpMode::kVIP
+                                   : in.ip_mode == "Proxy" ? LoadBalancerIpMode::kProxy
+                                                           : LoadBalancerIpMode::kUnset});
   }
   return out;
 }
@@ -138,11 +133,14 @@ SliceInfo compact_slice(const k8s::EndpointSlice& s, StringPool& strings) {
                                                 : AddressType::kIPv4;
   out.ports.reserve(s.ports.size());
   for (const k8s::EndpointPort& p : s.ports)
-    out.ports.push_back({strings.intern(p.name), static_cast<uint16_t>(p.port.value_or(0)), protocol_of(p.protocol)});
+    if (usable_endpoint_port(p))
+      out.ports.push_back(
+          {strings.intern(p.name), static_cast<uint16_t>(p.port.value_or(0)), protocol_of(p.protocol)});
   out.endpoints.reserve(s.endpoints.size());
   for (const k8s::Endpoint& e : s.endpoints) {
+    if (!usable_endpoint(e, s.address_type)) continue;
     EndpointInfo ep;
-    if (!e.addresses.empty() && out.address_type != AddressType::kFQDN) ep.address = IpAddr::parse(e.addresses.front());
+    if (out.address_type != AddressType::kFQDN) ep.address = parse_ip_sloppy(e.addresses.front());
     ep.set_conditions(e.conditions);
     ep.node_name = strings.intern(e.node_name);
     ep.zone = strings.intern(e.zone);

@@ -7,7 +7,9 @@
 //   - an EndpointSlice keeps its address type and ports, and per endpoint
 //     the first address (the others are fungible with it; kube-proxy uses
 //     the first alone), the conditions as sent, node name, zone and hints.
-// Objects are validated (proxy/validate.h) before they are compacted.
+// Objects are validated (proxy/validate.h) before they are compacted, and
+// the items validation drops (bad external IPs, load balancer IPs, source
+// ranges, endpoints, slice ports) are left out here.
 #pragma once
 
 #include <array>
@@ -22,6 +24,7 @@
 
 #include "k8s/objects.h"
 #include "net/endpoint.h"
+#include "proxy/ip_parse.h"
 
 namespace kpx::proxy {
 
@@ -40,6 +43,9 @@ class StringPool {
   StringPool& operator=(StringPool&&) = default;
 
   Id intern(std::string_view s);
+  // The id of a string interned before, else nullopt (for readers of a
+  // const pool).
+  std::optional<Id> find(std::string_view s) const;
   const std::string& operator[](Id id) const { return strings_[id]; }
   size_t size() const { return strings_.size(); }
 
@@ -52,16 +58,10 @@ class StringPool {
 // frontend contract's own type (net/endpoint.h).
 using IpAddr = net::IpAddr;
 
-struct Cidr {
-  IpAddr addr;
-  uint8_t prefix_len = 0;
-  bool operator==(const Cidr&) const = default;
-};
-
 enum class ServiceType : uint8_t { kClusterIP, kNodePort, kLoadBalancer, kExternalName };
 enum class Protocol : uint8_t { kTCP, kUDP, kSCTP };
 enum class SessionAffinity : uint8_t { kNone, kClientIP };
-enum class TrafficPolicy : uint8_t { kUnset, kCluster, kLocal };  // unset means Cluster
+enum class TrafficPolicy : uint8_t { kUnset, kCluster, kLocal };   // unset means Cluster
 enum class LoadBalancerIpMode : uint8_t { kUnset, kVIP, kProxy };  // unset (or unknown) means VIP
 enum class AddressType : uint8_t { kIPv4, kIPv6, kFQDN };
 
@@ -88,12 +88,12 @@ struct ServiceInfo {
   SessionAffinity session_affinity = SessionAffinity::kNone;
   TrafficPolicy external_traffic_policy = TrafficPolicy::kUnset;
   TrafficPolicy internal_traffic_policy = TrafficPolicy::kUnset;
-  bool headless = false;                            // clusterIP "None" or unset
-  bool other_proxy = false;                         // labelled service-proxy-name
-  std::array<IpAddr::Family, 2> ip_families{};      // spec.ipFamilies (at most 2); kNone: absent
+  bool headless = false;                        // clusterIP "None" or unset
+  bool other_proxy = false;                     // labelled service-proxy-name
+  std::array<IpAddr::Family, 2> ip_families{};  // spec.ipFamilies (at most 2); kNone: absent
   uint16_t health_check_node_port = 0;
   int32_t client_ip_timeout_seconds = k8s::kDefaultClientIpTimeoutSeconds;
-  StringPool::Id proxy_name = StringPool::kEmpty;    // that label's value
+  StringPool::Id proxy_name = StringPool::kEmpty;  // that label's value
   StringPool::Id traffic_distribution = StringPool::kEmpty;
   std::vector<IpAddr> cluster_ips;  // clusterIPs (clusterIP alone for older objects); empty when headless
   std::vector<ServicePortInfo> ports;
@@ -101,7 +101,11 @@ struct ServiceInfo {
   // Rarely set, so kept out of line: one allocation only when one is.
   struct External {
     std::vector<IpAddr> external_ips;
-    std::vector<Cidr> load_balancer_source_ranges;
+    std::vector<Cidr> load_balancer_source_ranges;  // the valid ones
+    // spec.loadBalancerSourceRanges was not empty: sources are restricted
+    // even when none of the ranges is usable (invalid, or IPv6 only), so
+    // that a bad range never opens the Service to everyone.
+    bool restricts_sources = false;
     std::vector<LoadBalancerIngressInfo> load_balancer_ingress;
   };
   std::unique_ptr<External> external;
@@ -119,7 +123,9 @@ struct EndpointInfo {
   std::optional<bool> serving() const { return get(2); }
   std::optional<bool> terminating() const { return get(4); }
   bool is_ready() const { return ready().value_or(true); }
-  bool is_serving() const { return serving().value_or(is_ready()); }
+  // Absent serving counts as serving, as kube-proxy reads it (the API
+  // says "defer to ready"; kube-proxy's terminating fallback does not).
+  bool is_serving() const { return serving().value_or(true); }
   bool is_terminating() const { return terminating().value_or(false); }
   void set_conditions(const k8s::EndpointConditions& c);
 

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <optional>
+#include <utility>
+
+#include "proxy/topology.h"
 
 namespace kpx::proxy {
 
@@ -13,7 +16,8 @@ namespace {
 std::optional<std::string> not_proxied_reason(const ServiceInfo& s, const StringPool& strings) {
   if (s.type == ServiceType::kExternalName) return "type ExternalName: a DNS alias, nothing to proxy";
   if (s.other_proxy)
-    return "labelled " + std::string(k8s::kLabelServiceProxyName) + "=" + strings[s.proxy_name] + ": another proxy's";
+    return "labelled " + std::string(k8s::kLabelServiceProxyName) + "=" + strings[s.proxy_name] +
+           ": another proxy's";
   if (s.headless) return "headless: no clusterIP";
   return std::nullopt;
 }
@@ -37,15 +41,86 @@ std::string describe(const ServicePortInfo& p, const StringPool& strings) {
   return s + std::to_string(p.port) + "/" + to_string(p.protocol);
 }
 
-struct Candidates {
-  std::vector<dataplane::Backend> ready;
-  std::vector<dataplane::Backend> serving_terminating;
+// One endpoint of a Service port: a slice endpoint with the slice port's
+// number (which is how a targetPort by name resolves).
+struct PortEndpoint {
+  const EndpointInfo* e;
+  uint16_t port;
 };
 
-dataplane::Backend backend_of(const EndpointInfo& e, uint16_t port, const StringPool& strings) {
+// The endpoints of the slice ports named `name` over `protocol`, as
+// kube-proxy's EndpointSliceCache gathers them: IPv4 slices only (IPv6
+// later; FQDN never), ports without a number skipped, each endpoint by its
+// first address (the others are fungible with it). The same address and
+// port seen twice (an endpoint moving between slices, or a terminating
+// pod's IP reused by a new one) counts once: a later entry replaces an
+// earlier one unless it is terminating, so the live pod wins. Slices are
+// taken in name order, which makes kube-proxy's map order deterministic.
+std::vector<PortEndpoint> port_endpoints(const Model::Slices& slices, StringPool::Id name,
+                                         Protocol protocol) {
+  std::vector<PortEndpoint> all;
+  for (const auto& [slice_name, slice] : slices) {
+    if (slice.address_type != AddressType::kIPv4) continue;
+    for (const EndpointPortInfo& p : slice.ports) {
+      if (p.name != name || p.protocol != protocol || p.port == 0) continue;  // names interned in one pool
+      for (const EndpointInfo& e : slice.endpoints)
+        if (e.address.v4()) all.push_back({&e, p.port});
+    }
+  }
+  // Sorted by address and port, the slices' order kept within each: of
+  // every run of one endpoint, the last not terminating entry (else the
+  // first) is what kube-proxy's replace-unless-terminating leaves.
+  auto key = [](const PortEndpoint& pe) { return std::pair(*pe.e->address.v4(), pe.port); };
+  std::stable_sort(all.begin(), all.end(), [&](const auto& x, const auto& y) { return key(x) < key(y); });
+  std::vector<PortEndpoint> out;
+  out.reserve(all.size());
+  for (size_t i = 0; i < all.size();) {
+    size_t end = i, keep = i;
+    for (; end < all.size() && key(all[end]) == key(all[i]); ++end)
+      if (!all[end].e->is_terminating()) keep = end;
+    out.push_back(all[keep]);
+    i = end;
+  }
+  return out;
+}
+
+// What topology needs to know of this node, as pool ids (nullopt: a name
+// no object mentions, so no hint can name it).
+struct Here {
+  std::optional<StringPool::Id> node, zone;
+};
+
+Here here_of(const Model& model, const ComputeConfig& config) {
+  Here h;
+  if (!config.node_name.empty()) h.node = model.strings().find(config.node_name);
+  // Only the zone label matters (kube-proxy reads nothing else of the Node).
+  if (model.node() && !model.node()->zone().empty()) h.zone = model.strings().find(model.node()->zone());
+  return h;
+}
+
+Hint hint_of(const std::vector<StringPool::Id>& hints, std::optional<StringPool::Id> here) {
+  if (hints.empty()) return Hint::kNone;
+  return here && std::find(hints.begin(), hints.end(), *here) != hints.end() ? Hint::kThis : Hint::kOther;
+}
+
+EndpointFacts facts_of(const EndpointInfo& e, const Here& here) {
+  EndpointFacts f;
+  f.ready = e.is_ready();
+  f.serving = e.is_serving();
+  f.terminating = e.is_terminating();
+  f.local = here.node && e.node_name == *here.node;
+  if (e.hints) {
+    f.node_hint = hint_of(e.hints->for_nodes, here.node);
+    f.zone_hint = hint_of(e.hints->for_zones, here.zone);
+  }
+  return f;
+}
+
+dataplane::Backend backend_of(const PortEndpoint& pe, const StringPool& strings) {
+  const EndpointInfo& e = *pe.e;
   dataplane::Backend b;
   b.addr = e.address;
-  b.port = port;
+  b.port = pe.port;
   b.node = strings[e.node_name];
   b.zone = strings[e.zone];
   b.ready = e.is_ready();
@@ -54,60 +129,38 @@ dataplane::Backend backend_of(const EndpointInfo& e, uint16_t port, const String
   return b;
 }
 
-// The slice's endpoints for one Service port: the slice port with the same
-// name and protocol gives the backend port (this is how a targetPort by
-// name resolves). A slice without that port contributes nothing. Only
-// endpoints on `node` when it is given.
-void collect(const SliceInfo& slice, const ServicePortInfo& sp, const StringPool& strings, const std::string* node,
-             Candidates& out) {
-  if (slice.address_type != AddressType::kIPv4) return;  // IPv6 later; FQDN never
-  auto match = std::find_if(slice.ports.begin(), slice.ports.end(), [&](const EndpointPortInfo& p) {
-    return p.name == sp.name && p.protocol == sp.protocol && p.port != 0;  // names interned in one pool
-  });
-  if (match == slice.ports.end()) return;
-  for (const EndpointInfo& e : slice.endpoints) {
-    // The other addresses are fungible with the first; kube-proxy uses it alone.
-    if (!e.address.v4()) continue;
-    if (node && strings[e.node_name] != *node) continue;
-    if (e.is_ready())
-      out.ready.push_back(backend_of(e, match->port, strings));
-    else if (e.is_serving() && e.is_terminating())
-      out.serving_terminating.push_back(backend_of(e, match->port, strings));
-  }
+// A Service port's cluster and local sets (proxy/topology.h).
+void fill_backends(const Model::Slices& slices, const ServicePortInfo& sp, const StringPool& strings,
+                   const Here& here, dataplane::Frontend& fe) {
+  const std::vector<PortEndpoint> eps = port_endpoints(slices, sp.name, sp.protocol);
+  std::vector<EndpointFacts> facts;
+  facts.reserve(eps.size());
+  for (const PortEndpoint& pe : eps) facts.push_back(facts_of(*pe.e, here));
+  const Categorized c = categorize(facts);
+  auto pick = [&](const std::vector<uint32_t>& idx) {
+    std::vector<dataplane::Backend> out;
+    out.reserve(idx.size());
+    for (uint32_t i : idx) out.push_back(backend_of(eps[i], strings));
+    dataplane::normalize(out);  // sorts; duplicates are gone already
+    return out;
+  };
+  fe.cluster = pick(c.cluster);
+  fe.local = pick(c.local);
 }
 
-// The endpoints new connections may go to (of `node` only when given):
-// the ready ones; when none is ready, kube-proxy's terminating fallback
-// keeps sending them to the ones still serving while they drain, rather
-// than dropping them.
-std::vector<dataplane::Backend> backends_for(const Model::Slices& slices, const ServicePortInfo& sp,
-                                             const StringPool& strings, const std::string* node) {
-  Candidates c;
-  for (const auto& [key, slice] : slices) collect(slice, sp, strings, node, c);
-  std::vector<dataplane::Backend> out = c.ready.empty() ? std::move(c.serving_terminating) : std::move(c.ready);
-  // The same endpoint shows up in two slices while the controller moves it.
-  dataplane::normalize(out);
-  return out;
-}
-
-// kube-proxy's LocalReadyEndpoints(): the ready endpoints on `node`, by
-// address, since a Service's ports share its pods. Terminating ones do not
-// count, even while they still serve: the load balancer should leave the
-// node before they stop.
-uint32_t local_ready_endpoints(const Model::Slices& slices, const StringPool& strings, const std::string& node) {
-  if (node.empty()) return 0;
+// kube-proxy's LocalReadyEndpoints(): the ready endpoints on this node, by
+// address, over every port of the Service's slices (a Service's ports share
+// its pods). Terminating ones do not count, even while they still serve:
+// the load balancer should leave the node before they stop.
+uint32_t local_ready_endpoints(const Model::Slices& slices, const Here& here) {
+  if (!here.node) return 0;
+  std::set<std::pair<StringPool::Id, Protocol>> ports;
+  for (const auto& [name, slice] : slices)
+    for (const EndpointPortInfo& p : slice.ports) ports.insert({p.name, p.protocol});
   std::set<uint32_t> addrs;
-  for (const auto& [name, slice] : slices) {
-    if (slice.address_type != AddressType::kIPv4) continue;
-    // kube-proxy sees a slice's endpoints through its ports (those without a
-    // number are skipped): a slice with none contributes nothing.
-    if (std::none_of(slice.ports.begin(), slice.ports.end(), [](const EndpointPortInfo& p) { return p.port != 0; }))
-      continue;
-    for (const EndpointInfo& e : slice.endpoints) {
-      auto a = e.address.v4();
-      if (a && e.is_ready() && strings[e.node_name] == node) addrs.insert(*a);
-    }
-  }
+  for (const auto& [name, protocol] : ports)
+    for (const PortEndpoint& pe : port_endpoints(slices, name, protocol))
+      if (pe.e->is_ready() && pe.e->node_name == *here.node) addrs.insert(*pe.e->address.v4());
   return static_cast<uint32_t>(addrs.size());
 }
 
@@ -116,8 +169,8 @@ uint32_t local_ready_endpoints(const Model::Slices& slices, const StringPool& st
 namespace {
 
 // One Service's addresses into out (skips with their reasons).
-void compute_service(const Model& model, const std::string& key, const ServiceInfo& svc, const ComputeConfig& config,
-                     DesiredState& out) {
+void compute_service(const Model& model, const std::string& key, const ServiceInfo& svc,
+                     const ComputeConfig& config, DesiredState& out) {
   const StringPool& strings = model.strings();
   if (auto why = not_proxied_reason(svc, strings)) {
     out.skipped.push_back({key, *why});
@@ -130,23 +183,28 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
     return;
   }
   const Model::Slices& slices = model.slices_of(key);
+  const Here here = here_of(model, config);
   // Only these have one (kube-proxy's NeedsHealthCheck()).
   if (svc.type == ServiceType::kLoadBalancer && svc.external_traffic_policy == TrafficPolicy::kLocal &&
       svc.health_check_node_port != 0 && !svc.ports.empty())
-    out.health_checks[key] = {svc.health_check_node_port, local_ready_endpoints(slices, strings, config.node_name)};
+    out.health_checks[key] = {svc.health_check_node_port, local_ready_endpoints(slices, here)};
   for (const ServicePortInfo& sp : svc.ports) {
     auto proto = proto_of(sp.protocol);
     if (!proto) {
-      out.skipped.push_back({key, describe(sp, strings) + ": " + to_string(sp.protocol) + " is not supported yet"});
+      out.skipped.push_back(
+          {key, describe(sp, strings) + ": " + to_string(sp.protocol) + " is not supported yet"});
       continue;
     }
-    const dataplane::FrontendKey fk{net::IpAddr::from_v4(*vip), sp.port, *proto, dataplane::Scope::kClusterIP};
+    const dataplane::FrontendKey fk{net::IpAddr::from_v4(*vip), sp.port, *proto,
+                                    dataplane::Scope::kClusterIP};
     auto [it, added] = out.frontends.try_emplace(fk);
     if (!added) {
       // Two Services on one address: only a broken allocator does that.
       // The first by name keeps it, so the outcome does not depend on order.
-      out.skipped.push_back({key, describe(sp, strings) + ": " + net::format(net::ServiceAddr{*vip, sp.port, *proto}) +
-                                      " is already " + it->second.service + "'s",
+      out.skipped.push_back({key,
+                             describe(sp, strings) + ": " +
+                                 net::format(net::ServiceAddr{*vip, sp.port, *proto}) + " is already " +
+                                 it->second.service + "'s",
                              true});
       continue;
     }
@@ -160,18 +218,18 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
       fe.flags |= dataplane::kAffinity;
       fe.affinity_timeout_s = static_cast<uint32_t>(std::max<int32_t>(svc.client_ip_timeout_seconds, 0));
     }
-    fe.cluster = backends_for(slices, sp, strings, nullptr);
-    if (!config.node_name.empty()) fe.local = backends_for(slices, sp, strings, &config.node_name);
+    fill_backends(slices, sp, strings, here, fe);
     // The ways in from outside: the NodePort (every node address, address
     // 0), the external IPs and the load balancer's IPs, each with the same
     // backends and the external traffic policy; the ClusterIP has the
     // internal one.
-    const uint32_t ext_flags = svc.external_traffic_policy == TrafficPolicy::kLocal ? uint32_t{dataplane::kLocalOnly} : 0u;
+    const uint32_t ext_flags =
+        svc.external_traffic_policy == TrafficPolicy::kLocal ? uint32_t{dataplane::kLocalOnly} : 0u;
     auto add_external = [&](const dataplane::FrontendKey& k, const std::string& what, uint32_t extra) {
       auto [xit, xadded] = out.frontends.try_emplace(k, fe);
       if (!xadded) {
-        out.skipped.push_back({key, describe(sp, strings) + ": " + what + " is already " + xit->second.service + "'s",
-                               true});
+        out.skipped.push_back(
+            {key, describe(sp, strings) + ": " + what + " is already " + xit->second.service + "'s", true});
         return;
       }
       xit->second.flags |= ext_flags | extra;
@@ -185,7 +243,8 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
         add_external({ip, sp.port, *proto, dataplane::Scope::kExternalIP},
                      "external IP " + net::format(net::ServiceAddr{*a, sp.port, *proto}), 0);
     if (svc.type == ServiceType::kLoadBalancer) {
-      // IPv6 ranges admit no IPv4 client: with only those, IPv4 is refused.
+      // IPv6 ranges admit no IPv4 client: with only those (or only invalid
+      // ones), IPv4 is refused. kube-proxy would then admit everyone.
       std::vector<net::Ipv4Cidr> source_ranges;
       for (const Cidr& c : ext.load_balancer_source_ranges)
         if (auto a = c.addr.v4()) {
@@ -194,7 +253,7 @@ void compute_service(const Model& model, const std::string& key, const ServiceIn
         }
       std::sort(source_ranges.begin(), source_ranges.end());
       source_ranges.erase(std::unique(source_ranges.begin(), source_ranges.end()), source_ranges.end());
-      const uint32_t ranges = ext.load_balancer_source_ranges.empty() ? 0u : uint32_t{dataplane::kSourceRanges};
+      const uint32_t ranges = ext.restricts_sources ? uint32_t{dataplane::kSourceRanges} : 0u;
       for (const auto& ing : ext.load_balancer_ingress) {
         auto a = ing.ip.v4();
         // ipMode Proxy: the load balancer proxies to the nodes, which must

@@ -18,8 +18,8 @@ namespace kpx::proxy {
 
 struct ComputeConfig {
   // This node's name (the agent's hostname): endpoints on it form each
-  // frontend's local set. Zone and cluster CIDR come with topology and
-  // masquerading.
+  // frontend's local set, and node hints name it. The zone is the model's
+  // Node's topology.kubernetes.io/zone label (proxy/topology.h).
   std::string node_name;
 };
 
@@ -59,6 +59,7 @@ DesiredState compute(const Model& model, const ComputeConfig& config);
 // not hold gives nothing): what compute() gives for them, except that a
 // clash with a Service outside `keys` on one address cannot be seen here
 // (the caller checks ownership of addresses).
-DesiredState compute_services(const Model& model, const std::set<std::string>& keys, const ComputeConfig& config);
+DesiredState compute_services(const Model& model, const std::set<std::string>& keys,
+                              const ComputeConfig& config);
 
 }  // namespace kpx::proxy

@@ -1,10 +1,23 @@
 #include "proxy/model.h"
 
+#include <algorithm>
+
 #include "proxy/validate.h"
 
 namespace kpx::proxy {
 
-std::string to_string(const Rejection& r) { return r.kind + " " + r.name + " rejected: " + r.reason; }
+std::string to_string(const Rejection& r) {
+  std::string head = r.kind + " " + r.name;
+  switch (r.outcome) {
+    case Rejection::Outcome::kRejected:
+      return head + " rejected: " + r.reason;
+    case Rejection::Outcome::kRejectedRemoved:
+      return head + " rejected: " + r.reason + "; its previous version is removed, it is no longer proxied";
+    case Rejection::Outcome::kItemsDropped:
+      return head + " kept without: " + r.reason;
+  }
+  return head + ": " + r.reason;
+}
 
 namespace {
 
@@ -12,12 +25,27 @@ std::string key_of(std::string_view ns, std::string_view name) {
   return std::string(ns) + "/" + std::string(name);
 }
 
-std::optional<Rejection> rejection(const char* kind, const k8s::ObjectMeta& m,
-                                   const std::vector<std::string>& problems) {
-  if (problems.empty()) return std::nullopt;
-  std::string reason;
-  for (const auto& p : problems) reason += (reason.empty() ? "" : "; ") + p;
-  return Rejection{kind, key_of(m.namespace_, m.name), std::move(reason)};
+std::string joined(const std::vector<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += (out.empty() ? "" : "; ") + l;
+  return out;
+}
+
+// What to tell of an object: rejected (and whether a previous version
+// went with it), kept without some items, or nothing.
+std::optional<Rejection> outcome(const char* kind, const k8s::ObjectMeta& m, const Findings& f,
+                                 bool had_previous) {
+  if (!f.fatal.empty()) {
+    // Every problem, the droppable ones too: the object will be sent again.
+    std::vector<std::string> all = f.fatal;
+    all.insert(all.end(), f.dropped.begin(), f.dropped.end());
+    return Rejection{kind, key_of(m.namespace_, m.name), joined(all),
+                     had_previous ? Rejection::Outcome::kRejectedRemoved : Rejection::Outcome::kRejected};
+  }
+  if (!f.dropped.empty())
+    return Rejection{kind, key_of(m.namespace_, m.name), joined(f.dropped),
+                     Rejection::Outcome::kItemsDropped};
+  return std::nullopt;
 }
 
 }  // namespace
@@ -25,25 +53,41 @@ std::optional<Rejection> rejection(const char* kind, const k8s::ObjectMeta& m,
 std::optional<Rejection> Model::upsert_service(const k8s::Service& s) {
   std::string key = key_of(s.metadata.namespace_, s.metadata.name);
   changed_.insert(key);
-  if (auto r = rejection("Service", s.metadata, service_problems(s))) {
-    services_.erase(key);
-    return r;
+  const Findings f = check_service(s);
+  if (!f.fatal.empty()) {
+    const bool had = services_.erase(key) > 0;
+    return outcome("Service", s.metadata, f, had);
   }
   services_.insert_or_assign(std::move(key), compact_service(s, strings_));
-  return std::nullopt;
+  return outcome("Service", s.metadata, f, false);
 }
 
 std::optional<Rejection> Model::upsert_endpoint_slice(const k8s::EndpointSlice& s) {
-  auto r = rejection("EndpointSlice", s.metadata, endpoint_slice_problems(s));
+  const Findings f = check_endpoint_slice(s);
   // Drop the previous version in any case: its Service may have changed.
+  const bool had = slice_owner_.count(key_of(s.metadata.namespace_, s.metadata.name)) > 0;
   remove_endpoint_slice(s.metadata.namespace_, s.metadata.name);
-  if (r) return r;
+  if (!f.fatal.empty()) return outcome("EndpointSlice", s.metadata, f, had);
   std::string owner = s.service_key();
   changed_.insert(owner);
   auto group = slices_by_service_.try_emplace(std::move(owner)).first;
   group->second.insert_or_assign(s.metadata.name, compact_slice(s, strings_));
   slice_owner_.insert_or_assign(key_of(s.metadata.namespace_, s.metadata.name), group);
-  return std::nullopt;
+  return outcome("EndpointSlice", s.metadata, f, false);
+}
+
+void Model::set_node(k8s::Node n) {
+  const std::string before = node_ ? node_->zone() : "", after = n.zone();
+  node_ = std::move(n);
+  if (before == after) return;
+  for (const auto& [service, slices] : slices_by_service_) {
+    auto zone_hinted = [](const auto& named) {
+      const SliceInfo& slice = named.second;
+      return std::any_of(slice.endpoints.begin(), slice.endpoints.end(),
+                         [](const EndpointInfo& e) { return e.hints && !e.hints->for_zones.empty(); });
+    };
+    if (std::any_of(slices.begin(), slices.end(), zone_hinted)) changed_.insert(service);
+  }
 }
 
 void Model::remove_service(std::string_view ns, std::string_view name) {

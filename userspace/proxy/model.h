@@ -16,13 +16,22 @@
 
 namespace kpx::proxy {
 
-// An object kpx refused, for the log. Nothing of it is in the model.
+// An object kpx refused, or kept without some of its items, for the log.
 struct Rejection {
+  enum class Outcome : uint8_t {
+    kRejected,         // nothing of this version is in the model
+    kRejectedRemoved,  // nor the previous version, which the model held until now
+    kItemsDropped,     // kept, without the items the reason names
+  };
   std::string kind;  // "Service" | "EndpointSlice"
   std::string name;  // "namespace/name"
   std::string reason;
+  Outcome outcome = Outcome::kRejected;
+  bool rejected() const { return outcome != Outcome::kItemsDropped; }
 };
-// "Service default/web rejected: spec.clusterIP: 'x' is not an IP address"
+// "Service default/web rejected: spec.clusterIP: 'x' is not an IP address",
+// "...; its previous version is removed, it is no longer proxied",
+// "Service default/web kept without: spec.externalIPs[1]: 'x' is not an IP address"
 std::string to_string(const Rejection& r);
 
 class Model {
@@ -35,17 +44,22 @@ class Model {
   Model& operator=(Model&&) = default;
 
   // Adds or replaces the object with the same namespace/name (ADDED and
-  // MODIFIED events, list items). An invalid object is rejected: the
-  // previous version is removed too, since it no longer is what the API
-  // holds, and the Rejection says why. Valid objects are kept compactly
-  // (proxy/compact.h).
+  // MODIFIED events, list items). Valid objects are kept compactly
+  // (proxy/compact.h); invalid items of a list (proxy/validate.h) are left
+  // out and the Rejection names them (kItemsDropped). An object invalid as
+  // a whole is rejected, and its previous version is removed too, since it
+  // no longer is what the API holds (kube-proxy would program what the
+  // broken object says, which kpx cannot trust); the Rejection says so.
   std::optional<Rejection> upsert_service(const k8s::Service& s);
   std::optional<Rejection> upsert_endpoint_slice(const k8s::EndpointSlice& s);
   // DELETED events. Unknown names are ignored.
   void remove_service(std::string_view ns, std::string_view name);
   void remove_endpoint_slice(std::string_view ns, std::string_view name);
 
-  void set_node(k8s::Node n) { node_ = std::move(n); }
+  // This node. A change of its zone label marks the Services whose slices
+  // carry zone hints (the only ones the zone changes, proxy/topology.h);
+  // other changes of the Node mark none.
+  void set_node(k8s::Node n);
   const std::optional<k8s::Node>& node() const { return node_; }
 
   const Services& services() const { return services_; }

@@ -1,37 +1,22 @@
 #include "proxy/validate.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
-#include <charconv>
 #include <set>
 #include <utility>
 
+#include "proxy/ip_parse.h"
+
 namespace kpx::proxy {
 
-bool is_ipv4(std::string_view s) {
-  std::string str(s);
-  in_addr a{};
-  return inet_pton(AF_INET, str.c_str(), &a) == 1;
-}
+bool is_ipv4(std::string_view s) { return parse_ip_sloppy(s).family == net::IpAddr::Family::kV4; }
+bool is_ipv6(std::string_view s) { return parse_ip_sloppy(s).family == net::IpAddr::Family::kV6; }
+bool is_ip(std::string_view s) { return parse_ip_sloppy(s).family != net::IpAddr::Family::kNone; }
+bool is_cidr(std::string_view s) { return parse_cidr_sloppy(s).has_value(); }
 
-bool is_ipv6(std::string_view s) {
-  std::string str(s);
-  in6_addr a{};
-  return inet_pton(AF_INET6, str.c_str(), &a) == 1;
-}
-
-bool is_ip(std::string_view s) { return is_ipv4(s) || is_ipv6(s); }
-
-bool is_cidr(std::string_view s) {
-  auto slash = s.find('/');
-  if (slash == std::string_view::npos) return false;
-  std::string_view ip = s.substr(0, slash), len = s.substr(slash + 1);
-  unsigned bits = 0;
-  auto [end, ec] = std::from_chars(len.data(), len.data() + len.size(), bits);
-  if (len.empty() || len.size() > 3 || ec != std::errc() || end != len.data() + len.size()) return false;
-  if (is_ipv4(ip)) return bits <= 32;
-  return is_ipv6(ip) && bits <= 128;
+std::string_view trim_spaces(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
 }
 
 namespace {
@@ -40,9 +25,10 @@ namespace {
 // thousands of bad values.
 class Problems {
  public:
-  void add(std::string field, std::string problem) {
+  void add(std::string field, std::string problem) { add_line(std::move(field) + ": " + std::move(problem)); }
+  void add_line(std::string line) {
     if (lines_.size() < kMax)
-      lines_.push_back(std::move(field) + ": " + std::move(problem));
+      lines_.push_back(std::move(line));
     else
       ++dropped_;
   }
@@ -114,13 +100,13 @@ void check_service_ports(Problems& p, const std::vector<k8s::ServicePort>& ports
 
 }  // namespace
 
-std::vector<std::string> service_problems(const k8s::Service& s) {
-  Problems p;
+Findings check_service(const k8s::Service& s) {
+  Problems p, dropped;
   check_meta(p, s.metadata);
   check_enum(p, "spec.type", s.type, {"ClusterIP", "NodePort", "LoadBalancer", "ExternalName"});
   // An ExternalName Service is a DNS alias that kpx ignores: nothing else of
   // it is used, so nothing else can break kpx.
-  if (s.type == "ExternalName") return std::move(p).take();
+  if (s.type == "ExternalName") return {std::move(p).take(), {}};
 
   if (!s.cluster_ip.empty() && s.cluster_ip != "None" && !is_ip(s.cluster_ip))
     p.add("spec.clusterIP", quoted(s.cluster_ip) + " is not an IP address");
@@ -134,7 +120,7 @@ std::vector<std::string> service_problems(const k8s::Service& s) {
   check_service_ports(p, s.ports);
   for (size_t i = 0; i < s.external_ips.size(); ++i)
     if (!is_ip(s.external_ips[i]))
-      p.add(at("spec.externalIPs", i), quoted(s.external_ips[i]) + " is not an IP address");
+      dropped.add(at("spec.externalIPs", i), quoted(s.external_ips[i]) + " is not an IP address");
   check_enum(p, "spec.sessionAffinity", s.session_affinity, {"None", "ClientIP"});
   if (s.session_affinity == "ClientIP" &&
       (s.client_ip_timeout_seconds < 1 || s.client_ip_timeout_seconds > 86400))
@@ -145,43 +131,56 @@ std::vector<std::string> service_problems(const k8s::Service& s) {
   check_port(p, "spec.healthCheckNodePort", s.health_check_node_port, true);
   for (size_t i = 0; i < s.load_balancer_source_ranges.size(); ++i) {
     // The API allows space padding here (a leftover of the annotation form).
-    std::string_view r = s.load_balancer_source_ranges[i];
-    while (!r.empty() && r.front() == ' ') r.remove_prefix(1);
-    while (!r.empty() && r.back() == ' ') r.remove_suffix(1);
-    if (!is_cidr(r)) p.add(at("spec.loadBalancerSourceRanges", i), quoted(r) + " is not a CIDR");
+    std::string_view r = trim_spaces(s.load_balancer_source_ranges[i]);
+    if (!is_cidr(r)) dropped.add(at("spec.loadBalancerSourceRanges", i), quoted(r) + " is not a CIDR");
   }
   for (size_t i = 0; i < s.load_balancer_ingress.size(); ++i) {
     const std::string& ip = s.load_balancer_ingress[i].ip;
     if (!ip.empty() && !is_ip(ip))
-      p.add(at("status.loadBalancer.ingress", i) + ".ip", quoted(ip) + " is not an IP address");
+      dropped.add(at("status.loadBalancer.ingress", i) + ".ip", quoted(ip) + " is not an IP address");
   }
   // trafficDistribution and ipMode are not checked: values kpx does not know
   // yet are treated as unset, as kube-proxy does.
-  return std::move(p).take();
+  return {std::move(p).take(), std::move(dropped).take()};
 }
 
-std::vector<std::string> endpoint_slice_problems(const k8s::EndpointSlice& s) {
-  Problems p;
+bool usable_endpoint(const k8s::Endpoint& e, std::string_view address_type) {
+  if (e.addresses.empty()) return false;
+  // The first address alone is used (the others are fungible with it).
+  if (address_type == "IPv4") return is_ipv4(e.addresses.front());
+  if (address_type == "IPv6") return is_ipv6(e.addresses.front());
+  return true;  // FQDN: ignored anyway
+}
+
+bool usable_endpoint_port(const k8s::EndpointPort& p) {
+  const bool known = p.protocol == "TCP" || p.protocol == "UDP" || p.protocol == "SCTP";
+  return known && (!p.port || (*p.port >= 1 && *p.port <= 65535));
+}
+
+Findings check_endpoint_slice(const k8s::EndpointSlice& s) {
+  Problems p, dropped;
   check_meta(p, s.metadata);
   if (s.service_name().empty())
     p.add("metadata.labels", "no " + std::string(k8s::kLabelServiceName) + " label: no Service to attach to");
   check_enum(p, "addressType", s.address_type, {"IPv4", "IPv6", "FQDN"});
-  for (size_t i = 0; i < s.endpoints.size(); ++i) {
-    const auto& addrs = s.endpoints[i].addresses;
-    std::string field = at("endpoints", i) + ".addresses";
-    if (addrs.empty()) p.add(field, "no address");
-    for (size_t j = 0; j < addrs.size(); ++j) {
-      bool ok = s.address_type == "IPv4"   ? is_ipv4(addrs[j])
-                : s.address_type == "IPv6" ? is_ipv6(addrs[j])
-                                           : true;  // FQDN (ignored) or already reported
-      if (!ok) p.add(at(field, j), quoted(addrs[j]) + " is not an " + s.address_type + " address");
-    }
+  const bool known_type = one_of(s.address_type, {"IPv4", "IPv6", "FQDN"});
+  for (size_t i = 0; known_type && i < s.endpoints.size(); ++i) {
+    const k8s::Endpoint& e = s.endpoints[i];
+    if (usable_endpoint(e, s.address_type)) continue;
+    if (e.addresses.empty())
+      dropped.add(at("endpoints", i) + ".addresses", "no address");
+    else
+      dropped.add(at("endpoints", i) + ".addresses[0]",
+                  quoted(e.addresses.front()) + " is not an " + s.address_type + " address");
   }
   for (size_t i = 0; i < s.ports.size(); ++i) {
-    check_protocol(p, at("ports", i) + ".protocol", s.ports[i].protocol);
-    if (s.ports[i].port) check_port(p, at("ports", i) + ".port", *s.ports[i].port, false);
+    if (usable_endpoint_port(s.ports[i])) continue;
+    Problems why;
+    check_protocol(why, at("ports", i) + ".protocol", s.ports[i].protocol);
+    if (s.ports[i].port) check_port(why, at("ports", i) + ".port", *s.ports[i].port, false);
+    for (auto& line : std::move(why).take()) dropped.add_line(std::move(line));
   }
-  return std::move(p).take();
+  return {std::move(p).take(), std::move(dropped).take()};
 }
 
 }  // namespace kpx::proxy
