@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -128,23 +129,18 @@ class AgentTest : public ::testing::Test {
   }
 
   int start_agent(const std::vector<std::string>& extra = {}) { return start_agent_at(api, extra); }
+  // `extra` may name its own --healthz-bind-address (healthz_port is then 0).
   int start_agent_at(const std::string& master, const std::vector<std::string>& extra = {}) {
-    healthz_port = net::free_loopback_port();
+    const bool own_healthz = std::find(extra.begin(), extra.end(), "--healthz-bind-address") != extra.end();
+    healthz_port = own_healthz ? 0 : net::free_loopback_port();
     metrics_port = net::free_loopback_port();
-    std::vector<std::string> args = {KPX_BINARY,
-                                     "agent",
-                                     "--master",
-                                     master,
-                                     "--pin-dir",
-                                     pins.path(),
-                                     "--hostname-override",
-                                     "node-1",
-                                     "--healthz-bind-address",
-                                     "127.0.0.1:" + std::to_string(healthz_port),
-                                     "--metrics-bind-address",
-                                     "127.0.0.1:" + std::to_string(metrics_port),
-                                     "--min-sync-period",
-                                     "10ms"};
+    std::vector<std::string> args = {KPX_BINARY, "agent", "--master", master, "--pin-dir", pins.path(),
+                                     "--hostname-override", "node-1", "--min-sync-period", "10ms",
+                                     "--metrics-bind-address", "127.0.0.1:" + std::to_string(metrics_port)};
+    if (!own_healthz) {
+      args.push_back("--healthz-bind-address");
+      args.push_back("127.0.0.1:" + std::to_string(healthz_port));
+    }
     args.insert(args.end(), extra.begin(), extra.end());
     return agents.spawn(args);
   }
