@@ -1,5 +1,6 @@
-// The agent's pure parts: flags and config file, health answers, metrics
-// text, and the manifests' promises (RBAC, capabilities, config).
+// The agent's pure parts: flags and config file, and the manifests'
+// promises (RBAC, capabilities, config). Health answers and metrics:
+// agent_health_test.cpp, agent_metrics_test.cpp.
 #include <gtest/gtest.h>
 
 #include "net/endpoint.h"
@@ -7,10 +8,9 @@
 
 #include <cstdio>
 #include <fstream>
+#include <set>
 #include <nlohmann/json.hpp>
 
-#include "agent/http_endpoints.h"
-#include "agent/metrics.h"
 #include "agent/options.h"
 
 namespace kpx::agent {
@@ -125,73 +125,6 @@ TEST(ConfigFile, ErrorsNameTheFileAndField) {
   EXPECT_FALSE(load_config_file("/nonexistent/kpx.conf", o).ok());
   std::remove(wrong_kind.c_str());
   std::remove(bad_duration.c_str());
-}
-
-TEST(Healthz, AnswersAsKubeProxy) {
-  SyncLoop::Health h;
-  h.healthy = true;
-  h.current_time = SyncLoop::Clock::time_point(std::chrono::seconds(1700000000) + std::chrono::nanoseconds(5));
-  h.last_updated = h.current_time - std::chrono::seconds(2);
-  auto r = healthz_response(h);
-  EXPECT_EQ(r.code, 200);
-  auto body = nlohmann::json::parse(r.body);
-  EXPECT_EQ(body["currentTime"], "2023-11-14T22:13:20.000000005Z");
-  EXPECT_EQ(body["lastUpdated"], "2023-11-14T22:13:18.000000005Z");
-  h.healthy = false;
-  EXPECT_EQ(healthz_response(h).code, 503);
-}
-
-TEST(Metrics, KubeProxyNamesAndDatapathCounters) {
-  Metrics m;
-  m.sync_duration.observe(0.003);
-  m.sync_duration.observe(0.5);
-  m.service_changes += 3;
-  std::string text = m.render({{"dnat_new", 7}, {"pass", 9}});
-  EXPECT_NE(text.find("# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram"), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1\n"), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"+Inf\"} 2\n"), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_duration_seconds_count 2\n"), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_network_programming_duration_seconds_count 0\n"), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_last_timestamp_seconds "), std::string::npos);
-  EXPECT_NE(text.find("kubeproxy_sync_proxy_rules_service_changes_total 3\n"), std::string::npos);
-  EXPECT_NE(text.find("kpx_datapath_packets_total{reason=\"dnat_new\"} 7\n"), std::string::npos);
-}
-
-TEST(ProgrammingLatency, FromTheTriggerTimeElseArrival) {
-  using namespace std::chrono;
-  using Clock = ProgrammingStarts::Clock;
-  const Clock::time_point start = Clock::from_time_t(1714557600);
-  ProgrammingStarts p(start);
-  // A slice whose Pod changed 2 s after the agent started, seen at +2.5 s;
-  // a Service change (no trigger time) seen at +3 s.
-  p.add(start + milliseconds(2500), start + seconds(2));
-  p.add(start + seconds(3), std::nullopt);
-  // A trigger from before the agent started is not measured (kube-proxy
-  // does the same): it would measure the agent's absence.
-  p.add(start + seconds(3), start - seconds(600));
-  EXPECT_EQ(p.pending(), 2u);
-
-  Histogram h({1, 2, 4, 8});
-  auto starts = p.take();
-  EXPECT_EQ(p.pending(), 0u);
-  // The sync that took them failed: they are still pending, with any
-  // change that came meanwhile.
-  p.add(start + seconds(4), std::nullopt);
-  p.put_back(std::move(starts));
-  ASSERT_EQ(p.pending(), 3u);
-  ProgrammingStarts::observe(h, start + seconds(5), p.take());
-  EXPECT_EQ(h.count(), 3u);
-  EXPECT_DOUBLE_EQ(h.sum(), 3.0 + 2.0 + 1.0);  // from +2 s (trigger), +3 s and +4 s (arrival)
-  const std::string text = h.render("x");
-  EXPECT_NE(text.find("x_bucket{le=\"1\"} 1\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("x_bucket{le=\"2\"} 2\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("x_bucket{le=\"4\"} 3\n"), std::string::npos) << text;
-
-  // A trigger time ahead of this node's clock counts as 0, not negative.
-  Histogram skew({1});
-  ProgrammingStarts::observe(skew, start, {start + seconds(30)});
-  EXPECT_DOUBLE_EQ(skew.sum(), 0.0);
-  EXPECT_EQ(skew.count(), 1u);
 }
 
 // manifests/kpx.yaml: least privilege, its config loads, and socket-level

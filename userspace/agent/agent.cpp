@@ -16,6 +16,8 @@
 #include <thread>
 
 #include "agent/addresses.h"
+#include "agent/api_feed.h"
+#include "agent/configz.h"
 #include "agent/http_endpoints.h"
 #include "agent/interfaces.h"
 #include "agent/service_health.h"
@@ -54,91 +56,16 @@ Result<std::optional<std::vector<uint32_t>>> nodeport_addresses(const Options& o
   return std::optional<std::vector<uint32_t>>{std::move(out)};
 }
 
+// kube-proxy's: twice its default syncPeriod.
 constexpr auto kHealthTimeout = std::chrono::seconds(60);
 
-// How the agent feeds one kind of object (Service, EndpointSlice) from its
-// reflector into the model.
-template <typename Obj>
-struct Kind {
-  const char* name;
-  Source source;
-  Result<Obj> (*decode)(const nlohmann::json&);
-  std::optional<proxy::Rejection> (proxy::Model::*upsert)(const Obj&);
-  void (proxy::Model::*remove)(std::string_view, std::string_view);
-  std::vector<std::string> (proxy::Model::*keys)() const;
-  // When the object's last change happened in the cluster, if it says.
-  std::optional<SyncLoop::Clock::time_point> (*trigger_time)(const Obj&) = nullptr;
-};
-
-template <typename Obj>
-void upsert_logged(const Kind<Obj>& kind, proxy::Model& m, Obj obj, Metrics& metrics) {
-  if (auto r = (m.*kind.upsert)(std::move(obj))) {
-    // An object kept without some items is not a rejected one.
-    if (r->rejected()) metrics.rejected_objects++;
-    log::warning(proxy::to_string(*r));
-  }
+// An empty address turns that server off, as kube-proxy's does.
+Result<std::optional<BindAddress>> optional_bind_address(const std::string& s) {
+  if (s.empty()) return std::optional<BindAddress>{};
+  auto b = parse_bind_address(s);
+  if (!b) return b.error();
+  return std::optional<BindAddress>{*b};
 }
-
-template <typename Obj>
-std::optional<Obj> decode_logged(const Kind<Obj>& kind, const nlohmann::json& j, Metrics& metrics) {
-  auto o = kind.decode(j);
-  if (o) return std::move(*o);
-  metrics.rejected_objects++;
-  log::warning(std::string(kind.name) + " rejected: " + o.error().message);
-  return std::nullopt;
-}
-
-// List pages are decoded as they arrive (the JSON of a 50,000-object list
-// is never held at once); the complete list then replaces what the model
-// held of that kind, in one change.
-template <typename Obj>
-void wire(k8s::ReflectorHandlers& h, const Kind<Obj>& kind, SyncLoop& sync, Metrics& metrics) {
-  auto staged = std::make_shared<std::vector<Obj>>();
-  h.on_list_page = [kind, staged, &metrics](std::vector<nlohmann::json> page, bool first) {
-    if (first) staged->clear();
-    for (const auto& item : page)
-      if (auto o = decode_logged(kind, item, metrics)) staged->push_back(std::move(*o));
-  };
-  h.on_replace = [kind, staged, &sync, &metrics](std::vector<nlohmann::json>) {
-    sync.update(kind.source, [&](proxy::Model& m) {
-      std::set<std::string> listed;
-      for (const auto& o : *staged) listed.insert(o.metadata.key());
-      for (const auto& key : (m.*kind.keys)()) {
-        if (listed.count(key)) continue;
-        auto slash = key.find('/');
-        (m.*kind.remove)(key.substr(0, slash), key.substr(slash + 1));
-      }
-      for (auto& o : *staged) upsert_logged(kind, m, std::move(o), metrics);
-    });
-    std::vector<Obj>().swap(*staged);  // "= {}" would keep the capacity: 50,000 objects' worth
-    sync.mark_listed(kind.source);
-  };
-  h.on_event = [kind, &sync, &metrics](k8s::EventType type, const nlohmann::json& j) {
-    auto o = decode_logged(kind, j, metrics);
-    if (!o) return;
-    // A deleted object's trigger time is that of its last update, not of the
-    // deletion (kube-proxy ignores it too): deletions count from arrival.
-    std::optional<SyncLoop::Clock::time_point> trigger;
-    if (kind.trigger_time && type != k8s::EventType::kDeleted) trigger = kind.trigger_time(*o);
-    sync.update(
-        kind.source,
-        [&](proxy::Model& m) {
-          if (type == k8s::EventType::kDeleted)
-            (m.*kind.remove)(o->metadata.namespace_, o->metadata.name);
-          else
-            upsert_logged(kind, m, std::move(*o), metrics);
-        },
-        trigger);
-  };
-}
-
-const Kind<k8s::Service> kServices{"Service", Source::kServices, k8s::decode_service,
-                                   &proxy::Model::upsert_service, &proxy::Model::remove_service,
-                                   &proxy::Model::service_keys};
-const Kind<k8s::EndpointSlice> kEndpointSlices{
-    "EndpointSlice", Source::kEndpointSlices, k8s::decode_endpoint_slice, &proxy::Model::upsert_endpoint_slice,
-    &proxy::Model::remove_endpoint_slice, &proxy::Model::endpoint_slice_keys,
-    [](const k8s::EndpointSlice& s) { return s.trigger_time(); }};
 
 Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   kpx_config c = maps.read_config();
@@ -336,9 +263,9 @@ Status run_agent(const Options& o) {
   if (o.socket_lb != "host" && o.socket_lb != "all" && o.socket_lb != "off")
     return invalid_argument("--socket-lb: " + o.socket_lb + " (host, all or off)");
 
-  auto healthz_addr = parse_bind_address(o.healthz_bind_address);
+  auto healthz_addr = optional_bind_address(o.healthz_bind_address);
   if (!healthz_addr) return healthz_addr.error();
-  auto metrics_addr = parse_bind_address(o.metrics_bind_address);
+  auto metrics_addr = optional_bind_address(o.metrics_bind_address);
   if (!metrics_addr) return metrics_addr.error();
   // --master replaces the server address of whatever configuration is found
   // (kubeconfig or in-cluster, keeping its credentials); with none found it
@@ -465,10 +392,13 @@ Status run_agent(const Options& o) {
   Metrics metrics;
   const std::string node = node_name(o);
   SyncLoop sync(*dp, metrics, o.min_sync_period, kHealthTimeout, proxy::ComputeConfig{node});
-  auto endpoints = HttpEndpoints::start(*healthz_addr, *metrics_addr, sync, metrics, [maps_ptr] {
-    auto c = dataplane::read_counters(*maps_ptr);
-    return c ? *c : std::vector<std::pair<std::string, uint64_t>>{};
-  });
+  auto endpoints = HttpEndpoints::start(
+      *healthz_addr, *metrics_addr, sync.health(), metrics,
+      [maps_ptr] {
+        auto c = dataplane::read_counters(*maps_ptr);
+        return c ? *c : std::vector<std::pair<std::string, uint64_t>>{};
+      },
+      configz(o).dump());
   if (!endpoints) return endpoints.error();
   log::info("healthz on port " + std::to_string((*endpoints)->healthz_port()) + ", metrics on port " +
             std::to_string((*endpoints)->metrics_port()));
@@ -477,12 +407,12 @@ Status run_agent(const Options& o) {
   // later ones), answering as of the last sync that wrote the maps.
   auto hc_addrs = nodeport_addresses(o, node_addrs.all, node_addrs.primary);
   if (!hc_addrs) return hc_addrs.error();
-  ServiceHealthServer health_checks(*hc_addrs, [&sync] { return sync.health().healthy; });
+  ServiceHealthServer health_checks(*hc_addrs, [&sync] { return sync.health().state().healthy; });
   sync.set_health_check_sink([&health_checks](const proxy::HealthChecks& hc) { health_checks.sync(hc); });
 
   k8s::ReflectorHandlers svc_handlers, slice_handlers, node_handlers;
-  wire(svc_handlers, kServices, sync, metrics);
-  wire(slice_handlers, kEndpointSlices, sync, metrics);
+  feed_services(svc_handlers, sync, metrics);
+  feed_endpoint_slices(slice_handlers, sync, metrics);
   // NodeCIDR: what is local follows the Node's podCIDRs.
   std::string node_pod_cidrs;  // the node reflector's thread only
   auto set_node = [&sync, &o, &node_pod_cidrs, maps_ptr](const nlohmann::json& obj) {
@@ -500,11 +430,34 @@ Status run_agent(const Options& o) {
     }
     sync.update(Source::kNode, [&](proxy::Model& m) { m.set_node(std::move(*n)); });
   };
-  node_handlers.on_replace = [set_node](std::vector<nlohmann::json> items) {
-    for (const auto& i : items) set_node(i);
+  // /healthz's node eligibility (kube-proxy's NodeEligibleHandler). A Node
+  // deleted, or gone from a relist, is not eligible: kube-proxy judges its
+  // last state instead, which rarely has a deletionTimestamp, but a node
+  // the API no longer has should not draw load balancer traffic.
+  auto eligibility = [&sync](const nlohmann::json* obj) {
+    const bool eligible = obj && node_eligible(*obj);
+    if (!sync.health().set_node_eligible(eligible)) return;
+    log::info(eligible ? "this Node is eligible again: /healthz answers as the proxy's health"
+              : obj
+                  ? "this Node is being deleted (deletionTimestamp or ToBeDeletedByClusterAutoscaler taint): "
+                    "/healthz answers 503"
+                  : "this Node was deleted: /healthz answers 503");
   };
-  node_handlers.on_event = [set_node](k8s::EventType type, const nlohmann::json& obj) {
-    if (type != k8s::EventType::kDeleted) set_node(obj);
+  auto node_seen = std::make_shared<bool>(false);  // the node reflector's thread only
+  node_handlers.on_replace = [set_node, eligibility, node_seen](std::vector<nlohmann::json> items) {
+    for (const auto& i : items) set_node(i);
+    if (!items.empty())
+      eligibility(&items.back());
+    else if (*node_seen)
+      eligibility(nullptr);
+    *node_seen = *node_seen || !items.empty();
+  };
+  node_handlers.on_event = [set_node, eligibility, node_seen](k8s::EventType type,
+                                                              const nlohmann::json& obj) {
+    *node_seen = true;
+    if (type == k8s::EventType::kDeleted) return eligibility(nullptr);
+    set_node(obj);
+    eligibility(&obj);
   };
   k8s::Reflector services(**client, k8s::services_resource(), svc_handlers);
   k8s::Reflector slices(**client, k8s::endpoint_slices_resource(), slice_handlers);

@@ -4,33 +4,17 @@
 #include <netinet/in.h>
 
 #include <cstring>
-#include <ctime>
-#include <nlohmann/json.hpp>
 
 namespace kpx::agent {
 
 namespace http = apiserver::http;
 
-std::string rfc3339(SyncLoop::Clock::time_point t) {
-  auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(t.time_since_epoch()).count();
-  time_t secs = static_cast<time_t>(ns / 1000000000);
-  tm utc{};
-  gmtime_r(&secs, &utc);
-  char buf[64];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &utc);
-  char out[96];
-  snprintf(out, sizeof out, "%s.%09lldZ", buf, static_cast<long long>(ns % 1000000000));
-  return out;
-}
-
-http::Response healthz_response(const SyncLoop::Health& h) {
-  http::Response r;
-  r.code = h.healthy ? 200 : 503;
-  nlohmann::json body = {{"lastUpdated", h.last_updated == SyncLoop::Clock::time_point{} ? "" : rfc3339(h.last_updated)},
-                         {"currentTime", rfc3339(h.current_time)},
-                         {"nodeEligible", true}};
-  r.body = body.dump();
-  return r;
+std::string address_from_deprecated_port(const std::string& address, int port) {
+  if (port == 0) return "";
+  if (parse_bind_address(address).ok()) return address;
+  in_addr a{};
+  if (inet_pton(AF_INET, address.c_str(), &a) != 1) return address;  // left to the address's own check
+  return address + ":" + std::to_string(port);
 }
 
 namespace {
@@ -47,36 +31,67 @@ Result<std::unique_ptr<http::Server>> listen_on(const BindAddress& b, http::Serv
   return server;
 }
 
-http::Response not_found() {
+// As a plain Go handler answers: no Cache-Control, nosniff.
+http::Response plain(int code, std::string content_type, std::string body) {
   http::Response r;
-  r.code = 404;
-  r.content_type = "text/plain";
-  r.body = "404 page not found\n";
+  r.code = code;
+  r.content_type = std::move(content_type);
+  r.headers = {{"X-Content-Type-Options", "nosniff"}};
+  r.cache_control = false;
+  r.body = std::move(body);
   return r;
 }
 
+http::Response not_found() { return plain(404, "text/plain; charset=utf-8", "404 page not found\n"); }
+
 }  // namespace
 
-Result<std::unique_ptr<HttpEndpoints>> HttpEndpoints::start(const BindAddress& healthz, const BindAddress& metrics,
-                                                            const SyncLoop& sync, const Metrics& m,
-                                                            DatapathCounters counters) {
+http::Response metrics_server_response(const http::Request& req, const Metrics& m,
+                                       const DatapathCounters& counters, const std::string& configz) {
+  // component-base's healthz with its only check, ping: the process answers.
+  if (req.path == "/healthz")
+    return plain(200, "text/plain; charset=utf-8",
+                 req.has_query("verbose") ? "[+]ping ok\nhealthz check passed\n" : "ok");
+  if (req.path == "/healthz/ping") return plain(200, "text/plain; charset=utf-8", "ok");
+  if (req.path == "/proxyMode") return plain(200, "text/plain; charset=utf-8", kProxyMode);
+  if (req.path == "/configz") return plain(200, "application/json", configz);
+  if (req.path != "/metrics") return not_found();
+  http::Response r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = m.render(counters ? counters() : std::vector<std::pair<std::string, uint64_t>>{});
+  return r;
+}
+
+Result<std::unique_ptr<HttpEndpoints>> HttpEndpoints::start(const std::optional<BindAddress>& healthz,
+                                                            const std::optional<BindAddress>& metrics,
+                                                            const ProxyHealth& health, Metrics& m,
+                                                            DatapathCounters counters, std::string configz) {
   auto ep = std::unique_ptr<HttpEndpoints>(new HttpEndpoints());
-  auto hz = listen_on(healthz, [&sync](const http::Request& req, http::Connection& c) {
-    if (req.path != "/healthz" && req.path != "/livez") return c.send(not_found(), true);
-    return c.send(healthz_response(sync.health()), true);
-  });
-  if (!hz) return Error{hz.error().kind, "healthz listener: " + hz.error().message};
-  ep->healthz_ = std::move(*hz);
-  auto mx = listen_on(metrics, [&sync, &m, counters](const http::Request& req, http::Connection& c) {
-    if (req.path == "/healthz") return c.send(healthz_response(sync.health()), true);
-    if (req.path != "/metrics") return c.send(not_found(), true);
-    http::Response r;
-    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    r.body = m.render(counters ? counters() : std::vector<std::pair<std::string, uint64_t>>{});
-    return c.send(r, true);
-  });
-  if (!mx) return Error{mx.error().kind, "metrics listener: " + mx.error().message};
-  ep->metrics_ = std::move(*mx);
+  if (healthz) {
+    auto hz = listen_on(*healthz, [&health, &m](const http::Request& req, http::Connection& c) {
+      if (req.path == "/healthz") {
+        auto r = healthz_response(health.state());
+        m.healthz_answers.inc(r.code);
+        return c.send(r, true);
+      }
+      if (req.path == "/livez") {
+        auto r = livez_response(health.state());
+        m.livez_answers.inc(r.code);
+        return c.send(r, true);
+      }
+      return c.send(not_found(), true);
+    });
+    if (!hz) return Error{hz.error().kind, "healthz listener: " + hz.error().message};
+    ep->healthz_ = std::move(*hz);
+  }
+  if (metrics) {
+    auto mx = listen_on(*metrics, [&m, counters, configz = std::move(configz)](const http::Request& req,
+                                                                               http::Connection& c) {
+      return c.send(metrics_server_response(req, m, counters, configz), true);
+    });
+    if (!mx) return Error{mx.error().kind, "metrics listener: " + mx.error().message};
+    ep->metrics_ = std::move(*mx);
+  }
   return ep;
 }
 

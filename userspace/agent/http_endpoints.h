@@ -1,36 +1,50 @@
-// The agent's HTTP endpoints: /healthz (as kube-proxy answers it) on the
-// healthz address and /metrics (Prometheus text) on the metrics address.
+// The agent's HTTP endpoints, as kube-proxy serves them: on the healthz
+// address /healthz and /livez (ProxyHealth); on the metrics address
+// /metrics (Prometheus text), /healthz (a plain "ok": the process answers),
+// /configz (the effective configuration) and /proxyMode. An empty address
+// serves nothing.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "agent/metrics.h"
 #include "agent/options.h"
-#include "agent/sync_loop.h"
+#include "agent/proxy_health.h"
 #include "apiserver/http.h"
 
 namespace kpx::agent {
 
 using DatapathCounters = std::function<std::vector<std::pair<std::string, uint64_t>>()>;
 
-// RFC 3339 with nanoseconds, UTC, as Go's time.Time marshals.
-std::string rfc3339(SyncLoop::Clock::time_point t);
+// What /proxyMode prints. kube-proxy prints its mode (iptables, ipvs,
+// nftables); kpx programs none of those, so a tool that reads the mode to
+// find the rules must not be told one of them.
+inline constexpr const char* kProxyMode = "kpx";
 
-// 200 or 503 and kube-proxy's JSON body.
-apiserver::http::Response healthz_response(const SyncLoop::Health& h);
+// kube-proxy's deprecated --healthz-port / --metrics-port applied to a bind
+// address: port 0 disables the server (""); an address without a port
+// gets this one; one with a port keeps it.
+std::string address_from_deprecated_port(const std::string& address, int port);
+
+// One request to the metrics address (path and query as sent).
+apiserver::http::Response metrics_server_response(const apiserver::http::Request& req, const Metrics& m,
+                                                  const DatapathCounters& counters,
+                                                  const std::string& configz);
 
 class HttpEndpoints {
  public:
-  // Starts both listeners (the same address may serve both).
-  static Result<std::unique_ptr<HttpEndpoints>> start(const BindAddress& healthz, const BindAddress& metrics,
-                                                      const SyncLoop& sync, const Metrics& m,
-                                                      DatapathCounters counters);
-  uint16_t healthz_port() const { return healthz_->port(); }
-  uint16_t metrics_port() const { return metrics_->port(); }
+  // Starts the listeners given (nullopt: that server is off).
+  static Result<std::unique_ptr<HttpEndpoints>> start(const std::optional<BindAddress>& healthz,
+                                                      const std::optional<BindAddress>& metrics,
+                                                      const ProxyHealth& health, Metrics& m,
+                                                      DatapathCounters counters, std::string configz);
+  uint16_t healthz_port() const { return healthz_ ? healthz_->port() : 0; }
+  uint16_t metrics_port() const { return metrics_ ? metrics_->port() : 0; }
   void stop();
 
  private:

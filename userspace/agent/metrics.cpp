@@ -15,14 +15,52 @@ std::string num(double v) {
   return o.str();
 }
 
-void header(std::ostringstream& o, const char* name, const char* type, const char* help) {
-  o << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n";
+// kpx is IPv4-only: kube-proxy's per-family series carry this.
+constexpr const char* kFamily = "ip_family=\"IPv4\"";
+
+// Families by name: the Go client writes them sorted, so does kpx.
+class Families {
+ public:
+  // kube-proxy's metrics are ALPHA, which its registry writes into the help.
+  void add(const std::string& name, const char* type, const std::string& help, const std::string& samples,
+           bool alpha = true) {
+    out_[name] = "# HELP " + name + " " + (alpha ? "[ALPHA] " : "") + help + "\n# TYPE " + name + " " + type +
+                 "\n" + samples;
+  }
+  std::string text() const {
+    std::string s;
+    for (const auto& [name, f] : out_) s += f;
+    return s;
+  }
+
+ private:
+  std::map<std::string, std::string> out_;
+};
+
+std::vector<double> linear(double start, double width, int count) {
+  std::vector<double> b;
+  for (int i = 0; i < count; ++i) b.push_back(start + width * i);
+  return b;
 }
 
 }  // namespace
 
 double unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
+}
+
+std::vector<double> sync_duration_buckets() {
+  std::vector<double> b;
+  for (int i = 0; i < 15; ++i) b.push_back(0.001 * (1 << i));
+  return b;
+}
+
+std::vector<double> network_programming_buckets() {
+  // component-base's MergeBuckets starts from a 0 bound.
+  std::vector<double> b = {0};
+  for (const auto& part : {linear(0.25, 0.25, 2), linear(1, 1, 59), linear(60, 5, 12), linear(120, 30, 7)})
+    b.insert(b.end(), part.begin(), part.end());
+  return b;
 }
 
 Histogram::Histogram(std::vector<double> bounds) : bounds_(std::move(bounds)), buckets_(bounds_.size(), 0) {}
@@ -43,81 +81,145 @@ double Histogram::sum() const {
   return sum_;
 }
 
-void ProgrammingStarts::add(Clock::time_point arrival, std::optional<Clock::time_point> trigger) {
-  if (trigger && *trigger < since_) return;
-  if (starts_.size() >= kMaxPending) return;
-  starts_.push_back(trigger ? *trigger : arrival);
-}
-
-std::vector<ProgrammingStarts::Clock::time_point> ProgrammingStarts::take() { return std::exchange(starts_, {}); }
-
-void ProgrammingStarts::put_back(std::vector<Clock::time_point> starts) {
-  starts.insert(starts.end(), starts_.begin(), starts_.end());
-  if (starts.size() > kMaxPending) starts.resize(kMaxPending);
-  starts_ = std::move(starts);
-}
-
-void ProgrammingStarts::observe(Histogram& h, Clock::time_point now, const std::vector<Clock::time_point>& starts) {
-  for (auto start : starts) h.observe(std::max(0.0, std::chrono::duration<double>(now - start).count()));
-}
-
 uint64_t Histogram::count() const {
   std::lock_guard lk(mu_);
   return count_;
 }
 
-std::string Histogram::render(const std::string& name) const {
+std::string Histogram::render(const std::string& name, const std::string& labels) const {
   std::lock_guard lk(mu_);
   std::ostringstream o;
+  const std::string pre = labels.empty() ? "" : labels + ",";
+  const std::string own = labels.empty() ? "" : "{" + labels + "}";
   uint64_t cum = 0;
   for (size_t i = 0; i < bounds_.size(); ++i) {
     cum += buckets_[i];
-    o << name << "_bucket{le=\"" << bounds_[i] << "\"} " << cum << "\n";  // shortest form: 0.004
+    o << name << "_bucket{" << pre << "le=\"" << bounds_[i] << "\"} " << cum << "\n";  // shortest form: 0.004
   }
-  o << name << "_bucket{le=\"+Inf\"} " << count_ << "\n";
-  o << name << "_sum " << num(sum_) << "\n" << name << "_count " << count_ << "\n";
+  o << name << "_bucket{" << pre << "le=\"+Inf\"} " << count_ << "\n";
+  o << name << "_sum" << own << " " << num(sum_) << "\n" << name << "_count" << own << " " << count_ << "\n";
   return o.str();
 }
 
-// kube-proxy's buckets: exponential from 1 ms (sync) and 1 ms .. ~1000 s (programming).
+void CodeCounter::inc(int code) {
+  std::lock_guard lk(mu_);
+  ++by_code_[code];
+}
+
+std::map<int, uint64_t> CodeCounter::values() const {
+  std::lock_guard lk(mu_);
+  return by_code_;
+}
+
+void ProgrammingStarts::add(const std::string& service, Clock::time_point trigger) {
+  if (trigger < since_ || count_ >= kMaxPending) return;
+  starts_[service].push_back(trigger);
+  ++count_;
+}
+
+void ProgrammingStarts::forget(const std::string& service) {
+  auto it = starts_.find(service);
+  if (it == starts_.end()) return;
+  count_ -= it->second.size();
+  starts_.erase(it);
+}
+
+ProgrammingStarts::Pending ProgrammingStarts::take() {
+  count_ = 0;
+  return std::exchange(starts_, {});
+}
+
+void ProgrammingStarts::put_back(Pending starts) {
+  // Those that came meanwhile are newer: they go after the returned ones.
+  for (auto& [service, times] : starts_) {
+    auto& into = starts[service];
+    into.insert(into.end(), times.begin(), times.end());
+  }
+  starts_.clear();
+  count_ = 0;
+  for (auto& [service, times] : starts) {
+    if (count_ >= kMaxPending) break;
+    if (count_ + times.size() > kMaxPending) times.resize(kMaxPending - count_);
+    count_ += times.size();
+    starts_.emplace(service, std::move(times));
+  }
+}
+
+void ProgrammingStarts::observe(Histogram& h, Clock::time_point now, const Pending& starts) {
+  for (const auto& [service, times] : starts)
+    for (auto start : times) h.observe(std::max(0.0, std::chrono::duration<double>(now - start).count()));
+}
+
 Metrics::Metrics()
-    : sync_duration({0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024, 2.048, 4.096,
-                     8.192, 16.384}),
-      network_programming({0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 4, 8,
-                           16, 32, 64, 128, 256, 512, 1024}) {}
+    : sync_duration(sync_duration_buckets()),
+      sync_full_duration(sync_duration_buckets()),
+      sync_partial_duration(sync_duration_buckets()),
+      network_programming(network_programming_buckets()) {}
 
 std::string Metrics::render(const std::vector<std::pair<std::string, uint64_t>>& datapath) const {
-  std::ostringstream o;
-  header(o, "kubeproxy_sync_proxy_rules_duration_seconds", "histogram",
-         "SyncProxyRules latency in seconds (kpx: compute and map writes)");
-  o << sync_duration.render("kubeproxy_sync_proxy_rules_duration_seconds");
-  header(o, "kubeproxy_network_programming_duration_seconds", "histogram",
-         "In Cluster Network Programming Latency in seconds");
-  o << network_programming.render("kubeproxy_network_programming_duration_seconds");
-  header(o, "kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge",
-         "The last time proxy rules were successfully synced");
-  o << "kubeproxy_sync_proxy_rules_last_timestamp_seconds " << num(last_sync_timestamp.load()) << "\n";
-  header(o, "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "gauge",
-         "The last time a sync of proxy rules was queued");
-  o << "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds " << num(last_queued_timestamp.load()) << "\n";
-  header(o, "kubeproxy_sync_proxy_rules_service_changes_total", "counter", "Cumulative proxy rules Service changes");
-  o << "kubeproxy_sync_proxy_rules_service_changes_total " << service_changes.load() << "\n";
-  header(o, "kubeproxy_sync_proxy_rules_endpoint_changes_total", "counter",
-         "Cumulative proxy rules Endpoint changes");
-  o << "kubeproxy_sync_proxy_rules_endpoint_changes_total " << endpoint_changes.load() << "\n";
-  header(o, "kpx_sync_errors_total", "counter", "Syncs whose map writes failed (the previous state stays)");
-  o << "kpx_sync_errors_total " << sync_errors.load() << "\n";
-  header(o, "kpx_rejected_objects_total", "counter", "API objects refused for invalid values");
-  o << "kpx_rejected_objects_total " << rejected_objects.load() << "\n";
-  header(o, "kpx_services", "gauge", "Service addresses (IP, port, protocol) in the datapath");
-  o << "kpx_services " << services_programmed.load() << "\n";
-  header(o, "kpx_attached_interfaces", "gauge", "Pod interfaces kpx's programs are attached to");
-  o << "kpx_attached_interfaces " << attached_interfaces.load() << "\n";
-  header(o, "kpx_conntrack_gc_deleted_total", "counter", "Conntrack entries of dead flows deleted by the agent");
-  o << "kpx_conntrack_gc_deleted_total " << conntrack_gc_deleted.load() << "\n";
-  header(o, "kpx_datapath_packets_total", "counter", "Packets by what the datapath did with them");
-  for (const auto& [reason, v] : datapath) o << "kpx_datapath_packets_total{reason=\"" << reason << "\"} " << v << "\n";
-  return o.str();
+  Families f;
+  auto histogram = [&](const std::string& name, const std::string& help, const Histogram& h) {
+    f.add(name, "histogram", help, h.render(name, kFamily));
+  };
+  auto one = [&](const std::string& name, const char* type, const std::string& help, const std::string& value,
+                 bool per_family, bool alpha = true) {
+    f.add(name, type, help, name + (per_family ? std::string("{") + kFamily + "}" : "") + " " + value + "\n",
+          alpha);
+  };
+  auto codes = [&](const std::string& name, const std::string& help, const CodeCounter& c) {
+    std::string samples;
+    for (const auto& [code, n] : c.values())
+      samples += name + "{code=\"" + std::to_string(code) + "\"} " + std::to_string(n) + "\n";
+    if (!samples.empty()) f.add(name, "counter", help, samples);
+  };
+
+  histogram("kubeproxy_sync_proxy_rules_duration_seconds", "SyncProxyRules latency in seconds",
+            sync_duration);
+  histogram("kubeproxy_sync_full_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for full resyncs", sync_full_duration);
+  histogram("kubeproxy_sync_partial_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds for partial resyncs", sync_partial_duration);
+  histogram("kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds", network_programming);
+  one("kubeproxy_sync_proxy_rules_last_timestamp_seconds", "gauge",
+      "The last time proxy rules were successfully synced", num(last_sync_timestamp.load()), true);
+  one("kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds", "gauge",
+      "The last time a sync of proxy rules was queued", num(last_queued_timestamp.load()), true);
+  one("kubeproxy_sync_proxy_rules_service_changes_total", "counter", "Cumulative proxy rules Service changes",
+      std::to_string(service_changes.load()), false);
+  one("kubeproxy_sync_proxy_rules_endpoint_changes_total", "counter",
+      "Cumulative proxy rules Endpoint changes", std::to_string(endpoint_changes.load()), false);
+  one("kubeproxy_sync_proxy_rules_service_changes_pending", "gauge", "Pending proxy rules Service changes",
+      std::to_string(service_changes_pending.load()), false);
+  one("kubeproxy_sync_proxy_rules_endpoint_changes_pending", "gauge", "Pending proxy rules Endpoint changes",
+      std::to_string(endpoint_changes_pending.load()), false);
+  {
+    const std::string name = "kubeproxy_sync_proxy_rules_no_local_endpoints_total";
+    std::string samples;
+    for (const auto& [policy, v] : {std::pair{"external", no_local_endpoints_external.load()},
+                                    std::pair{"internal", no_local_endpoints_internal.load()}})
+      samples += name + "{" + kFamily + ",traffic_policy=\"" + policy + "\"} " + std::to_string(v) + "\n";
+    f.add(name, "gauge", "Number of services with a Local traffic policy and no endpoints", samples);
+  }
+  codes("kubeproxy_proxy_healthz_total", "Cumulative proxy healthz HTTP status", healthz_answers);
+  codes("kubeproxy_proxy_livez_total", "Cumulative proxy livez HTTP status", livez_answers);
+
+  one("kpx_sync_errors_total", "counter", "Syncs whose map writes failed (the previous state stays)",
+      std::to_string(sync_errors.load()), false, false);
+  one("kpx_rejected_objects_total", "counter", "API objects refused for invalid values",
+      std::to_string(rejected_objects.load()), false, false);
+  one("kpx_services", "gauge", "Service addresses (IP, port, protocol) in the datapath",
+      std::to_string(services_programmed.load()), false, false);
+  one("kpx_attached_interfaces", "gauge", "Pod interfaces kpx's programs are attached to",
+      std::to_string(attached_interfaces.load()), false, false);
+  one("kpx_conntrack_gc_deleted_total", "counter", "Conntrack entries of dead flows deleted by the agent",
+      std::to_string(conntrack_gc_deleted.load()), false, false);
+  std::string packets;
+  for (const auto& [reason, v] : datapath)
+    packets += "kpx_datapath_packets_total{reason=\"" + reason + "\"} " + std::to_string(v) + "\n";
+  f.add("kpx_datapath_packets_total", "counter", "Packets by what the datapath did with them", packets,
+        false);
+  return f.text();
 }
 
 }  // namespace kpx::agent

@@ -1,9 +1,11 @@
-// The agent's Prometheus metrics, with kube-proxy's names where they mean
-// the same, rendered in the text exposition format.
+// The agent's Prometheus metrics: kube-proxy's (pkg/proxy/metrics) with its
+// names, help texts, label sets and buckets, and kpx's own (kpx_*), in the
+// text exposition format.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -16,8 +18,9 @@ class Histogram {
  public:
   explicit Histogram(std::vector<double> bounds);
   void observe(double seconds);
-  // Prometheus text lines for `name` (without HELP/TYPE).
-  std::string render(const std::string& name) const;
+  // Prometheus text lines for `name` (without HELP/TYPE); `labels` go
+  // before "le", e.g. ip_family="IPv4".
+  std::string render(const std::string& name, const std::string& labels = "") const;
   uint64_t count() const;
   double sum() const;
 
@@ -29,18 +32,40 @@ class Histogram {
   double sum_ = 0;
 };
 
+// Counters by HTTP status code, as kube-proxy's CounterVec{code}: a code
+// appears once it was answered.
+class CodeCounter {
+ public:
+  void inc(int code);
+  std::map<int, uint64_t> values() const;
+
+ private:
+  mutable std::mutex mu_;
+  std::map<int, uint64_t> by_code_;
+};
+
+// kube-proxy's buckets.
+std::vector<double> sync_duration_buckets();        // 1 ms doubling, 15 bounds
+std::vector<double> network_programming_buckets();  // 0, 0.25, 0.5, 1..59, 60..115 by 5, 120..300 by 30
+
 struct Metrics {
   Metrics();
-  // kubeproxy_sync_proxy_rules_duration_seconds: compute + apply.
-  Histogram sync_duration;
-  // kubeproxy_network_programming_duration_seconds: from the change (an
-  // EndpointSlice's last-change-trigger-time annotation, else when the agent
-  // received it) to the maps written.
+  // kubeproxy_sync_proxy_rules_duration_seconds (every sync: compute and
+  // map writes) and its split into full and partial (incremental) syncs.
+  Histogram sync_duration, sync_full_duration, sync_partial_duration;
+  // kubeproxy_network_programming_duration_seconds: from an EndpointSlice's
+  // last-change-trigger-time to the sync that programmed it.
   Histogram network_programming;
   std::atomic<double> last_sync_timestamp{0};    // kubeproxy_sync_proxy_rules_last_timestamp_seconds
   std::atomic<double> last_queued_timestamp{0};  // kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds
   std::atomic<uint64_t> service_changes{0};      // kubeproxy_sync_proxy_rules_service_changes_total
   std::atomic<uint64_t> endpoint_changes{0};     // kubeproxy_sync_proxy_rules_endpoint_changes_total
+  std::atomic<uint64_t> service_changes_pending{0};   // ..._service_changes_pending (Services)
+  std::atomic<uint64_t> endpoint_changes_pending{0};  // ..._endpoint_changes_pending (slice changes)
+  // kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy}:
+  // Service ports with a Local policy and endpoints, none of them here.
+  std::atomic<uint64_t> no_local_endpoints_internal{0}, no_local_endpoints_external{0};
+  CodeCounter healthz_answers, livez_answers;    // kubeproxy_proxy_healthz_total, _livez_total
   std::atomic<uint64_t> sync_errors{0};          // kpx_sync_errors_total
   std::atomic<uint64_t> rejected_objects{0};     // kpx_rejected_objects_total
   std::atomic<uint64_t> services_programmed{0};  // kpx_services (gauge)
@@ -53,15 +78,18 @@ struct Metrics {
 
 double unix_seconds(std::chrono::system_clock::time_point t);
 
-// Where each change not yet in the maps starts, for
-// kubeproxy_network_programming_duration_seconds, as kube-proxy measures
-// it: from an EndpointSlice's last-change-trigger-time annotation (when the
-// endpoints controller saw the Pod change) when the object has one, else
-// from when the change reached the agent. One observation per change.
+// The trigger times not yet programmed, for
+// kubeproxy_network_programming_duration_seconds, as kube-proxy's
+// EndpointsChangeTracker keeps them: per Service, from the
+// last-change-trigger-time annotation of each EndpointSlice change that has
+// one (a change without it is not measured); a slice's deletion drops its
+// Service's pending times (its annotation dates the last update, not the
+// deletion). One observation per time, by the sync that programs it.
 class ProgrammingStarts {
  public:
   using Clock = std::chrono::system_clock;
-  // More pending changes than this (syncs failing for long under churn):
+  using Pending = std::map<std::string, std::vector<Clock::time_point>>;  // by Service "namespace/name"
+  // More pending times than this (syncs failing for long under churn):
   // the newest are not measured.
   static constexpr size_t kMaxPending = 65536;
 
@@ -70,20 +98,22 @@ class ProgrammingStarts {
   // too): not measured.
   explicit ProgrammingStarts(Clock::time_point since) : since_(since) {}
 
-  void add(Clock::time_point arrival, std::optional<Clock::time_point> trigger);
-  // The pending starts, for the sync that is about to write them; a failed
-  // sync puts them back.
-  std::vector<Clock::time_point> take();
-  void put_back(std::vector<Clock::time_point> starts);
-  size_t pending() const { return starts_.size(); }
+  void add(const std::string& service, Clock::time_point trigger);
+  void forget(const std::string& service);
+  // The pending times, for the sync that is about to write them; a failed
+  // sync puts them back (they are measured when programmed).
+  Pending take();
+  void put_back(Pending starts);
+  size_t pending() const { return count_; }
 
-  // One observation per start: now - start (0 for a start in the future,
-  // e.g. a skewed clock).
-  static void observe(Histogram& h, Clock::time_point now, const std::vector<Clock::time_point>& starts);
+  // One observation per time: now - time (0 for a time in the future, e.g.
+  // a skewed clock).
+  static void observe(Histogram& h, Clock::time_point now, const Pending& starts);
 
  private:
   Clock::time_point since_;
-  std::vector<Clock::time_point> starts_;
+  Pending starts_;
+  size_t count_ = 0;
 };
 
 }  // namespace kpx::agent

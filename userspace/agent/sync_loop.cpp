@@ -14,22 +14,42 @@ SyncLoop::SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::mill
     : dp_(dp),
       metrics_(metrics),
       min_sync_period_(min_sync_period),
-      health_timeout_(health_timeout),
-      compute_config_(std::move(compute_config)) {}
+      compute_config_(std::move(compute_config)),
+      health_(health_timeout) {}
 
-void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& change,
-                      std::optional<Clock::time_point> trigger) {
-  const auto now = Clock::now();
+void NoLocalEndpointsCounter::add(const dataplane::FrontendKey& key, const dataplane::Frontend& fe) {
+  // Without endpoints anywhere the Service is rejected, not counted here.
+  if (!(fe.flags & dataplane::kLocalOnly) || fe.cluster.empty() || !fe.local.empty()) return;
+  auto& set = key.scope == dataplane::Scope::kClusterIP ? internal_ : external_;
+  set.emplace(fe.service, fe.port_name, key.proto);
+}
+
+void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& change, ChangeInfo info) {
+  bool queued = false;
   {
     std::lock_guard lk(mu_);
     change(model_);
-    if (!dirty_) first_pending_ = now;
     dirty_ = true;
-    starts_.add(now, trigger);
+    if (source == Source::kEndpointSlices && !info.service.empty()) {
+      if (info.removed)
+        starts_.forget(info.service);
+      else if (info.trigger)
+        starts_.add(info.service, *info.trigger);
+    }
+    if (source == Source::kServices) pending_services_.insert(info.service.empty() ? "*" : info.service);
+    if (source == Source::kEndpointSlices) pending_slice_changes_ += info.events;
+    metrics_.service_changes_pending = pending_services_.size();
+    metrics_.endpoint_changes_pending = pending_slice_changes_;
+    // Before every source is listed, the first sync is ahead anyway (kube-
+    // proxy queues nothing until its informers synced).
+    queued = listed_[0] && listed_[1];
   }
-  if (source == Source::kServices) metrics_.service_changes++;
-  if (source == Source::kEndpointSlices) metrics_.endpoint_changes++;
-  metrics_.last_queued_timestamp = unix_seconds(now);
+  if (source == Source::kServices) metrics_.service_changes += info.events;
+  if (source == Source::kEndpointSlices) metrics_.endpoint_changes += info.events;
+  if (queued) {
+    health_.queued_update();
+    metrics_.last_queued_timestamp = unix_seconds(Clock::now());
+  }
   cv_.notify_all();
 }
 
@@ -39,14 +59,13 @@ void SyncLoop::mark_listed(Source source) {
     std::lock_guard lk(mu_);
     listed_[static_cast<int>(source)] = true;
     dirty_ = true;
-    if (first_pending_ == Clock::time_point{}) first_pending_ = Clock::now();
   }
   cv_.notify_all();
 }
 
 Status SyncLoop::sync_once() {
   std::lock_guard sync_lk(sync_mu_);
-  std::vector<Clock::time_point> starts;
+  ProgrammingStarts::Pending starts;
   const auto start = std::chrono::steady_clock::now();
   bool full;
   proxy::DesiredState desired;
@@ -68,6 +87,10 @@ Status SyncLoop::sync_once() {
     if (full) desired = proxy::compute(model_, compute_config_);
     starts = starts_.take();
     dirty_ = false;
+    pending_services_.clear();
+    pending_slice_changes_ = 0;
+    metrics_.service_changes_pending = 0;
+    metrics_.endpoint_changes_pending = 0;
   }
 
   Result<dataplane::ApplyStats> stats = dataplane::ApplyStats{};
@@ -83,7 +106,10 @@ Status SyncLoop::sync_once() {
     stats = dp_.apply_delta(std::move(delta));
   }
   const auto end = std::chrono::steady_clock::now();
-  metrics_.sync_duration.observe(std::chrono::duration<double>(end - start).count());
+  // Failed syncs too, as kube-proxy times every attempt.
+  const double took = std::chrono::duration<double>(end - start).count();
+  metrics_.sync_duration.observe(took);
+  (full ? metrics_.sync_full_duration : metrics_.sync_partial_duration).observe(took);
   if (!stats) {
     metrics_.sync_errors++;
     need_full_ = true;
@@ -112,18 +138,26 @@ Status SyncLoop::sync_once() {
 
   const auto now = Clock::now();
   ProgrammingStarts::observe(metrics_.network_programming, now, starts);
+  NoLocalEndpointsCounter no_local;
+  for (const auto& [key, state] : dp_.frontends()) no_local.add(key, state.fe);
+  metrics_.no_local_endpoints_internal = no_local.internal();
+  metrics_.no_local_endpoints_external = no_local.external();
+  health_.updated();
   metrics_.last_sync_timestamp = unix_seconds(now);
   metrics_.services_programmed = dp_.frontends().size();
   std::lock_guard lk(mu_);
-  last_updated_ = now;
-  ever_synced_ = true;
   ++syncs_;
   full_syncs_ += full;
-  if (!dirty_) first_pending_ = {};
+  // A change that came during this sync still waits for the next one.
+  if (dirty_ && listed_[0] && listed_[1]) health_.queued_update();
   return {};
 }
 
 void SyncLoop::run(std::stop_token stop) {
+  // As kube-proxy's sync loop starts: healthy while starting, and a sync
+  // is as good as queued.
+  health_.updated();
+  metrics_.last_queued_timestamp = unix_seconds(Clock::now());
   auto last_sync = std::chrono::steady_clock::time_point{};
   std::chrono::seconds retry_delay{1};
   while (!stop.stop_requested()) {
@@ -152,17 +186,6 @@ void SyncLoop::run(std::stop_token stop) {
       retry_delay = std::chrono::seconds(1);
     }
   }
-}
-
-SyncLoop::Health SyncLoop::health() const {
-  std::lock_guard lk(mu_);
-  Health h;
-  h.current_time = Clock::now();
-  h.last_updated = last_updated_;
-  const bool pending_too_long = dirty_ && first_pending_ != Clock::time_point{} &&
-                                h.current_time - first_pending_ > health_timeout_;
-  h.healthy = ever_synced_ && !pending_too_long;
-  return h;
 }
 
 uint64_t SyncLoop::syncs() const {

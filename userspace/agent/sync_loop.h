@@ -8,20 +8,50 @@
 #include <condition_variable>
 #include <functional>
 #include <map>
-#include <vector>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stop_token>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "agent/metrics.h"
+#include "agent/proxy_health.h"
 #include "dataplane/dataplane.h"
 #include "proxy/compute.h"
 #include "proxy/model.h"
 
 namespace kpx::agent {
 
+// kube-proxy's kubeproxy_sync_proxy_rules_no_local_endpoints_total, counted
+// over the frontends programmed: Service ports whose traffic policy is Local
+// (internal: the ClusterIP's; external: the NodePort, external and load
+// balancer IPs') that have endpoints, none of them on this node. Counted
+// per Service port (name and protocol), whatever its number of addresses.
+class NoLocalEndpointsCounter {
+ public:
+  void add(const dataplane::FrontendKey& key, const dataplane::Frontend& fe);
+  uint64_t internal() const { return internal_.size(); }
+  uint64_t external() const { return external_.size(); }
+
+ private:
+  using PortKey = std::tuple<std::string, std::string, net::Proto>;  // service, port name, protocol
+  std::set<PortKey> internal_, external_;
+};
+
 // kNode changes the model but is not needed before the first sync.
 enum class Source { kServices = 0, kEndpointSlices = 1, kNode = 2 };
+
+// What a change to the model is, for kube-proxy's metrics.
+struct ChangeInfo {
+  std::string service;  // the Service ("namespace/name") it is about; "" for many (a list)
+  // An EndpointSlice's last-change-trigger-time: network programming
+  // latency is measured from it (see ProgrammingStarts).
+  std::optional<std::chrono::system_clock::time_point> trigger;
+  bool removed = false;  // a deletion: the Service's pending trigger times go
+  uint64_t events = 1;   // API objects it carries (a list: its items)
+};
 
 class SyncLoop {
  public:
@@ -33,12 +63,8 @@ class SyncLoop {
   SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
            std::chrono::milliseconds health_timeout, proxy::ComputeConfig compute_config = {});
 
-  // Change the model (from a reflector's thread). `trigger` is when the
-  // change happened in the cluster, if known (an EndpointSlice's
-  // last-change-trigger-time): network programming latency is measured from
-  // it, else from now. See ProgrammingStarts.
-  void update(Source source, const std::function<void(proxy::Model&)>& change,
-              std::optional<Clock::time_point> trigger = std::nullopt);
+  // Change the model (from a reflector's thread).
+  void update(Source source, const std::function<void(proxy::Model&)>& change, ChangeInfo info = {});
   // A source finished its first complete list.
   void mark_listed(Source source);
 
@@ -53,13 +79,10 @@ class SyncLoop {
   // One sync now, if every source was listed (tests, and run()).
   Status sync_once();
 
-  struct Health {
-    bool healthy = false;
-    Clock::time_point last_updated{}, current_time{};
-  };
-  // kube-proxy's rule: healthy once synced, while no queued change has waited
-  // longer than the health timeout.
-  Health health() const;
+  // kube-proxy's proxier health: changes queued once every source was
+  // listed, cleared by each successful sync (see ProxyHealth).
+  ProxyHealth& health() { return health_; }
+  const ProxyHealth& health() const { return health_; }
   // Syncs that wrote the maps successfully, and how many of them computed
   // every Service (the others were incremental).
   uint64_t syncs() const;
@@ -75,7 +98,7 @@ class SyncLoop {
  private:
   dataplane::Dataplane& dp_;
   Metrics& metrics_;
-  const std::chrono::milliseconds min_sync_period_, health_timeout_;
+  const std::chrono::milliseconds min_sync_period_;
   const proxy::ComputeConfig compute_config_;
 
   mutable std::mutex mu_;
@@ -83,10 +106,10 @@ class SyncLoop {
   proxy::Model model_;
   bool listed_[2] = {false, false};
   bool dirty_ = false;
-  Clock::time_point first_pending_{};       // when the oldest unsynced change was queued
   ProgrammingStarts starts_{Clock::now()};  // under mu_
-  Clock::time_point last_updated_{};
-  bool ever_synced_ = false;
+  std::set<std::string> pending_services_;  // under mu_: Services changed since the last sync
+  uint64_t pending_slice_changes_ = 0;      // under mu_
+  ProxyHealth health_;
   uint64_t syncs_ = 0, full_syncs_ = 0;
   std::mutex sync_mu_;  // one sync at a time
   proxy::HealthChecks health_checks_;  // as of the last sync that wrote the maps; under sync_mu_

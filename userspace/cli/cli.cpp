@@ -11,16 +11,17 @@
 #include <vector>
 
 #include "agent/agent.h"
+#include "agent/http_endpoints.h"
 #include "apiserver/apiserver.h"
 #include "bpf/log.h"
 #include "bpf/object.h"
 #include "bpf/pin_lock.h"
 #include "bpf/pinned_maps.h"
 #include "bpf/tc.h"
+#include "cli/lab_cli.h"
 #include "dataplane/conntrack.h"
 #include "dataplane/counters.h"
 #include "dataplane/service_writer.h"
-#include "cli/lab_cli.h"
 #include "lab/echo.h"
 #include "net/endpoint.h"
 #include "net/netns.h"
@@ -426,6 +427,17 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                         ->capture_default_str();
   auto* o_metrics = agent_cmd->add_option("--metrics-bind-address", ag.metrics_bind_address, "IP:PORT of /metrics")
                         ->capture_default_str();
+  // kube-proxy's deprecated port flags: without --config, their port goes to
+  // an address given without one, and 0 turns that server off.
+  int ag_healthz_port = 10256, ag_metrics_port = 10249;
+  auto* o_healthz_port =
+      agent_cmd->add_option("--healthz-port", ag_healthz_port, "port of /healthz (0: off; deprecated)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 65535));
+  auto* o_metrics_port =
+      agent_cmd->add_option("--metrics-port", ag_metrics_port, "port of /metrics (0: off; deprecated)")
+          ->capture_default_str()
+          ->check(CLI::Range(0, 65535));
   auto* o_min_sync = agent_cmd->add_option("--min-sync-period", ag_min_sync, "least time between two syncs (Go duration)")
                          ->capture_default_str();
   agent_cmd->add_option("--pin-dir", ag.pin_dir, "bpffs directory of the datapath's maps (default: the global --pin-dir)");
@@ -512,6 +524,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       }
       o.min_sync_period = *d;
     }
+    if (ag_config.empty() || o_healthz_port->count() > 0)
+      o.healthz_bind_address = agent::address_from_deprecated_port(o.healthz_bind_address, ag_healthz_port);
+    if (ag_config.empty() || o_metrics_port->count() > 0)
+      o.metrics_bind_address = agent::address_from_deprecated_port(o.metrics_bind_address, ag_metrics_port);
     if (o.pin_dir.empty()) o.pin_dir = pin_dir;
     if (auto st = agent::run_agent(o); !st) rc = report(io, st.error());
   });

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -102,7 +103,20 @@ std::string tail_of(const std::string& file, size_t lines) {
   return out;
 }
 
-// Waits until every pod is ready and every node's agent answers /healthz 200.
+// An agent answers /healthz 200 from its start (as kube-proxy does): it has
+// programmed the cluster once it reports a successful sync.
+bool agent_synced(const std::string& netns) {
+  if (http_get_in_netns(netns, 10256, "/healthz") != 200) return false;
+  std::string text;
+  if (http_get_in_netns(netns, 10249, "/metrics", &text) != 200) return false;
+  const std::string name = "\nkubeproxy_sync_proxy_rules_last_timestamp_seconds";
+  auto at = text.find(name);
+  if (at == std::string::npos) return false;
+  auto value = text.find(' ', at + name.size());
+  return value != std::string::npos && std::atof(text.c_str() + value + 1) > 0;
+}
+
+// Waits until every pod is ready and every node's agent has synced and is healthy.
 Status wait_settled(const Running& lab, const LabPlan& plan, std::chrono::seconds limit) {
   auto deadline = Clock::now() + limit;
   std::string waiting;
@@ -114,7 +128,7 @@ Status wait_settled(const Running& lab, const LabPlan& plan, std::chrono::second
       if (!pod_ready(p))
         waiting += " pod " + string_at(member(p, "metadata"), "namespace") + "/" + string_at(member(p, "metadata"), "name");
     for (const auto& n : plan.nodes)
-      if (http_get_in_netns(n.netns, 10256, "/healthz") != 200) waiting += " agent on " + n.name;
+      if (!agent_synced(n.netns)) waiting += " agent on " + n.name;
     if (waiting.empty()) return {};
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
