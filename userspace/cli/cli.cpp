@@ -406,6 +406,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->capture_default_str();
   bool api_aligned = false;
   api_cmd->add_flag("--aligned-chunks", api_aligned, "one watch event per chunk (default: split and merged)");
+  api_cmd->add_flag("--watch-cache,!--no-watch-cache", api.watch_cache,
+                    "as kube-apiserver's watch cache: resourceVersion=0 lists come whole, limit ignored "
+                    "(--watch-cache=false: paged)")
+      ->capture_default_str();
   api_cmd->callback([&] {
     api.bookmark_interval = std::chrono::milliseconds(api_bookmark_ms);
     api.max_watch_timeout = std::chrono::seconds(api_watch_timeout_s);
