@@ -4,7 +4,9 @@
 //   - one EndpointSlice change to the map write, compute + apply (p50/p99),
 //   - end to end: kpx apiserver -> kpx agent -> maps, from the agent's start
 //     to every Service programmed, one change's latency from the API write
-//     to the map write, and the agent's RSS;
+//     to the map write, and the agent's RSS; then a full relist (every watch
+//     gets ERROR 410) and the agent's peak RSS during it, against the
+//     manifest's memory limit;
 //   - map writes batched (BPF_MAP_*_BATCH) against one syscall each.
 #pragma once
 

@@ -107,5 +107,34 @@ TEST_F(ParityTest, InternalTrafficPolicyLocalKeepsPodsOnTheirNodeAndDropsWhereTh
   EXPECT_EQ(stat("node2", "reject_no_endpoints"), 0u);
 }
 
+// sessionAffinity ClientIP: every new connection of one client goes to one
+// pod, through the ClusterIP from a pod and through a NodePort from outside,
+// while other clients are spread over the Service's pods.
+TEST_F(ParityTest, SessionAffinityClientIpKeepsEachClientOnOnePod) {
+  ASSERT_EQ(create("{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"sticky\"},\"spec\":{"
+                   "\"type\":\"NodePort\",\"sessionAffinity\":\"ClientIP\",\"selector\":{\"app\":\"echo\"},"
+                   "\"ports\":[{\"protocol\":\"TCP\",\"port\":80,\"targetPort\":8080,\"nodePort\":30095}]}}"),
+            0);
+  const std::string vip = cluster_ip("sticky");
+  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80"));
+  auto pods_answering = [&](const std::string& from, const std::string& target) {
+    std::set<std::string> pods;
+    for (const auto& r : probe(from, target, 12)) {
+      EXPECT_TRUE(r.ok) << from << " to " << target << ": " << r.line;
+      pods.insert(r.pod);
+    }
+    return pods;
+  };
+  EXPECT_EQ(pods_answering("echo-1-1", vip + ":80/tcp").size(), 1u) << "one pod for one client";
+  EXPECT_EQ(pods_answering("client", "10.0.0.12:30095/tcp").size(), 1u) << "and from outside";
+  std::set<std::string> chosen;
+  for (const char* from : {"echo-1-2", "echo-1-3", "echo-2-1", "echo-2-2", "echo-2-3"}) {
+    auto p = pods_answering(from, vip + ":80/tcp");
+    EXPECT_EQ(p.size(), 1u) << from;
+    chosen.insert(p.begin(), p.end());
+  }
+  EXPECT_GE(chosen.size(), 2u) << "clients are not all sent to one pod";
+}
+
 }  // namespace
 }  // namespace kpx::e2e

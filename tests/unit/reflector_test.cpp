@@ -28,9 +28,12 @@
 #include "k8s/client.h"
 #include "k8s/line_splitter.h"
 #include "log/log.h"
+#include "unit/reflector_fixture.h"
 
 namespace kpx::k8s {
 namespace {
+
+using namespace kpx::k8s::reflector_testing;
 
 using nlohmann::json;
 using namespace std::chrono_literals;
@@ -63,17 +66,34 @@ TEST(LineSplitter, LinesSurviveAnyChunking) {
   EXPECT_EQ(got, (std::vector<std::string>{"{\"e\":5}", "{\"f\":6}"}));
 }
 
-TEST(Backoff, DoublesWithJitterUpToTheCapAndResets) {
+TEST(Backoff, DoublesWithJitterOfUpToOneDelayUpToTheCap) {
+  // client-go's manager: jitter 1.0 adds up to one base delay.
   Backoff b(100ms, 1000ms);
-  std::vector<std::pair<int, int>> bounds = {{50, 100},  {100, 200},  {200, 400},
-                                             {400, 800}, {500, 1000}, {500, 1000}};
+  std::vector<std::pair<int, int>> bounds = {{100, 200},  {200, 400},   {400, 800},
+                                             {800, 1600}, {1000, 2000}, {1000, 2000}};
   for (auto [lo, hi] : bounds) {
     auto d = b.next().count();
     EXPECT_GE(d, lo);
     EXPECT_LE(d, hi);
   }
   b.reset();
-  EXPECT_LE(b.next().count(), 100);
+  EXPECT_LE(b.next().count(), 200);
+}
+
+TEST(Backoff, StartsOverOnlyAfterTwoMinutesWithoutADelay) {
+  // A watch that runs a second and fails again keeps backing off longer
+  // (NewExponentialBackoffManager(800ms, 30s, 2min, 2.0, 1.0)).
+  auto now = Clock::now();
+  Backoff b(800ms, 30s, 2min, [&] { return now; });
+  EXPECT_LE(b.next(), 1600ms);
+  now += 1s;
+  EXPECT_GE(b.next(), 1600ms);
+  now += 119s;  // 2 minutes exactly since the last delay: not yet
+  EXPECT_GE(b.next(), 3200ms);
+  now += 121s;
+  auto d = b.next();
+  EXPECT_GE(d, 800ms);
+  EXPECT_LE(d, 1600ms);
 }
 
 TEST(QueryEscape, EncodesSelectors) {
@@ -81,221 +101,6 @@ TEST(QueryEscape, EncodesSelectors) {
             "%21service.kubernetes.io%2Fservice-proxy-name");
   EXPECT_EQ(query_escape("metadata.name=node-1,a!=b"), "metadata.name%3Dnode-1%2Ca%21%3Db");
 }
-
-// ---- the fake API server ----------------------------------------------------
-
-// `kpx apiserver --listen 127.0.0.1:0` as a child, killed by pid at the end.
-class FakeApiServer {
- public:
-  explicit FakeApiServer(const std::vector<std::string>& extra_args) {
-    int fds[2];
-    if (pipe(fds) != 0) return;
-    std::vector<std::string> argv = {KPX_BINARY, "apiserver", "--listen", "127.0.0.1:0"};
-    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
-    pid_ = fork();
-    if (pid_ == 0) {
-      dup2(fds[1], STDOUT_FILENO);
-      close(fds[0]);
-      close(fds[1]);
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      execv(args[0], args.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out_ = fds[0];
-    // "listening on 127.0.0.1:PORT\n", within a few seconds.
-    std::string line;
-    auto deadline = Clock::now() + 5s;
-    while (line.find('\n') == std::string::npos && Clock::now() < deadline) {
-      pollfd p{out_, POLLIN, 0};
-      if (poll(&p, 1, 100) <= 0) continue;
-      char buf[256];
-      ssize_t n = read(out_, buf, sizeof buf);
-      if (n <= 0) break;
-      line.append(buf, static_cast<size_t>(n));
-    }
-    const std::string prefix = "listening on ";
-    auto at = line.find(prefix);
-    if (at != std::string::npos)
-      address_ = line.substr(at + prefix.size(), line.find('\n', at) - at - prefix.size());
-  }
-
-  ~FakeApiServer() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      bool reaped = false;
-      for (int i = 0; i < 100 && !reaped; ++i) {
-        if (waitpid(pid_, nullptr, WNOHANG) == pid_)
-          reaped = true;
-        else
-          std::this_thread::sleep_for(20ms);
-      }
-      if (!reaped) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, nullptr, 0);
-      }
-    }
-    if (out_ >= 0) close(out_);
-  }
-  FakeApiServer(const FakeApiServer&) = delete;
-  FakeApiServer& operator=(const FakeApiServer&) = delete;
-
-  bool ok() const { return !address_.empty(); }
-  std::string url() const { return "http://" + address_; }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-  std::string address_;
-};
-
-// What the handlers saw, for the assertions.
-class Recorder {
- public:
-  struct Event {
-    EventType type;
-    std::string name;
-    json object;
-  };
-
-  ReflectorHandlers handlers() {
-    return ReflectorHandlers{[this](std::vector<json> items) {
-                               std::set<std::string> names;
-                               for (const auto& i : items)
-                                 names.insert(i["metadata"]["name"].get<std::string>());
-                               std::lock_guard lk(mu_);
-                               replaces_.push_back(std::move(names));
-                               cv_.notify_all();
-                             },
-                             [this](EventType t, const json& obj) {
-                               std::lock_guard lk(mu_);
-                               events_.push_back({t, obj["metadata"]["name"].get<std::string>(), obj});
-                               cv_.notify_all();
-                             }};
-  }
-
-  bool wait(const std::function<bool()>& pred, std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock lk(mu_);
-    return cv_.wait_for(lk, timeout, [&] { return pred(); });
-  }
-  // Under the lock (for wait predicates).
-  size_t count_locked(EventType t, const std::string& name) const {
-    return std::count_if(events_.begin(), events_.end(),
-                         [&](const Event& e) { return e.type == t && e.name == name; });
-  }
-  bool has_locked(EventType t, const std::string& name) const { return count_locked(t, name) > 0; }
-  size_t replaces_locked() const { return replaces_.size(); }
-
-  bool wait_event(EventType t, const std::string& name) {
-    return wait([&] { return has_locked(t, name); });
-  }
-  size_t count(EventType t, const std::string& name) {
-    std::lock_guard lk(mu_);
-    return count_locked(t, name);
-  }
-  std::vector<std::set<std::string>> replaces() {
-    std::lock_guard lk(mu_);
-    return replaces_;
-  }
-  std::vector<Event> events() {
-    std::lock_guard lk(mu_);
-    return events_;
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::set<std::string>> replaces_;
-  std::vector<Event> events_;
-};
-
-// Polls cond every few ms for up to timeout.
-bool eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = 10s) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(2ms);
-  }
-  return cond();
-}
-
-// Captures the log while alive.
-class LogCapture {
- public:
-  LogCapture() {
-    log::set_sink([this](log::Level l, std::string_view m) {
-      std::lock_guard lk(mu_);
-      lines_.emplace_back(l, std::string(m));
-    });
-  }
-  ~LogCapture() { log::set_sink(nullptr); }
-  LogCapture(const LogCapture&) = delete;
-  LogCapture& operator=(const LogCapture&) = delete;
-  bool contains(log::Level level, const std::string& text) {
-    std::lock_guard lk(mu_);
-    return std::any_of(lines_.begin(), lines_.end(), [&](const auto& l) {
-      return l.first == level && l.second.find(text) != std::string::npos;
-    });
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<std::pair<log::Level, std::string>> lines_;
-};
-
-class ReflectorTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ASSERT_TRUE(server_.ok()) << "kpx apiserver did not start (" << KPX_BINARY << ")";
-    ClientConfig config;
-    config.server = server_.url();
-    auto c = Client::create(config);
-    ASSERT_TRUE(c.ok()) << c.error().message;
-    client_ = std::move(*c);
-    options_.min_watch_timeout = options_.max_watch_timeout = 60s;
-    options_.initial_backoff = 100ms;
-    options_.max_backoff = 1s;
-    options_.auth_error_delay = 200ms;
-  }
-
-  // POST/PUT/PATCH/DELETE that must succeed; returns the object.
-  json must(const std::string& method, const std::string& path, const json& body = json()) {
-    auto r = client_->send(method, path, body);
-    EXPECT_TRUE(r.ok()) << method << " " << path << ": " << r.error().to_string();
-    return r.ok() ? *r : json();
-  }
-  json create_service(const std::string& name, const json& labels = json::object(),
-                      const std::string& ns = "default") {
-    json svc = {{"metadata", {{"name", name}, {"labels", labels}}},
-                {"spec", {{"ports", {{{"port", 80}, {"protocol", "TCP"}}}}}}};
-    return must("POST", "/api/v1/namespaces/" + ns + "/services", svc);
-  }
-  json fault(const std::string& action) { return must("POST", "/kpx/faults/" + action); }
-  int open_watches() { return must("GET", "/kpx/faults").value("openWatches", 0); }
-
-  void start(ResourceSpec spec = services_resource()) {
-    reflector_ = std::make_unique<Reflector>(*client_, std::move(spec), recorder_.handlers(), options_);
-    thread_ = std::jthread([r = reflector_.get()](std::stop_token stop) { r->run(stop); });
-  }
-  void start_synced(ResourceSpec spec = services_resource()) {
-    start(std::move(spec));
-    ASSERT_TRUE(eventually([&] { return reflector_->synced(); })) << "no initial list";
-  }
-  void stop() {
-    thread_.request_stop();
-    if (thread_.joinable()) thread_.join();
-  }
-  void TearDown() override { stop(); }
-
-  FakeApiServer server_{{"--bookmark-interval-ms", "200"}};
-  std::unique_ptr<Client> client_;
-  ReflectorOptions options_;
-  Recorder recorder_;
-  std::unique_ptr<Reflector> reflector_;
-  std::jthread thread_;  // declared last: stopped first
-};
 
 TEST_F(ReflectorTest, ClientGetsVersionAndStatusErrors) {
   auto v = client_->version();
@@ -328,7 +133,7 @@ TEST_F(ReflectorTest, StopInterruptsABlockedWatch) {
   EXPECT_TRUE(eventually([&] { return open_watches() == 0; }));  // the connection was closed
 }
 
-TEST_F(ReflectorTest, PagedListThenAddedModifiedDeleted) {
+TEST_F(ReflectorNoWatchCacheTest, PagedListThenAddedModifiedDeleted) {
   for (int i = 0; i < 7; ++i) create_service("s" + std::to_string(i));
   options_.page_size = 3;
   start_synced();
@@ -474,7 +279,7 @@ TEST_F(ReflectorTest, CompactedVersionRelistsWithTheRightSetAfterRetryAfter) {
   EXPECT_EQ(recorder_.events().size(), 1u);
 }
 
-TEST_F(ReflectorTest, ExpiredContinueTokenRestartsTheWholeList) {
+TEST_F(ReflectorNoWatchCacheTest, ExpiredContinueTokenRestartsTheWholeList) {
   for (int i = 0; i < 5; ++i) create_service("s" + std::to_string(i));
   options_.page_size = 2;
   // Every answer waits 400 ms: time to expire the token of page 1 while the
@@ -494,7 +299,7 @@ TEST_F(ReflectorTest, ExpiredContinueTokenRestartsTheWholeList) {
   EXPECT_EQ(replaces[0], (std::set<std::string>{"s0", "s1", "s2", "s3", "s4"}));
 }
 
-TEST_F(ReflectorTest, ContinueTokenExpiringAgainFallsBackToOneUnpagedList) {
+TEST_F(ReflectorNoWatchCacheTest, ContinueTokenExpiringAgainFallsBackToOneUnpagedList) {
   for (int i = 0; i < 5; ++i) create_service("s" + std::to_string(i));
   options_.page_size = 2;
   fault("delay?ms=400");

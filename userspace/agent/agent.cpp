@@ -382,7 +382,11 @@ Status run_agent(const Options& o) {
   KPX_TRY(apply_addresses(*dp, node_addrs));
   log::info("recovered " + std::to_string(dp->frontends().size()) + " frontends from " + o.pin_dir);
 
-  auto client = k8s::Client::create(*client_config);
+  // kube-proxy's client-side rate limit (clientConnection.qps/burst, --kube-api-qps/--kube-api-burst).
+  k8s::ClientOptions client_options;
+  client_options.qps = o.api_qps;
+  client_options.burst = o.api_burst;
+  auto client = k8s::Client::create(*client_config, client_options);
   if (!client) return client.error();
   if (auto v = (*client)->version(); v.ok())
     log::info("API server " + (*client)->server() + " version " + v->value("gitVersion", std::string("?")));

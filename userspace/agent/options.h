@@ -18,9 +18,19 @@ struct Options {
   std::string cluster_cidr;        // --cluster-cidr / clusterCIDR
   std::string healthz_bind_address = "0.0.0.0:10256";   // --healthz-bind-address
   std::string metrics_bind_address = "127.0.0.1:10249"; // --metrics-bind-address
-  std::chrono::milliseconds min_sync_period{100};       // --min-sync-period / minSyncPeriod
+  // --min-sync-period / <mode>.minSyncPeriod (iptables.minSyncPeriod, ...).
+  std::chrono::milliseconds min_sync_period{100};
+  // --kube-api-qps / --kube-api-burst / clientConnection.qps, .burst: the
+  // client-side rate limit of API requests (kube-proxy's defaults; qps < 0:
+  // none).
+  double api_qps = 5;
+  int api_burst = 10;
   std::chrono::seconds tcp_established_timeout{0};      // conntrack.tcpEstablishedTimeout (0: datapath default)
-  std::chrono::seconds tcp_close_wait_timeout{0};       // conntrack.tcpCloseWaitTimeout
+  // conntrack.tcpCloseWaitTimeout: kube-proxy sets the kernel's CLOSE_WAIT
+  // (a FIN from one side, acknowledged, the other side still open). kpx's
+  // datapath has one state for a FIN from one side (its FIN_WAIT and
+  // CLOSE_WAIT together), whose timeout this sets.
+  std::chrono::seconds tcp_close_wait_timeout{0};
   std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout
   // conntrack.maxPerCore / conntrack.min (kube-proxy's defaults): the table
   // holds max(maxPerCore * CPUs, min) flows; maxPerCore 0 keeps kpx's
@@ -70,10 +80,27 @@ struct Options {
   int verbosity = 0;               // -v
 };
 
-// Apply a KubeProxyConfiguration file's fields onto `o` (the flags given
-// explicitly are applied after it by the caller). Unknown fields are
-// ignored, as kube-proxy's lenient decoding does; wrong types are errors.
-Status load_config_file(const std::string& path, Options& o);
+// What loading a KubeProxyConfiguration found besides the values.
+struct ConfigFileReport {
+  // Fields set to a non-default value that kpx does not honour, each as
+  // "path=value (why)".
+  std::vector<std::string> not_honoured;
+  // Dotted paths of fields v1alpha1 does not have, and of fields given
+  // twice (the last one counts): kube-proxy's strict decoding fails on
+  // these, then it decodes leniently, logs the error and carries on.
+  std::vector<std::string> unknown, duplicates;
+  // The start-up warnings, one line each ("" when there is nothing to say).
+  std::string not_honoured_line() const;
+  std::string strict_decoding_line() const;
+};
+
+// Apply a kubeproxy.config.k8s.io/v1alpha1 KubeProxyConfiguration (as
+// kubeadm writes it) onto `o`, with kube-proxy's meaning: zero values are
+// defaults, the proxy mode's section (iptables, ipvs, nftables) gives the
+// sync periods and masqueradeAll. The flags given explicitly are applied
+// after it by the caller. Wrong types, a wrong kind or apiVersion and
+// invalid values are errors (kube-proxy exits on them too).
+Result<ConfigFileReport> load_config_file(const std::string& path, Options& o);
 
 // Go duration strings as Kubernetes writes them: "24h0m0s", "1s", "250ms".
 Result<std::chrono::milliseconds> parse_duration(const std::string& s);

@@ -93,6 +93,17 @@ ApiStatus too_large_status() {
   return make(413, "RequestEntityTooLarge", "Request entity too large: limit is 3145728");
 }
 
+ApiStatus too_large_resource_version_status(uint64_t wanted, uint64_t current) {
+  ApiStatus s =
+      make(504, "Timeout",
+           "Too large resource version: " + std::to_string(wanted) + ", current: " + std::to_string(current));
+  s.details = {
+      {"causes",
+       Json::array({{{"reason", "ResourceVersionTooLarge"}, {"message", "Too large resource version"}}})},
+      {"retryAfterSeconds", 1}};
+  return s;
+}
+
 ApiStatus internal_error_status(std::string message) {
   ApiStatus s = make(500, "InternalError", "Internal error occurred: " + message);
   s.details = {{"causes", Json::array({{{"message", message}}})}};

@@ -63,6 +63,9 @@ ApiStatus path_not_found_status();
 ApiStatus unsupported_media_type_status(const std::string& content_type);
 ApiStatus not_acceptable_status();
 ApiStatus too_large_status();
+// 504 Timeout with cause ResourceVersionTooLarge: a list at a version the
+// server has not reached.
+ApiStatus too_large_resource_version_status(uint64_t wanted, uint64_t current);
 ApiStatus internal_error_status(std::string message);
 // An answer for an arbitrary code, as fault injection makes them (429 and
 // 503 get Retry-After when retry_after_s > 0).

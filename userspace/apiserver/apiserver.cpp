@@ -129,7 +129,7 @@ struct ApiServer::Impl {
         store(o.compaction_window),
         tokens(o.continue_ttl),
         faults(store, tokens),
-        objects(store, tokens),
+        objects(store, tokens, o.watch_cache),
         watches(store, WatchOptions{o.bookmark_interval, o.max_watch_timeout, o.split_watch_chunks},
                 o.chunk_seed) {}
 

@@ -27,6 +27,9 @@ struct Options {
   std::chrono::seconds max_watch_timeout{1800};  // and the default timeoutSeconds
   std::chrono::milliseconds continue_ttl{std::chrono::minutes(5)};
   bool split_watch_chunks = true;  // chunk boundaries not aligned with events
+  // kube-apiserver's --watch-cache: with it, resourceVersion=0 lists come
+  // whole from the cache (limit ignored); without, they are paged.
+  bool watch_cache = true;
   uint64_t chunk_seed = 1;         // makes the splitting reproducible
   // "10.96.0.0/16": Services get ClusterIPs from this IPv4 range as from a
   // real server (cluster_ip.h). Empty: no allocation, clusterIPs stored as sent.

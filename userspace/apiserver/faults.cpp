@@ -22,13 +22,23 @@ http::Response bad_param(const std::string& key) {
   return status_response(bad_request_status("query parameter '" + key + "' must be a non-negative integer"));
 }
 
+constexpr size_t kMaxRequests = 1000;
+
 }  // namespace
+
+void Faults::record(const http::Request& req) {
+  Json query = Json::object();
+  for (const auto& [k, v] : req.query) query[k] = v;
+  requests_.push_back({{"method", req.method}, {"path", req.path}, {"query", std::move(query)}});
+  if (requests_.size() > kMaxRequests) requests_.pop_front();
+}
 
 std::optional<http::Response> Faults::before_request(const http::Request& req) {
   std::chrono::milliseconds delay;
   std::optional<ApiStatus> injected;
   {
     std::lock_guard lk(mu_);
+    record(req);
     delay = delay_;
     for (auto it = injections_.begin(); it != injections_.end(); ++it) {
       if (req.path.rfind(it->path_prefix, 0) != 0) continue;
@@ -87,6 +97,12 @@ http::Response Faults::handle(const http::Request& req) {
     return status_response(method_not_allowed_status());
   }
   if (path.rfind("/kpx/faults/", 0) != 0) return status_response(path_not_found_status());
+  if (action == "requests" && req.method == "GET") {
+    std::lock_guard lk(mu_);
+    Json list = Json::array();
+    for (const auto& r : requests_) list.push_back(r);
+    return json_response(200, {{"requests", std::move(list)}});
+  }
   if (req.method != "POST") return status_response(method_not_allowed_status());
 
   if (action == "drop-watches") {

@@ -13,6 +13,8 @@
 //                                          expireWatches every open watch gets ERROR 410
 //   POST   /kpx/faults/expire-continue     every continue token issued so far gets 410 Expired
 //   POST   /kpx/faults/compaction-window?events=N   keep the last N events from now on
+//   GET    /kpx/faults/requests            the last 1000 API requests, oldest first, each
+//                                          {"method","path","query":{...}} (what a client asked)
 #pragma once
 
 #include <chrono>
@@ -50,12 +52,14 @@ class Faults {
     int retry_after_s;
   };
   Json state() const;
+  void record(const http::Request& req);  // under mu_
 
   Store& store_;
   ContinueTokens& tokens_;
   mutable std::mutex mu_;
   std::chrono::milliseconds delay_{0};
   std::deque<Injection> injections_;
+  std::deque<Json> requests_;  // the last kMaxRequests
 };
 
 }  // namespace kpx::apiserver

@@ -134,6 +134,28 @@ http::Response ObjectHandlers::list(const ResourcePath& path, const http::Reques
     at_rv = point->rv;
     after = point->after;
   }
+  if (token.empty()) {
+    // resourceVersion on a list (no resourceVersionMatch), as the real
+    // server with its watch cache: "0" is any version, from the cache,
+    // and the cache ignores limit (without the cache: paged from etcd); "N" without limit is the cache at N
+    // or newer; "N" with limit is read from etcd at exactly N (410 once compacted); "" is the latest, paged.
+    // N beyond the latest: 504.
+    std::string rv_text = req.query_value("resourceVersion");
+    if (rv_text == "0") {
+      if (watch_cache_) limit = 0;
+    } else if (!rv_text.empty()) {
+      if (!is_decimal(rv_text) || rv_text.size() > 19)
+        return status_response(bad_request_status("invalid resource version: " + rv_text));
+      uint64_t want = std::stoull(rv_text);
+      if (want > store_.current_rv())
+        return status_response(too_large_resource_version_status(want, store_.current_rv()));
+      if (limit > 0) {
+        if (want < store_.compacted_rv())
+          return status_response(expired_status("The resourceVersion for the provided list is too old."));
+        at_rv = want;
+      }
+    }
+  }
   auto page = store_.list(t, path.ns, *sel, limit, at_rv, after);
   if (!page) return status_response(page.error());
   std::string next = page->last ? tokens_.issue(t, page->rv, *page->last) : "";
@@ -180,8 +202,8 @@ http::Response ObjectHandlers::create(const ResourcePath& path, const http::Requ
   if (is_decimal(rv) && rv.find_first_not_of('0') != std::string::npos)
     return status_response(
         internal_error_status("resourceVersion should not be set on objects to be created"));
-  for (const char* f :
-       {"resourceVersion", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"})
+  for (const char* f : {"resourceVersion", "uid", "creationTimestamp", "deletionTimestamp",
+                        "deletionGracePeriodSeconds", "selfLink"})
     meta.erase(f);
   prepare_for_create(t, obj);
   auto stored = store_.create(t, std::move(obj));

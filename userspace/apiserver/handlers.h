@@ -12,7 +12,8 @@ namespace kpx::apiserver {
 
 class ObjectHandlers {
  public:
-  ObjectHandlers(Store& store, const ContinueTokens& tokens) : store_(store), tokens_(tokens) {}
+  ObjectHandlers(Store& store, const ContinueTokens& tokens, bool watch_cache = true)
+      : store_(store), tokens_(tokens), watch_cache_(watch_cache) {}
 
   http::Response handle(const ResourcePath& path, const http::Request& req);
 
@@ -26,6 +27,7 @@ class ObjectHandlers {
 
   Store& store_;
   const ContinueTokens& tokens_;
+  const bool watch_cache_;
 };
 
 // A list's selectors from labelSelector= and fieldSelector=.

@@ -12,6 +12,7 @@
 
 #include "agent/agent.h"
 #include "agent/http_endpoints.h"
+#include "log/log.h"
 #include "apiserver/apiserver.h"
 #include "bpf/log.h"
 #include "bpf/object.h"
@@ -407,6 +408,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->capture_default_str();
   bool api_aligned = false;
   api_cmd->add_flag("--aligned-chunks", api_aligned, "one watch event per chunk (default: split and merged)");
+  api_cmd->add_flag("--watch-cache,!--no-watch-cache", api.watch_cache,
+                    "as kube-apiserver's watch cache: resourceVersion=0 lists come whole, limit ignored "
+                    "(--watch-cache=false: paged)")
+      ->capture_default_str();
   api_cmd->callback([&] {
     api.bookmark_interval = std::chrono::milliseconds(api_bookmark_ms);
     api.max_watch_timeout = std::chrono::seconds(api_watch_timeout_s);
@@ -486,16 +491,25 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                         "new flows one pod interface may open at once (0: " +
                             std::to_string(KPX_DEFAULT_CT_NEW_BURST) + ")");
   agent_cmd->add_flag("--cleanup", ag.cleanup, "remove the datapath (maps, attachments) and exit");
-  agent_cmd->add_option("-v", ag.verbosity, "log verbosity")->check(CLI::Range(0, 10));
+  auto* o_verbosity = agent_cmd->add_option("-v", ag.verbosity, "log verbosity")->check(CLI::Range(0, 10));
+  auto* o_qps = agent_cmd->add_option("--kube-api-qps", ag.api_qps, "API requests a second (a negative value: no limit)")
+                    ->capture_default_str();
+  auto* o_burst = agent_cmd->add_option("--kube-api-burst", ag.api_burst, "API requests at once before --kube-api-qps applies")
+                      ->capture_default_str()
+                      ->check(CLI::Range(1, 1000000));
   agent_cmd->callback([&] {
     agent::Options o = ag;
     if (!ag_config.empty()) {
       // The file first, then the flags given on the command line.
       agent::Options from_file;
-      if (auto st = agent::load_config_file(ag_config, from_file); !st) {
-        rc = report(io, st.error());
+      auto loaded = agent::load_config_file(ag_config, from_file);
+      if (!loaded) {
+        rc = report(io, loaded.error());
         return;
       }
+      // At start, one line each: what kube-proxy would have done that kpx does not.
+      if (auto line = loaded->strict_decoding_line(); !line.empty()) log::warning(line);
+      if (auto line = loaded->not_honoured_line(); !line.empty()) log::warning(line);
       auto keep = [](CLI::Option* opt, std::string& flag, const std::string& file) {
         if (opt->count() == 0) flag = file;
       };
@@ -505,6 +519,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       keep(o_healthz, o.healthz_bind_address, from_file.healthz_bind_address);
       keep(o_metrics, o.metrics_bind_address, from_file.metrics_bind_address);
       if (o_min_sync->count() == 0) o.min_sync_period = from_file.min_sync_period;
+      if (o_qps->count() == 0) o.api_qps = from_file.api_qps;
+      if (o_burst->count() == 0) o.api_burst = from_file.api_burst;
+      if (o_verbosity->count() == 0) o.verbosity = from_file.verbosity;
       o.tcp_established_timeout = from_file.tcp_established_timeout;
       o.tcp_close_wait_timeout = from_file.tcp_close_wait_timeout;
       o.udp_timeout = from_file.udp_timeout;

@@ -25,7 +25,8 @@ if(TARGET kpx_k8s_unit_tests)
 endif()
 
 # The API client: kubeconfig parsing, and reflectors against `kpx apiserver`.
-kpx_test(kpx_k8s_client_tests unit tests/unit/kubeconfig_test.cpp tests/unit/reflector_test.cpp)
+kpx_test(kpx_k8s_client_tests unit tests/unit/kubeconfig_test.cpp tests/unit/reflector_test.cpp
+  tests/unit/reflector_client_go_test.cpp)
 if(TARGET kpx_k8s_client_tests)
   target_link_libraries(kpx_k8s_client_tests PRIVATE kpx_k8s)
 endif()

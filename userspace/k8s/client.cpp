@@ -11,6 +11,7 @@
 
 #include "k8s/bearer_token.h"
 #include "k8s/line_splitter.h"
+#include "k8s/rate_limiter.h"
 #include "log/log.h"
 
 namespace kpx::k8s {
@@ -98,6 +99,12 @@ ApiError error_of(int code, const http::http_headers& headers, const std::string
   if (status.is_object() && string_field(status, "kind") == "Status") {
     e.reason = string_field(status, "reason");
     e.message = string_field(status, "message");
+    auto details = status.find("details");
+    if (details != status.end() && details->is_object()) {
+      auto causes = details->find("causes");
+      if (causes != details->end() && causes->is_array() && !causes->empty() && causes->front().is_object())
+        e.cause = string_field(causes->front(), "reason");
+    }
   } else {
     e.message = body.size() > 200 ? body.substr(0, 200) + "..." : body;
   }
@@ -149,6 +156,7 @@ struct Client::Impl {
   BearerToken token;
   std::unique_ptr<http::client::http_client> requests;  // request_timeout
   std::unique_ptr<http::client::http_client> watches;   // watch_idle_timeout
+  std::unique_ptr<RateLimiter> limiter;                 // null: no limit
 
   // Sends one request and waits for the answer's head; the body is read by
   // the caller. A 401 with a token file re-reads the file and tries once more.
@@ -196,6 +204,7 @@ Result<std::unique_ptr<Client>> Client::create(const ClientConfig& config, const
   auto impl = std::make_unique<Impl>();
   impl->config = config;
   impl->options = options;
+  if (options.qps > 0) impl->limiter = std::make_unique<RateLimiter>(options.qps, options.burst);
   if (!config.token.empty()) {
     impl->token = BearerToken::fixed(config.token);
   } else if (!config.token_file.empty()) {
@@ -258,7 +267,18 @@ ApiResult<json> Client::get(const std::string& path_and_query, std::stop_token s
 
 ApiResult<json> Client::send(const std::string& method, const std::string& path_and_query, const json& body,
                              std::stop_token stop) {
+  return request(method, path_and_query, body, nullptr, stop);
+}
+
+ApiResult<json> Client::list(const std::string& path_and_query, const ItemSink& on_item,
+                             std::stop_token stop) {
+  return request("GET", path_and_query, json(), &on_item, stop);
+}
+
+ApiResult<json> Client::request(const std::string& method, const std::string& path_and_query,
+                                const json& body, const ItemSink* on_item, std::stop_token stop) {
   const std::string what = method + " " + path_and_query;
+  if (impl_->limiter && !impl_->limiter->wait(stop)) return local_error(what, "cancelled");
   pplx::cancellation_token_source cts;
   std::stop_callback on_stop(stop, [&cts] { cts.cancel(); });
   // No CancelOnExit: the body is always read to its end, and the connection
@@ -273,7 +293,25 @@ ApiResult<json> Client::send(const std::string& method, const std::string& path_
   }
   int code = response->status_code();
   if (code < 200 || code > 299) return error_of(code, response->headers(), text, what);
-  json j = json::parse(text, nullptr, false);
+  if (!on_item) {
+    json j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return local_error(what, "the answer is not JSON");
+    return j;
+  }
+  // Each element of the top-level "items" is handed over as soon as it is
+  // complete and discarded from the tree (depth 2: root, "items", item).
+  std::string top_key;
+  json j = json::parse(
+      text,
+      [&](int depth, json::parse_event_t ev, json& parsed) {
+        if (ev == json::parse_event_t::key && depth == 1) top_key = parsed.get<std::string>();
+        if (depth == 2 && top_key == "items" && ev == json::parse_event_t::object_end) {
+          (*on_item)(std::move(parsed));
+          return false;
+        }
+        return true;
+      },
+      false);
   if (j.is_discarded()) return local_error(what, "the answer is not JSON");
   return j;
 }
@@ -286,6 +324,7 @@ ApiResult<WatchEnd> Client::watch(const std::string& path_and_query, const Watch
   pplx::cancellation_token_source cts;
   std::stop_callback on_stop(stop, [&cts] { cts.cancel(); });
   CancelOnExit close(cts);
+  if (impl_->limiter && !impl_->limiter->wait(stop)) return WatchEnd::kStopped;
   auto response =
       impl_->start(*impl_->watches, http::methods::GET, path_and_query, nullptr, cts.get_token(), what);
   if (!response) {

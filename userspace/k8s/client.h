@@ -31,6 +31,11 @@ struct ClientOptions {
   // A token file is re-read when its copy is older than this (and after a 401).
   std::chrono::seconds token_max_age{60};
   std::string user_agent = "kpx/0.1";
+  // Client-side rate limit of every request (watches included), a token
+  // bucket as client-go's: qps a second, bursts of `burst`. qps <= 0: none
+  // (tests, the lab); the agent passes kube-proxy's 5 and 10.
+  double qps = 0;
+  int burst = 0;
 };
 
 // How a watch ended without an error.
@@ -61,6 +66,13 @@ class Client {
   // patch) or "DELETE"; body may be null.
   ApiResult<nlohmann::json> send(const std::string& method, const std::string& path_and_query,
                                  const nlohmann::json& body, std::stop_token stop = {});
+  // GET of a list whose items go to on_item one at a time as they are
+  // decoded, each dropped from the answer: a 50,000-object list is never
+  // held as one JSON tree. Returns the list without its items (kind,
+  // metadata: resourceVersion, continue).
+  using ItemSink = std::function<void(nlohmann::json&& item)>;
+  ApiResult<nlohmann::json> list(const std::string& path_and_query, const ItemSink& on_item,
+                                 std::stop_token stop = {});
   // GET /version: checks the server is there and speaks the API.
   ApiResult<nlohmann::json> version();
 
@@ -77,6 +89,10 @@ class Client {
  private:
   struct Impl;
   explicit Client(std::unique_ptr<Impl> impl);
+  // send() and list(): on_item null parses the whole answer.
+  ApiResult<nlohmann::json> request(const std::string& method, const std::string& path_and_query,
+                                    const nlohmann::json& body, const ItemSink* on_item,
+                                    std::stop_token stop);
   std::unique_ptr<Impl> impl_;
 };
 

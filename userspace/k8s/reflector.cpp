@@ -82,7 +82,7 @@ Reflector::Reflector(Client& client, ResourceSpec spec, ReflectorHandlers handle
       spec_(std::move(spec)),
       handlers_(std::move(handlers)),
       options_(options),
-      backoff_(options.initial_backoff, options.max_backoff) {
+      backoff_(options.initial_backoff, options.max_backoff, options.backoff_reset) {
   if (spec_.name.empty()) spec_.name = spec_.list_path;
 }
 
@@ -96,12 +96,19 @@ void Reflector::set_resource_version(std::string rv) {
   resource_version_ = std::move(rv);
 }
 
+std::string Reflector::relist_resource_version() const {
+  if (rv_unavailable_) return "";
+  std::string rv = last_resource_version();
+  return rv.empty() ? "0" : rv;
+}
+
 ReflectorStats Reflector::stats() const {
   ReflectorStats s;
   s.lists = counters_.lists;
   s.list_pages = counters_.list_pages;
   s.list_restarts = counters_.list_restarts;
   s.relists = counters_.relists;
+  s.consistent_lists = counters_.consistent_lists;
   s.watches = counters_.watches;
   s.events = counters_.events;
   s.bookmarks = counters_.bookmarks;
@@ -124,48 +131,58 @@ std::string Reflector::path(const std::vector<std::pair<std::string, std::string
 
 void Reflector::run(std::stop_token stop) {
   bool need_list = true;
-  int gone_in_a_row = 0;     // 410s without progress in between
   int expired_in_a_row = 0;  // lists restarted for an expired continue token
   backoff_.reset();
   while (!stop.stop_requested()) {
     if (need_list) {
+      const std::string rv = relist_resource_version();
+      // client-go: a list at a given version goes unpaged, so that the watch
+      // cache can serve it (with limit it would be read from etcd at exactly
+      // that version); "0" and "" stay paged (the cache ignores limit on
+      // "0"), and so does everything once "0" came back paged.
+      size_t page_size = (rv.empty() || rv == "0" || paginated_result_) ? options_.page_size : 0;
       // Paging that keeps expiring (pages slower than the compaction
-      // window) falls back to one unpaged list, as client-go's pager does.
-      auto listed = list(stop, expired_in_a_row < 2 ? options_.page_size : 0);
+      // window) falls back to one unpaged list.
+      auto listed = list(stop, rv, expired_in_a_row < 2 ? page_size : 0);
       if (!listed) {
         if (stop.stop_requested()) break;
         ++counters_.errors;
+        const ApiError& e = listed.error();
         milliseconds delay;
-        if (listed.error().is_gone() && expired_in_a_row++ == 0) {
+        if (failed_on_continue_ && e.is_gone() && expired_in_a_row++ == 0) {
           // The continue token expired between pages: start again at once.
           ++counters_.list_restarts;
-          log::info(spec_.name + ": list expired while paging (" + listed.error().to_string() +
-                    "); listing again");
+          log::info(spec_.name + ": list expired while paging (" + e.to_string() + "); listing again");
+          delay = milliseconds(0);
+        } else if (!failed_on_continue_ && !rv.empty() &&
+                   (e.is_gone() || e.is_resource_version_too_large())) {
+          // client-go: the version asked for is unavailable (compacted, or
+          // not reached by this server): a consistent read at once.
+          rv_unavailable_ = true;
+          ++counters_.consistent_lists;
+          log::info(spec_.name + ": list at resourceVersion " + rv + " refused (" + e.to_string() +
+                    "); listing the latest");
           delay = milliseconds(0);
         } else {
-          if (listed.error().is_gone()) ++counters_.list_restarts;
-          delay = retry_delay("list", listed.error());
+          if (e.is_gone()) ++counters_.list_restarts;
+          delay = retry_delay("list", e);
         }
         sleep_for(stop, delay);
         continue;
       }
       expired_in_a_row = 0;
+      rv_unavailable_ = false;
       log::debug(1, spec_.name + ": listed " + std::to_string(listed->items.size()) + " at resourceVersion " +
-                        listed->resource_version);
+                        listed->resource_version + " (asked for \"" + rv + "\")");
       // Counters first: whoever sees a handler's effect sees them counted.
       ++counters_.lists;
       set_resource_version(std::move(listed->resource_version));
       if (handlers_.on_replace) handlers_.on_replace(std::move(listed->items));
       synced_ = true;
       need_list = false;
-      backoff_.reset();
     }
 
     WatchOutcome w = watch(stop);
-    if (w.healthy) {
-      backoff_.reset();
-      gone_in_a_row = 0;
-    }
     switch (w.result) {
       case WatchResult::kStopped:
         return;
@@ -174,8 +191,8 @@ void Reflector::run(std::stop_token stop) {
         need_list = true;
         log::info(spec_.name + ": resourceVersion " + last_resource_version() +
                   " is too old (410); listing again");
-        // A relist at once, unless the server keeps refusing fresh versions.
-        if (gone_in_a_row++ > 0) sleep_for(stop, backoff_.next());
+        // client-go restarts list-and-watch through its backoff manager.
+        sleep_for(stop, backoff_.next());
         break;
       case WatchResult::kClosed:
         break;  // the server's timeout: watch again from the same version
@@ -187,16 +204,39 @@ void Reflector::run(std::stop_token stop) {
   }
 }
 
-ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, size_t page_size) {
+ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, const std::string& rv, size_t page_size) {
   Listing out;
   std::string cont;
+  failed_on_continue_ = false;
+  // Unpaged answers are handed over in batches of this many items.
+  const size_t batch_size = options_.page_size > 0 ? options_.page_size : 500;
+  bool first = true;
+  std::vector<json> batch;
+  auto flush = [&] {
+    handlers_.on_list_page(std::move(batch), first);
+    first = false;
+    batch = {};
+  };
+  Client::ItemSink sink = [&](json&& item) {
+    if (!handlers_.on_list_page) {
+      out.items.push_back(std::move(item));
+      return;
+    }
+    batch.push_back(std::move(item));
+    if (batch.size() >= batch_size) flush();
+  };
   do {
     std::vector<std::pair<std::string, std::string>> params;
+    // A continued page carries no resourceVersion: the token holds it.
+    if (cont.empty() && !rv.empty()) params.emplace_back("resourceVersion", rv);
     if (page_size > 0) params.emplace_back("limit", std::to_string(page_size));
     if (!cont.empty()) params.emplace_back("continue", cont);
     const std::string p = path(params);
-    auto page = client_.get(p, stop);
-    if (!page) return page.error();
+    auto page = client_.list(p, sink, stop);
+    if (!page) {
+      failed_on_continue_ = !cont.empty();
+      return page.error();
+    }
     ++counters_.list_pages;
     json& j = *page;
     auto items = j.find("items");
@@ -206,14 +246,9 @@ ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, size_t page_
       e.message = "the answer is not a list";
       return e;
     }
-    if (handlers_.on_list_page) {
-      std::vector<json> page_items;
-      if (items != j.end() && items->is_array())
-        for (auto& item : *items) page_items.push_back(std::move(item));
-      handlers_.on_list_page(std::move(page_items), cont.empty());
-    } else if (items != j.end() && items->is_array()) {
-      for (auto& item : *items) out.items.push_back(std::move(item));
-    }
+    // Every page is handed over, the first even when empty: "first" starts
+    // the handler's list over.
+    if (handlers_.on_list_page && (first || !batch.empty())) flush();
     auto meta = j.find("metadata");
     out.resource_version = meta == j.end() ? "" : string_at(*meta, "resourceVersion");
     cont = meta == j.end() ? "" : string_at(*meta, "continue");
@@ -223,6 +258,7 @@ ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, size_t page_
       e.message = "the list has no metadata.resourceVersion";
       return e;
     }
+    if (rv == "0" && !cont.empty()) paginated_result_ = true;  // no watch cache: paging is honoured
   } while (!cont.empty());
   return out;
 }

@@ -1,14 +1,25 @@
-// List-then-watch of one resource type, as client-go's reflector does it:
-//   - a paged list (limit, continue; an expired continue token restarts the
-//     whole list, unpaged if it expires again), whose items replace
-//     everything the handler knows;
+// List-then-watch of one resource type, with client-go's reflector rules:
+//   - the first list asks for resourceVersion=0 (any version, served from
+//     the API server's watch cache, which ignores limit); a relist after a
+//     watch's 410 asks for the last version seen, unpaged (the watch cache
+//     serves "at least this version" only without limit); a list refused
+//     with 410 or "too large resource version" is retried at once with
+//     resourceVersion="" (a consistent read, paged), and so is every list
+//     until one succeeds. Paging stays on when a resourceVersion=0 list came
+//     back paged (no watch cache). An expired continue token restarts the
+//     whole list (unpaged if it expires again: kpx's own, client-go's pager
+//     goes unpaged at once).
+//   - list items are decoded one by one from the answer (Client::list) and
+//     handed over in batches, so a 50,000-object answer is never one tree;
+//     the complete list replaces everything the handler knows;
 //   - a watch from the list's resourceVersion with bookmarks; every object
 //     and BOOKMARK moves the remembered version;
 //   - a watch that ends or drops resumes from the remembered version,
-//     without a relist; 410 Gone (up front or as an ERROR event) relists,
-//     then watches from the new list's version;
-//   - errors back off (jittered, exponential), Retry-After is honoured,
-//     401/403 are logged as configuration faults and retried slowly.
+//     without a relist; 410 Gone (up front or as an ERROR event) relists;
+//   - errors and relists back off (client-go's backoff manager: 800 ms
+//     doubling to 30 s, jitter up to one delay, starting over only after 2
+//     minutes without a delay), Retry-After is honoured, 401/403 are logged
+//     as configuration faults and retried slowly.
 // An error never reaches the handlers: the last good state stays.
 // resourceVersion is opaque: it is only passed back.
 #pragma once
@@ -59,13 +70,17 @@ struct ReflectorHandlers {
 };
 
 struct ReflectorOptions {
-  size_t page_size = 500;  // 0: one unpaged list
+  // client-go's pager default. 0: never paged. Pages (or, unpaged, batches
+  // of this many decoded items) go to on_list_page.
+  size_t page_size = 500;
   // Each watch asks for a timeoutSeconds drawn from [min, max] (client-go:
   // 5 to 10 minutes), so that the watches of many clients do not end together.
   std::chrono::seconds min_watch_timeout{300};
   std::chrono::seconds max_watch_timeout{600};
-  std::chrono::milliseconds initial_backoff{200};
+  std::chrono::milliseconds initial_backoff{800};
   std::chrono::milliseconds max_backoff{30000};
+  // The backoff starts over after this long without a delay taken.
+  std::chrono::milliseconds backoff_reset{120000};
   // Floor of the delay after 401/403 (a configuration fault, not a blip).
   std::chrono::milliseconds auth_error_delay{10000};
   // A Retry-After longer than this is capped.
@@ -73,12 +88,13 @@ struct ReflectorOptions {
 };
 
 struct ReflectorStats {
-  uint64_t lists = 0;          // complete lists (each one called on_replace)
-  uint64_t list_pages = 0;     // list requests answered
-  uint64_t list_restarts = 0;  // lists restarted because a continue token expired
-  uint64_t relists = 0;        // lists caused by 410 Gone on a watch
-  uint64_t watches = 0;        // watch requests sent
-  uint64_t events = 0;         // ADDED, MODIFIED and DELETED handled
+  uint64_t lists = 0;             // complete lists (each one called on_replace)
+  uint64_t list_pages = 0;        // list requests answered
+  uint64_t list_restarts = 0;     // lists restarted because a continue token expired
+  uint64_t relists = 0;           // lists caused by 410 Gone on a watch
+  uint64_t consistent_lists = 0;  // lists retried with resourceVersion="" (the version was unavailable)
+  uint64_t watches = 0;           // watch requests sent
+  uint64_t events = 0;            // ADDED, MODIFIED and DELETED handled
   uint64_t bookmarks = 0;
   uint64_t errors = 0;  // failed requests, ERROR events, broken streams
 };
@@ -108,12 +124,15 @@ class Reflector {
   enum class WatchResult { kStopped, kGone, kClosed, kFailed };
   struct WatchOutcome {
     WatchResult result;
-    bool healthy = false;  // it delivered something or ran a while: errors start over
+    bool healthy = false;  // it delivered something or ran a while (else a clean end is a failure)
     ApiError error;        // kFailed
   };
 
-  // All pages of page_size items (0: one unpaged request).
-  ApiResult<Listing> list(std::stop_token stop, size_t page_size);
+  // All pages of page_size items (0: one unpaged request) at rv.
+  ApiResult<Listing> list(std::stop_token stop, const std::string& rv, size_t page_size);
+  // client-go's relistResourceVersion(): "" when the last version is
+  // unavailable, "0" before any, else the last one seen.
+  std::string relist_resource_version() const;
   WatchOutcome watch(std::stop_token stop);
   // The delay after a failed request; logs it.
   std::chrono::milliseconds retry_delay(const std::string& what, const ApiError& e);
@@ -126,12 +145,17 @@ class Reflector {
   ReflectorOptions options_;
   Backoff backoff_;  // used by run() only
 
+  // run()'s thread only.
+  bool rv_unavailable_ = false;      // a list at the last version got 410 / too large
+  bool paginated_result_ = false;    // a resourceVersion=0 list came back paged: no watch cache
+  bool failed_on_continue_ = false;  // the last failed list failed on a continued page
+
   std::atomic<bool> synced_{false};
   mutable std::mutex mu_;
   std::string resource_version_;  // under mu_
   struct Counters {
-    std::atomic<uint64_t> lists{0}, list_pages{0}, list_restarts{0}, relists{0}, watches{0}, events{0},
-        bookmarks{0}, errors{0};
+    std::atomic<uint64_t> lists{0}, list_pages{0}, list_restarts{0}, relists{0}, consistent_lists{0},
+        watches{0}, events{0}, bookmarks{0}, errors{0};
   } counters_;
 };
 
