@@ -59,8 +59,6 @@ std::string temp_file(const std::string& text) {
   return path;
 }
 
-}
-
 // manifests/kpx.yaml: least privilege, its config loads, and socket-level
 // load balancing hooks the host's cgroup root (a host path mounted where
 // --socket-lb-cgroup points, not the container's own cgroup view).

@@ -81,7 +81,9 @@ TEST_F(ReflectorClientGoTest, FirstListAsksForVersionZeroWithTheDefaultPageSize)
   EXPECT_EQ(recorder_.replaces()[0].size(), 7u);
 }
 
-TEST_F(ReflectorClientGoTest, RelistAfterAWatch410AsksForTheLastVersionUnpaged) {
+// client-go asks for the last version unpaged (for the watch cache); kpx
+// pages it, to bound its memory (reflector.cpp says why).
+TEST_F(ReflectorClientGoTest, RelistAfterAWatch410AsksForTheLastVersionPaged) {
   create_service("a");
   options_.page_size = 3;
   start_synced();
@@ -95,7 +97,7 @@ TEST_F(ReflectorClientGoTest, RelistAfterAWatch410AsksForTheLastVersionUnpaged) 
   auto lists = lists_of("/api/v1/services");
   ASSERT_EQ(lists.size(), 2u);
   EXPECT_EQ(lists[1].value("resourceVersion", ""), last);
-  EXPECT_FALSE(lists[1].contains("limit")) << "with limit the server would read etcd at exactly that version";
+  EXPECT_EQ(lists[1].value("limit", ""), "3") << "paged, so a relist never holds a whole large list";
   EXPECT_EQ(reflector_->stats().consistent_lists, 0u);
 }
 
@@ -121,8 +123,10 @@ TEST_F(ReflectorClientGoTest, ListRefusedWith410IsRetriedAtOnceAsAConsistentPage
   fault("compact?expireWatches=true");
   ASSERT_TRUE(recorder_.wait([&] { return recorder_.replaces_locked() == 3; }));
   lists = lists_of("/api/v1/services");
-  ASSERT_EQ(lists.size(), 5u);
+  ASSERT_EQ(lists.size(), 6u);  // and pages it (two pages)
   EXPECT_TRUE(lists[4].contains("resourceVersion") && lists[4]["resourceVersion"] != "0");
+  EXPECT_EQ(lists[4].value("limit", ""), "3");
+  EXPECT_TRUE(lists[5].contains("continue"));
 }
 
 TEST_F(ReflectorClientGoTest, BackoffDoesNotStartOverAfterAOneSecondWatch) {

@@ -136,11 +136,15 @@ void Reflector::run(std::stop_token stop) {
   while (!stop.stop_requested()) {
     if (need_list) {
       const std::string rv = relist_resource_version();
-      // client-go: a list at a given version goes unpaged, so that the watch
-      // cache can serve it (with limit it would be read from etcd at exactly
-      // that version); "0" and "" stay paged (the cache ignores limit on
-      // "0"), and so does everything once "0" came back paged.
-      size_t page_size = (rv.empty() || rv == "0" || paginated_result_) ? options_.page_size : 0;
+      // Every list is paged. client-go lists a given version unpaged (so
+      // that the watch cache serves it, where a limit sends it to etcd at
+      // exactly that version); kpx does not: one unpaged answer of a large
+      // cluster (50,000 slices) held beside the model it replaces takes the
+      // agent past its manifest's memory limit (kpx-bench sync, relist
+      // case). A version etcd has compacted comes back 410 and is read
+      // again consistently ("", paged) below. "0" is paged too: the cache
+      // ignores the limit there, an API server without one honours it.
+      size_t page_size = options_.page_size;
       // Paging that keeps expiring (pages slower than the compaction
       // window) falls back to one unpaged list.
       auto listed = list(stop, rv, expired_in_a_row < 2 ? page_size : 0);
@@ -258,7 +262,6 @@ ApiResult<Reflector::Listing> Reflector::list(std::stop_token stop, const std::s
       e.message = "the list has no metadata.resourceVersion";
       return e;
     }
-    if (rv == "0" && !cont.empty()) paginated_result_ = true;  // no watch cache: paging is honoured
   } while (!cont.empty());
   return out;
 }

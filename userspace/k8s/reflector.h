@@ -147,7 +147,6 @@ class Reflector {
 
   // run()'s thread only.
   bool rv_unavailable_ = false;      // a list at the last version got 410 / too large
-  bool paginated_result_ = false;    // a resourceVersion=0 list came back paged: no watch cache
   bool failed_on_continue_ = false;  // the last failed list failed on a continued page
 
   std::atomic<bool> synced_{false};
