@@ -463,9 +463,12 @@ Status run_agent(const Options& o) {
     set_node(obj);
     eligibility(&obj);
   };
-  k8s::Reflector services(**client, k8s::services_resource(), svc_handlers);
-  k8s::Reflector slices(**client, k8s::endpoint_slices_resource(), slice_handlers);
-  k8s::Reflector node_reflector(**client, k8s::node_resource(node), node_handlers);
+  k8s::ReflectorOptions ropts;
+  ropts.max_backoff = o.api_max_backoff;
+  ropts.initial_backoff = std::min(ropts.initial_backoff, ropts.max_backoff);
+  k8s::Reflector services(**client, k8s::services_resource(), svc_handlers, ropts);
+  k8s::Reflector slices(**client, k8s::endpoint_slices_resource(), slice_handlers, ropts);
+  k8s::Reflector node_reflector(**client, k8s::node_resource(node), node_handlers, ropts);
 
   std::vector<std::jthread> threads;
   threads.emplace_back([&](std::stop_token st) { sync.run(st); });

@@ -25,6 +25,10 @@ struct Options {
   // none).
   double api_qps = 5;
   int api_burst = 10;
+  // The reflectors' longest backoff base (client-go's 30 s; each delay adds
+  // up to as much jitter). Hidden --api-max-backoff-ms, for tests that
+  // inject many faults in a row: kube-proxy has no such setting.
+  std::chrono::milliseconds api_max_backoff{30000};
   std::chrono::seconds tcp_established_timeout{0};      // conntrack.tcpEstablishedTimeout (0: datapath default)
   // conntrack.tcpCloseWaitTimeout: kube-proxy sets the kernel's CLOSE_WAIT
   // (a FIN from one side, acknowledged, the other side still open). kpx's

@@ -492,6 +492,10 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                             std::to_string(KPX_DEFAULT_CT_NEW_BURST) + ")");
   agent_cmd->add_flag("--cleanup", ag.cleanup, "remove the datapath (maps, attachments) and exit");
   auto* o_verbosity = agent_cmd->add_option("-v", ag.verbosity, "log verbosity")->check(CLI::Range(0, 10));
+  int ag_max_backoff_ms = 30000;
+  agent_cmd->add_option("--api-max-backoff-ms", ag_max_backoff_ms)
+      ->check(CLI::Range(1, 3600000))
+      ->group("");  // hidden: tests that inject many API faults in a row
   auto* o_qps = agent_cmd->add_option("--kube-api-qps", ag.api_qps, "API requests a second (a negative value: no limit)")
                     ->capture_default_str();
   auto* o_burst = agent_cmd->add_option("--kube-api-burst", ag.api_burst, "API requests at once before --kube-api-qps applies")
@@ -545,6 +549,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       o.healthz_bind_address = agent::address_from_deprecated_port(o.healthz_bind_address, ag_healthz_port);
     if (ag_config.empty() || o_metrics_port->count() > 0)
       o.metrics_bind_address = agent::address_from_deprecated_port(o.metrics_bind_address, ag_metrics_port);
+    o.api_max_backoff = std::chrono::milliseconds(ag_max_backoff_ms);
     if (o.pin_dir.empty()) o.pin_dir = pin_dir;
     if (auto st = agent::run_agent(o); !st) rc = report(io, st.error());
   });
