@@ -146,30 +146,6 @@ static __always_inline int lb_lookup_uplink(const struct pkt4 *p, __u32 filt, __
 	return (addr_flags & KPX_NODE_ADDR_F_NODEPORT) && lb_lookup_nodeport(p, svc);
 }
 
-/*
- * Pick a backend uniformly at random among the frontend's cluster set and
- * copy it into *be. Slots and backends are ARRAY maps (inlined lookups); a
- * slot freed by userspace after this packet read the frontend holds 0, a
- * removed backend address 0: then no backend is returned and the caller
- * drops (the next packet reads the new frontend value).
- */
-static __always_inline int lb_pick_backend(const struct kpx_service_value *svc,
-					   struct kpx_backend_value_v4 *be)
-{
-	if (svc->backend_count == 0)
-		return 0;
-	return lb_backend_at(svc->slot_base + bpf_get_prandom_u32() % svc->backend_count, be);
-}
-
-/* The same among the local set (this node's endpoints, after the cluster
- * set): traffic policy Local. */
-static __always_inline int lb_pick_local(const struct kpx_service_value *svc, struct kpx_backend_value_v4 *be)
-{
-	if (svc->local_count == 0)
-		return 0;
-	return lb_backend_at(svc->slot_base + svc->backend_count + bpf_get_prandom_u32() % svc->local_count, be);
-}
-
 /* What lb_select found for a new flow. */
 enum lb_select_result {
 	LB_PICKED = 0,
