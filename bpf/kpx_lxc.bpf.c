@@ -17,6 +17,9 @@
  *     out of the cluster, egress masquerade on, no non-masquerade CIDR
  *                        -> conntrack as above; a new flow is SNATed to the
  *                           node with a port of the SNAT range, sent on
+ *     an ICMP error about a flow this pod is the client of (an answer it
+ *     refuses) or the backend of (an uplink or hairpin flow) -> translated
+ *                           back (lib/icmp.h)
  *     anything else      -> pass unchanged
  *   kpx_to_pod (egress: frames delivered to the pod)
  *     an uplink flow's frame marked KPX_MARK_BIND -> bind the flow's REPLY
@@ -24,6 +27,8 @@
  *     source certainly no backend (filter) -> pass
  *     no conntrack entry (remembered per CPU as a negative cache entry) -> pass
  *     conntrack reply of a live flow -> restore the frontend as source
+ *     an ICMP error about one of the pod's flows -> translated back, so
+ *                           the pod sees its own datagram (lib/icmp.h)
  *     anything else       -> pass unchanged
  * Conntrack entries are bound to the veth (ifindex): the pod's FORWARD
  * entries to its ingress, the REPLY entries of its flows to its egress.
@@ -35,6 +40,7 @@
 #include "lib/conntrack.h"
 #include "lib/csum.h"
 #include "lib/ctx.h"
+#include "lib/icmp.h"
 #include "lib/lb.h"
 #include "lib/maps.h"
 #include "lib/nat.h"
@@ -299,8 +305,15 @@ int kpx_from_pod(struct __sk_buff *skb)
 	struct pkt4 p;
 
 	r = parse_pkt4(skb, &p);
-	if (r != PARSE_OK)
+	if (r != PARSE_OK) {
+		if (r == PARSE_OTHER_L4 && p.proto == IPPROTO_ICMP) {
+			if (spoofed(&p))
+				return drop(KPX_CTR_DROP_SPOOF);
+			r = icmp_error_xlate(skb, &p, ifindex, ICMP_AT_FROM_POD);
+			return r >= 0 ? r : pass();
+		}
 		return pass_unparsed(r);
+	}
 
 	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
 	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR)))) {
@@ -404,8 +417,13 @@ int kpx_to_pod(struct __sk_buff *skb)
 	int r;
 
 	r = parse_pkt4(skb, &p);
-	if (r != PARSE_OK)
+	if (r != PARSE_OK) {
+		if (r == PARSE_OTHER_L4 && p.proto == IPPROTO_ICMP) {
+			r = icmp_error_xlate(skb, &p, ifindex, ICMP_AT_TO_POD);
+			return r >= 0 ? r : pass();
+		}
 		return pass_unparsed(r);
+	}
 
 	if (unlikely(skb->mark == KPX_MARK_BIND)) {
 		skb->mark = 0;

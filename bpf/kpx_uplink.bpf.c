@@ -20,6 +20,8 @@
  *     a ClusterIP from a source kube-proxy masquerades (off-cluster by
  *     --detect-local-mode, or --masquerade-all), new flow -> as a NodePort
  *                           with traffic policy Cluster (SNAT to the node)
+ *     an ICMP error about an uplink flow, from the backend's side or the
+ *     client's               -> translated back, sent on (lib/icmp.h)
  *     anything else      -> pass unchanged
  * "Send on": the frame's source is now the node's own address, which the
  * kernel's forwarding path would drop, so kpx routes it (lib/fib.h). The
@@ -32,6 +34,7 @@
 #include "lib/csum.h"
 #include "lib/ctx.h"
 #include "lib/fib.h"
+#include "lib/icmp.h"
 #include "lib/lb.h"
 #include "lib/maps.h"
 #include "lib/nat.h"
@@ -147,8 +150,13 @@ int kpx_from_uplink(struct __sk_buff *skb)
 	int r;
 
 	r = parse_pkt4(skb, &p);
-	if (r != PARSE_OK)
+	if (r != PARSE_OK) {
+		if (r == PARSE_OTHER_L4 && p.proto == IPPROTO_ICMP) {
+			r = icmp_error_xlate(skb, &p, ifindex, ICMP_AT_UPLINK);
+			return r >= 0 ? r : pass();
+		}
 		return pass_unparsed(r);
+	}
 
 	filt = filter_bits(kpx_filter_slot_addr_v4(p.ip->daddr));
 	if (likely(!(filt & (KPX_FILT_FRONTEND | KPX_FILT_NODE_ADDR))))

@@ -336,6 +336,7 @@ enum kpx_counter {
 	KPX_CTR_SOCK_UDP_DESTROYED, /* a UDP socket connected to a backend its Service lost, destroyed */
 	KPX_CTR_REJECT,             /* new flow to a Service without endpoints refused (ICMP port unreachable, ECONNREFUSED) */
 	KPX_CTR_DROP_NO_LOCAL,      /* traffic policy Local, no endpoint on this node: dropped as kube-proxy does */
+	KPX_CTR_ICMP_XLATE,         /* an ICMP error about a translated flow, translated back (bpf/lib/icmp.h) */
 	KPX_CTR_MAX,
 };
 

@@ -146,4 +146,30 @@ std::optional<ParsedIcmpError> parse_icmp_error(const std::vector<uint8_t>& f) {
   return e;
 }
 
+std::vector<uint8_t> build_icmp_error(uint32_t saddr_be, uint32_t daddr_be, uint8_t type, uint8_t code,
+                                      uint32_t rest, const std::vector<uint8_t>& quoted) {
+  std::vector<uint8_t> f(kEth + 20 + 8 + quoted.size(), 0);
+  const uint8_t dmac[6] = {0x02, 0, 0, 0, 0, 0x01}, smac[6] = {0x02, 0, 0, 0, 0, 0x02};
+  std::memcpy(f.data(), dmac, 6);
+  std::memcpy(f.data() + 6, smac, 6);
+  put16(f.data() + 12, 0x0800);
+  uint8_t* ip = f.data() + kEth;
+  ip[0] = 0x45;
+  ip[1] = 0xc0;
+  put16(ip + 2, static_cast<uint16_t>(20 + 8 + quoted.size()));
+  ip[8] = 64;
+  ip[9] = IPPROTO_ICMP;
+  std::memcpy(ip + 12, &saddr_be, 4);
+  std::memcpy(ip + 16, &daddr_be, 4);
+  put16(ip + 10, ipv4_header_checksum(ip, 20));
+  uint8_t* icmp = ip + 20;
+  icmp[0] = type;
+  icmp[1] = code;
+  put16(icmp + 4, static_cast<uint16_t>(rest >> 16));
+  put16(icmp + 6, static_cast<uint16_t>(rest));
+  std::memcpy(icmp + 8, quoted.data(), quoted.size());
+  put16(icmp + 2, fold(sum16(icmp, 8 + quoted.size())));
+  return f;
+}
+
 }  // namespace kpx::packet

@@ -47,6 +47,13 @@ struct ParsedIcmpError {
 };
 std::optional<ParsedIcmpError> parse_icmp_error(const std::vector<uint8_t>& f);
 
+// An ICMP error frame from saddr to daddr (network order) of type and code,
+// `rest` its second word (host order: for fragmentation needed, the next
+// hop's MTU in the low 16 bits), quoting `quoted` (an IP header and what
+// follows of its datagram), with correct IP and ICMP checksums.
+std::vector<uint8_t> build_icmp_error(uint32_t saddr_be, uint32_t daddr_be, uint8_t type, uint8_t code,
+                                      uint32_t rest, const std::vector<uint8_t>& quoted);
+
 // RFC 1071 checksum over the IPv4 header and over pseudo-header + L4.
 uint16_t ipv4_header_checksum(const uint8_t* ip, size_t ihl_bytes);
 uint16_t l4_checksum(const uint8_t* ip, size_t ihl_bytes, const uint8_t* l4, size_t l4_len);
