@@ -152,7 +152,7 @@ static __attribute__((noinline)) int egress_new(struct __sk_buff *skb, struct pk
 #define nat (((struct egress_scratch *)sc->caller)->nat)
 #define fib (((struct egress_scratch *)sc->caller)->fib)
 	if (fib_route(skb, p, cfg->node_addr_v4, p->ip->daddr, 0, p->dport, &fib, &rc))
-		return drop(KPX_CTR_DROP_FIB);
+		return fib_refuse(skb, p, &fib, rc);
 	if (!ct_admit(ifindex))
 		return drop(KPX_CTR_DROP_CT_BUDGET);
 	__builtin_memset(&req, 0, sizeof(req));
@@ -263,7 +263,7 @@ static __attribute__((noinline)) int from_pod_slow(struct __sk_buff *skb, struct
 		if (!req.snat_addr)
 			return drop(KPX_CTR_DROP_NO_NODE_ADDR);
 		if (fib_route(skb, p, req.snat_addr, req.be.addr, 0, req.be.port, &fib, &rc))
-			return drop(KPX_CTR_DROP_FIB);
+			return fib_refuse(skb, p, &fib, rc);
 		req.reply_ifindex = (req.be.flags & KPX_BE_F_LOCAL) ? 0 : fib.ifindex;
 		req.uplink = 1;
 		uplink_snat_ports(cfg, &req.port_min, &req.port_span);

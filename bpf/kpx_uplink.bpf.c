@@ -118,7 +118,7 @@ static __attribute__((noinline)) int uplink_slow(struct __sk_buff *skb, struct p
 	 * replies arrive here) or behind another interface of this node (a
 	 * local pod; its REPLY entry waits for the veth). */
 	if (fib_route(skb, p, req.snat_addr ? req.snat_addr : p->ip->saddr, req.be.addr, 0, req.be.port, &fib, &rc))
-		return drop(KPX_CTR_DROP_FIB);
+		return fib_refuse(skb, p, &fib, rc);
 	req.reply_ifindex = fib.ifindex == ifindex ? ifindex : 0;
 	req.ifindex = ifindex;
 	req.stale_gen = stale_gen;

@@ -308,6 +308,8 @@ struct ct_scratch {
 	struct kpx_ct_key_v4 fk, rk;  /* ct_create's */
 	struct kpx_ct_value_v4 probe; /* ct_reply_taken's */
 	__u8 caller[160];             /* the entry program's (from_pod_slow, uplink_slow) */
+	__u8 icmp[128];               /* icmp_send_back's error (reject.h): the last thing on any chain */
+	struct bpf_fib_lookup fwd_fib; /* uplink_forward's (uplink.h), whose callers' frames are deep */
 };
 
 struct {

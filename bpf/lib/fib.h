@@ -20,6 +20,31 @@
 #define AF_INET 2
 #endif
 
+/*
+ * The length the way's MTU must hold: the datagram's, or for a GSO skb (a
+ * TCP sender's or GRO's aggregate, which crosses veths whole) that of each
+ * segment it becomes: headers and gso_size, as the kernel's forwarding
+ * checks it (skb_gso_validate_network_len). Measuring the aggregate would
+ * refuse every large TSO burst of a backend on another node.
+ */
+static __always_inline __u32 fib_frame_len(struct __sk_buff *skb, const struct pkt4 *p)
+{
+	__u8 doff;
+	__u32 l4h;
+
+	if (!skb->gso_size || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+		return bpf_ntohs(p->ip->tot_len);
+	l4h = sizeof(struct udphdr);
+	if (p->proto == IPPROTO_TCP) {
+		/* Read, not dereferenced: p->l4 is no packet pointer on every
+		 * path that routes (an ICMP error's). */
+		if (bpf_skb_load_bytes(skb, p->l4_off + 12, &doff, 1))
+			return bpf_ntohs(p->ip->tot_len);
+		l4h = (doff >> 4) * 4;
+	}
+	return (p->l4_off - ETH_HLEN) + l4h + skb->gso_size;
+}
+
 /* Where the packet p goes once its addresses and ports are saddr:sport ->
  * daddr:dport (asked before the rewrite: a rewrite may invalidate p's
  * pointers). 0 with *fib filled
@@ -34,7 +59,7 @@ static __always_inline int fib_route(struct __sk_buff *skb, const struct pkt4 *p
 	fib->l4_protocol = p->proto;
 	fib->sport = sport;
 	fib->dport = dport;
-	fib->tot_len = bpf_ntohs(p->ip->tot_len);
+	fib->tot_len = fib_frame_len(skb, p);
 	fib->ipv4_src = saddr;
 	fib->ipv4_dst = daddr;
 	fib->ifindex = skb->ifindex;

@@ -22,6 +22,7 @@
 #include "maps.h"
 #include "nat.h"
 #include "parse.h"
+#include "reject.h"
 #include "verdict.h"
 
 /* The SNAT port range: [*min, *min + *span). */
@@ -74,17 +75,21 @@ static __always_inline int uplink_reply_port(__be16 dport)
 static __attribute__((noinline)) int uplink_forward(struct __sk_buff *skb, struct pkt4 *p, const struct ct_nat *n,
 						    int bind)
 {
-	struct bpf_fib_lookup fib;
+	struct ct_scratch *sc;
+	__u32 zero = 0;
 	int rc;
 
-	if (fib_route(skb, p, n->snat_addr ? n->snat_addr : p->ip->saddr, n->nat_addr,
-		      n->snat_port ? n->snat_port : p->sport, n->nat_port, &fib, &rc))
+	sc = bpf_map_lookup_elem(&kpx_ct_scratch, &zero);
+	if (!sc)
 		return drop(KPX_CTR_DROP_FIB);
+	if (fib_route(skb, p, n->snat_addr ? n->snat_addr : p->ip->saddr, n->nat_addr,
+		      n->snat_port ? n->snat_port : p->sport, n->nat_port, &sc->fwd_fib, &rc))
+		return fib_refuse(skb, p, &sc->fwd_fib, rc);
 	if (nat_rewrite_dst(skb, p, n->nat_addr, n->nat_port, n->snat_addr, n->snat_port))
 		return drop(KPX_CTR_DROP_REWRITE);
 	if (bind)
 		skb->mark = KPX_MARK_BIND;
-	return fib_redirect(skb, &fib, rc);
+	return fib_redirect(skb, &sc->fwd_fib, rc);
 }
 
 /* Whether the frame is a reply of an uplink flow arriving where that flow's
@@ -108,7 +113,6 @@ static __attribute__((noinline)) int uplink_is_reply(const struct pkt4 *p, __u32
 static __attribute__((noinline)) int uplink_reply(struct __sk_buff *skb, struct pkt4 *p, __u32 ifindex)
 {
 	struct kpx_ct_value_v4 *ffp;
-	struct bpf_fib_lookup fib;
 	struct ct_scratch *sc;
 	__u32 zero = 0;
 	int rc;
@@ -122,6 +126,7 @@ static __attribute__((noinline)) int uplink_reply(struct __sk_buff *skb, struct 
 #define fv (sc->fv)
 #define rk (sc->rk)
 #define fk (sc->fk)
+#define fib (sc->fwd_fib)
 	ct_key_from_pkt(&rk, p, KPX_CT_REPLY, ifindex);
 	if (!ct_get(&rk, &rv) || !(rv.flags & KPX_CT_F_UPLINK))
 		return pass();
@@ -135,7 +140,7 @@ static __attribute__((noinline)) int uplink_reply(struct __sk_buff *skb, struct 
 	 * reply's own destination (traffic policy Local). */
 	if (fib_route(skb, p, rv.nat_addr, rv.snat_addr ? rv.snat_addr : p->ip->daddr, rv.nat_port,
 		      rv.snat_port ? rv.snat_port : p->dport, &fib, &rc))
-		return drop(KPX_CTR_DROP_FIB);
+		return fib_refuse(skb, p, &fib, rc);
 	count(KPX_CTR_REVNAT);
 	if (nat_rewrite_src(skb, p, rv.nat_addr, rv.nat_port, rv.snat_addr, rv.snat_port))
 		return drop(KPX_CTR_DROP_REWRITE);
@@ -144,6 +149,7 @@ static __attribute__((noinline)) int uplink_reply(struct __sk_buff *skb, struct 
 #undef fv
 #undef rk
 #undef fk
+#undef fib
 }
 
 #endif

@@ -337,6 +337,7 @@ enum kpx_counter {
 	KPX_CTR_REJECT,             /* new flow to a Service without endpoints refused (ICMP port unreachable, ECONNREFUSED) */
 	KPX_CTR_DROP_NO_LOCAL,      /* traffic policy Local, no endpoint on this node: dropped as kube-proxy does */
 	KPX_CTR_ICMP_XLATE,         /* an ICMP error about a translated flow, translated back (bpf/lib/icmp.h) */
+	KPX_CTR_FRAG_NEEDED,        /* a frame too large for kpx's way on, with DF: ICMP fragmentation needed sent back */
 	KPX_CTR_MAX,
 };
 

@@ -301,5 +301,78 @@ TEST_F(Icmp, NodePortErrorsFromEitherSideReachTheOtherAboutItsOwnDatagram) {
   EXPECT_EQ(ct_snapshot(), before) << "errors keep no flow alive and change no entry";
 }
 
+// A frame kpx sends on itself (an uplink flow: kpx routes it, the kernel's
+// forwarding never sees it) that is too large for its way: with DF, kpx
+// answers as the kernel's forwarding would, with fragmentation needed and
+// the way's MTU, from the node, about the frame as the client sent it; a
+// frame without DF is dropped and counted (kpx does not fragment).
+TEST_F(Icmp, AFrameTooLargeForTheWayKpxSendsItOnGetsFragmentationNeeded) {
+  ASSERT_EQ(std::system(("ip -n " + ns_ + " route change 10.244.2.0/24 via 10.0.0.12 dev up0 mtu lock 1280").c_str()),
+            0);
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  ASSERT_EQ(from_uplink(tcp(kClient, 40000, kNode, kNodePort, kSyn)).retval, kRedirect);
+
+  auto big = spec(IPPROTO_TCP, kClient, 40000, kNode, kNodePort, kAck);
+  big.payload_len = 1400;
+  big.frag_off = 0x4000;  // DF, as TCP sends
+  const Frame in = packet::build_frame(big);
+  auto r = from_uplink(in);
+  ASSERT_EQ(r.err, 0);
+  ASSERT_EQ(r.retval, kRedirect) << "back out of the uplink, to the client";
+  auto s = seen(r);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->e.type, kDestUnreach);
+  EXPECT_EQ(s->e.code, kFragNeeded);
+  EXPECT_EQ(rest_of(s->e, r.out) & 0xffff, 1280u) << "the MTU of the way to the backend's node";
+  EXPECT_EQ(addr_str(s->e.saddr_be), kNode);
+  EXPECT_EQ(addr_str(s->e.daddr_be), kClient);
+  EXPECT_EQ(std::memcmp(s->e.dst_mac, in.data() + 6, 6), 0) << "to the sender's MAC";
+  EXPECT_EQ(s->e.quoted, Frame(in.begin() + kEthLen, in.begin() + kEthLen + 28))
+      << "the client's header and ports, as it sent them";
+  EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 1u);
+
+  // Smaller than the MTU: translated and sent on as ever.
+  auto fits = big;
+  fits.payload_len = 1200;
+  EXPECT_EQ(from_uplink(packet::build_frame(fits)).retval, kRedirect);
+  EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 1u);
+  EXPECT_EQ(counter(KPX_CTR_DROP_FIB), 0u);
+
+  // Without DF: dropped, counted, no error.
+  big.frag_off = 0;
+  EXPECT_EQ(from_uplink(packet::build_frame(big)).retval, static_cast<uint32_t>(TC_ACT_SHOT));
+  EXPECT_EQ(counter(KPX_CTR_DROP_FIB), 1u);
+  EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 1u);
+}
+
+// A GSO skb (a backend's TSO burst, crossing veths whole) is measured by
+// its segments, as the kernel's forwarding measures it: a 3000-byte
+// aggregate of 1448-byte segments fits a 1500 MTU and is sent on; under a
+// 1280 MTU its segments do not, and the sender hears fragmentation needed.
+TEST_F(Icmp, AGsoAggregateIsMeasuredByItsSegments) {
+  set_nodeport(Proto::kTcp, {kRemoteBe});
+  ASSERT_EQ(from_uplink(tcp(kClient, 40000, kNode, kNodePort, kSyn)).retval, kRedirect);
+  auto burst = spec(IPPROTO_TCP, kClient, 40000, kNode, kNodePort, kAck);
+  burst.payload_len = 3000;
+  burst.frag_off = 0x4000;
+  const Frame in = packet::build_frame(burst);
+  auto r = from_uplink(in, 0, 1448);
+  ASSERT_EQ(r.err, 0);
+  EXPECT_EQ(r.retval, kRedirect);
+  EXPECT_EQ(addr_str(packet::parse_frame(r.out)->daddr_be), kRemoteBe) << "translated and sent on whole";
+  EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 0u);
+  EXPECT_EQ(counter(KPX_CTR_DROP_FIB), 0u);
+
+  ASSERT_EQ(std::system(("ip -n " + ns_ + " route change 10.244.2.0/24 via 10.0.0.12 dev up0 mtu lock 1280").c_str()),
+            0);
+  auto f = from_uplink(in, 0, 1448);
+  ASSERT_EQ(f.retval, kRedirect);
+  auto s = seen(f);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->e.code, kFragNeeded);
+  EXPECT_EQ(rest_of(s->e, f.out) & 0xffff, 1280u);
+  EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 1u);
+}
+
 }  // namespace
 }  // namespace kpx::bpftest

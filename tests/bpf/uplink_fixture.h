@@ -47,13 +47,17 @@ struct HookRun {
   Frame out;
 };
 
-inline HookRun run(int prog_fd, const Frame& in, uint32_t ifindex, uint32_t mark = 0) {
+// gso_size: run the frame as a GSO skb of segments of that size (a TSO
+// sender's or GRO's aggregate).
+inline HookRun run(int prog_fd, const Frame& in, uint32_t ifindex, uint32_t mark = 0, uint32_t gso_size = 0) {
   HookRun r;
   r.out.assign(in.size() + 512, 0);
   LIBBPF_OPTS(bpf_test_run_opts, o);
   __sk_buff ctx{}, ctx_out{};
   ctx.ifindex = ifindex;
   ctx.mark = mark;
+  ctx.gso_size = gso_size;
+  if (gso_size) ctx.gso_segs = static_cast<uint32_t>((in.size() + gso_size - 1) / gso_size);
   o.ctx_in = &ctx;
   o.ctx_size_in = sizeof(ctx);
   o.ctx_out = &ctx_out;
@@ -180,7 +184,9 @@ class Uplink : public DatapathTest {
     set_config(c);
   }
 
-  HookRun from_uplink(const Frame& f, uint32_t mark = 0) { return run(uplink_->from_uplink_fd(), f, up_if_, mark); }
+  HookRun from_uplink(const Frame& f, uint32_t mark = 0, uint32_t gso_size = 0) {
+    return run(uplink_->from_uplink_fd(), f, up_if_, mark, gso_size);
+  }
   HookRun pod_in(const Frame& f, uint32_t ifindex) { return run(obj->from_pod_fd(), f, ifindex); }
   HookRun pod_out(const Frame& f, uint32_t ifindex, uint32_t mark = 0) { return run(obj->to_pod_fd(), f, ifindex, mark); }
 

@@ -169,6 +169,11 @@ class ParityTest : public LabTest {
     }
     return false;
   }
+  std::string node_stats(const std::string& node) {
+    std::string out;
+    kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-" + node + " stats -o json", &out);
+    return out;
+  }
   uint64_t stat(const std::string& node, const std::string& counter) {
     std::string out;
     EXPECT_EQ(kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-" + node + " stats -o json", &out), 0) << out;
@@ -305,26 +310,36 @@ TEST_F(ParityTest, APortUnreachableFromABackendReachesTheClientThroughAClusterIp
 // hear it about its own. Through the NodePort, from the internet, the way
 // back has one too (the gateway's route to the internet): the gateway says
 // it about the answers kpx sent, and the backend must hear it about its own.
-// 256 KiB go each way; without the translation the full-size segments are
-// lost for good (a black hole) and the transfer stalls.
+// Then node1's own way to node2 is the narrow one: its kernel says it for a
+// pod's flow, kpx itself for a NodePort flow it sends on. 256 KiB go each
+// way; without the errors the full-size segments are lost for good (a black
+// hole) and the transfer stalls.
 TEST_F(ParityTest, PathMtuDiscoveryWorksThroughAClusterIpAndANodePort) {
-  const std::string backend = pod_ip("echo-2-1");
+  // A Service with one endpoint on node2, port 9000, where the test serves.
+  auto bulk = [&](const std::string& name, const std::string& ip, int node_port) {
+    return "{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"" + name +
+           "\"},\"spec\":{\"type\":\"NodePort\",\"ports\":[{\"protocol\":\"TCP\",\"port\":80,\"targetPort\":9000,"
+           "\"nodePort\":" +
+           std::to_string(node_port) +
+           "}]}}\n"
+           "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":\"" +
+           name + "-1\",\"labels\":{\"kubernetes.io/service-name\":\"" + name +
+           "\"}},\"addressType\":\"IPv4\",\"endpoints\":[{\"addresses\":[\"" + ip +
+           "\"],\"conditions\":{\"ready\":true},\"nodeName\":\"node2\"}],"
+           "\"ports\":[{\"name\":\"\",\"protocol\":\"TCP\",\"port\":9000}]}\n";
+  };
+  const std::string backend = pod_ip("echo-2-1"), backend2 = pod_ip("echo-2-2");
   ASSERT_FALSE(backend.empty());
-  ASSERT_EQ(create("{\"apiVersion\":\"v1\",\"kind\":\"Service\",\"metadata\":{\"name\":\"bulk\"},\"spec\":{"
-                   "\"type\":\"NodePort\",\"ports\":[{\"protocol\":\"TCP\",\"port\":80,\"targetPort\":9000,"
-                   "\"nodePort\":30098}]}}\n"
-                   "{\"apiVersion\":\"discovery.k8s.io/v1\",\"kind\":\"EndpointSlice\",\"metadata\":{\"name\":"
-                   "\"bulk-1\",\"labels\":{\"kubernetes.io/service-name\":\"bulk\"}},\"addressType\":\"IPv4\","
-                   "\"endpoints\":[{\"addresses\":[\"" +
-                   backend +
-                   "\"],\"conditions\":{\"ready\":true},\"nodeName\":\"node2\"}],"
-                   "\"ports\":[{\"name\":\"\",\"protocol\":\"TCP\",\"port\":9000}]}"),
-            0);
+  ASSERT_FALSE(backend2.empty());
+  ASSERT_EQ(create(bulk("bulk", backend, 30098) + bulk("bulk2", backend2, 30099)), 0);
   const std::string vip = cluster_ip("bulk");
   ASSERT_TRUE(programmed_on_both_nodes(vip + ":80"));
+  ASSERT_TRUE(programmed_on_both_nodes(cluster_ip("bulk2") + ":80"));
   const lab::LabPlan plan = lab::plan_lab(name_, 2);
   TcpEchoInNetns server(plan.pod_netns("default", "echo-2-1"), 9000);
   ASSERT_EQ(server.error(), "");
+  TcpEchoInNetns server2(plan.pod_netns("default", "echo-2-2"), 9000);
+  ASSERT_EQ(server2.error(), "");
 
   int status = 0;
   exec("node2", "ip route add " + backend + "/32 dev cbr0 mtu lock 1280", &status);
@@ -335,14 +350,32 @@ TEST_F(ParityTest, PathMtuDiscoveryWorksThroughAClusterIpAndANodePort) {
 
   int mtu = 0;
   EXPECT_EQ(tcp_round_trip(plan.pod_netns("default", "echo-1-1"), vip, 80, 256 * 1024, &mtu), "")
-      << "a pod on node1 through the ClusterIP";
+      << "a pod on node1 through the ClusterIP; node1: " << node_stats("node1");
   EXPECT_EQ(mtu, 1280) << "the pod learned the path MTU to the ClusterIP";
 
   EXPECT_EQ(tcp_round_trip(plan.internet_ns, "10.0.0.11", 30098, 256 * 1024, &mtu), "")
-      << "the internet through node1's NodePort";
+      << "the internet through node1's NodePort; node1: " << node_stats("node1");
   EXPECT_EQ(mtu, 1280) << "the client learned the path MTU to the NodePort";
   EXPECT_EQ(server.last_mtu(), 1280) << "the backend learned the path MTU of its answers";
   EXPECT_GE(stat("node1", "icmp_error_translated"), translated1 + 3);
+
+  // Now node1's own way to node2's pods is the narrow one. A pod's flow
+  // through the ClusterIP is forwarded by node1's kernel, which says it
+  // about the translated segments; a NodePort flow kpx sends on itself, and
+  // kpx says it, about the client's segments as they came. (To echo-2-2:
+  // echo-2-1 knows its way to node1 is narrow now, and would announce a
+  // smaller MSS.)
+  exec("node2", "ip route del " + backend + "/32", &status);
+  ASSERT_EQ(status, 0);
+  exec("node1", "ip route change " + plan.nodes[1].pod_cidr + " via " + plan.nodes[1].ip + " mtu lock 1280", &status);
+  ASSERT_EQ(status, 0);
+  EXPECT_EQ(tcp_round_trip(plan.pod_netns("default", "echo-1-2"), cluster_ip("bulk2"), 80, 256 * 1024, &mtu), "")
+      << "another pod on node1 through the ClusterIP; node1: " << node_stats("node1");
+  EXPECT_EQ(mtu, 1280);
+  EXPECT_EQ(tcp_round_trip(plan.client_ns, "10.0.0.11", 30099, 256 * 1024, &mtu), "")
+      << "the client through node1's NodePort; node1: " << node_stats("node1");
+  EXPECT_EQ(mtu, 1280);
+  EXPECT_GE(stat("node1", "icmp_frag_needed_sent"), 1u);
 }
 
 }  // namespace

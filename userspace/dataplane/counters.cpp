@@ -36,6 +36,7 @@ const char* counter_name(uint32_t reason) {
     case KPX_CTR_REJECT: return "reject_no_endpoints";
     case KPX_CTR_DROP_NO_LOCAL: return "drop_no_local_endpoints";
     case KPX_CTR_ICMP_XLATE: return "icmp_error_translated";
+    case KPX_CTR_FRAG_NEEDED: return "icmp_frag_needed_sent";
     case KPX_CTR_MAX: break;
   }
   return "unknown";
