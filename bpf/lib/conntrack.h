@@ -114,6 +114,8 @@ static __always_inline __u64 ct_timeout_ns(__u16 flags, __u8 proto)
 		if ((flags & KPX_CT_F_RST) ||
 		    (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN)) == (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
 			s = cfg_or(cfg ? cfg->tcp_closing_timeout_s : 0, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
+		else if (flags & KPX_CT_F_CLOSE_WAIT)
+			s = cfg_or(cfg ? cfg->tcp_close_wait_timeout_s : 0, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S);
 		else if (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
 			s = cfg_or(cfg ? cfg->tcp_fin_timeout_s : 0, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
 		else if (flags & KPX_CT_F_ESTABLISHED)
@@ -598,17 +600,30 @@ static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *fp, const s
 		ct_heal(fk, fv);
 		fp->last_seen_ns = now;
 	}
+	/* The client answering the server's FIN: CLOSE_WAIT (netfilter's
+	 * transition, on the flags as netfilter's is). */
+	if ((fv->flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN)) == KPX_CT_F_REPLY_FIN && (p->tcp_flags & TCPF_ACK))
+		add |= KPX_CT_F_CLOSE_WAIT;
 	if ((fv->flags & add) != add) {
 		fp->flags |= add;
 		if ((add & KPX_CT_F_RST) && !(fv->flags & KPX_CT_F_RST))
 			ct_flow_ended(fk, fv);
+		/* The server's answer to this FIN must reach the entry, not a
+		 * per-CPU cache slot: void the reply tuple's. */
+		if ((add & KPX_CT_F_FIN) && !(fv->flags & KPX_CT_F_FIN)) {
+			struct kpx_ct_key_v4 rk;
+
+			ct_reply_key_of_forward(&rk, fk, fv);
+			ct_ver_bump(&rk);
+		}
 	}
 	return 1;
 }
 
 /*
  * Account a reply to its flow: the FORWARD entry (ffp: element, ffv: copy)
- * learns a server's FIN or RST and is stamped once a second.
+ * learns a server's FIN or RST, or its answer to the client's FIN, and is
+ * stamped once a second.
  */
 static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ffp, const struct kpx_ct_value_v4 *ffv,
 					  const struct kpx_ct_key_v4 *fk, const struct pkt4 *p)
@@ -621,10 +636,16 @@ static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ffp, const str
 			add |= KPX_CT_F_REPLY_FIN;
 		if (p->tcp_flags & TCPF_RST)
 			add |= KPX_CT_F_RST;
+		/* The server answering the client's FIN: CLOSE_WAIT. */
+		if ((ffv->flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN)) == KPX_CT_F_FIN && (p->tcp_flags & TCPF_ACK))
+			add |= KPX_CT_F_CLOSE_WAIT;
 		if ((ffv->flags & add) != add) {
 			ffp->flags |= add;
 			if ((add & KPX_CT_F_RST) && !(ffv->flags & KPX_CT_F_RST))
 				ct_flow_ended(fk, ffv);
+			/* The client's answer to this FIN must reach the entry. */
+			if ((add & KPX_CT_F_REPLY_FIN) && !(ffv->flags & KPX_CT_F_REPLY_FIN))
+				ct_ver_bump(fk);
 		}
 	}
 	now = bpf_ktime_get_coarse_ns();

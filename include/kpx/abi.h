@@ -152,6 +152,8 @@ enum kpx_ct_flags {
 	KPX_CT_F_REPLY_FIN = 1 << 5,   /* FORWARD: the server sent FIN */
 	KPX_CT_F_PORT_REMAP = 1 << 6,  /* source port reallocated (a reply tuple clash) */
 	KPX_CT_F_UPLINK = 1 << 7,      /* north-south: made on an uplink (issue 10), see out_ifindex */
+	KPX_CT_F_CLOSE_WAIT = 1 << 8,  /* FORWARD: one side's FIN answered (ACK) by the other side, which
+					* stays open: netfilter's CLOSE_WAIT (issue 12) */
 };
 
 /* kpx_ct_value_v4.nat_kind */
@@ -380,7 +382,7 @@ struct kpx_config {
 	__u32 tcp_syn_timeout_s;     /* SYN seen, no established segment yet */
 	__u32 tcp_established_timeout_s;
 	__u32 tcp_closing_timeout_s; /* after RST, or FIN from both sides */
-	__u32 tcp_fin_timeout_s;     /* FIN from one side: the kernel's FIN_WAIT / CLOSE_WAIT */
+	__u32 tcp_fin_timeout_s;     /* FIN from one side, not answered yet: netfilter's FIN_WAIT */
 	__u32 udp_timeout_s;         /* UDP */
 	__u32 udp_stream_timeout_s;  /* reserved (issue 12): UDP with replies, kube-proxy's udpStreamTimeout */
 	__u32 ct_epoch;              /* bumped by userspace after bulk conntrack deletes:
@@ -416,7 +418,10 @@ struct kpx_config {
 	 * or of every one with KPX_CFG_F_SOCK_LB_ALL. Two halves: no padding. */
 	__u32 sock_netns_cookie_lo;
 	__u32 sock_netns_cookie_hi;
-	__u32 reserved[22];
+	/* issue 12: FIN from one side, answered, the other side open
+	 * (netfilter's CLOSE_WAIT): kube-proxy's conntrack.tcpCloseWaitTimeout. */
+	__u32 tcp_close_wait_timeout_s;
+	__u32 reserved[21];
 };
 
 /* Issue 11: the backends Services lost over UDP, as the agent hands them to
@@ -455,7 +460,8 @@ struct kpx_abi_info {
 #define KPX_DEFAULT_TCP_SYN_TIMEOUT_S 120
 #define KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S 86400
 #define KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S 10
-#define KPX_DEFAULT_TCP_FIN_TIMEOUT_S 120
+#define KPX_DEFAULT_TCP_FIN_TIMEOUT_S 120          /* the kernel's nf_conntrack_tcp_timeout_fin_wait */
+#define KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S 3600  /* kube-proxy's conntrack.tcpCloseWaitTimeout default */
 #define KPX_DEFAULT_UDP_TIMEOUT_S 30
 #define KPX_DEFAULT_UDP_STREAM_TIMEOUT_S 120
 #define KPX_DEFAULT_CT_NEW_PER_SEC 20000

@@ -221,6 +221,62 @@ TEST_F(Conntrack, AServerRstEndsTheFlowLikeAClientRst) {
   EXPECT_NE(fwd(kClient, 43000, kVip, 80, IPPROTO_TCP)->gen, f->gen);
 }
 
+// kube-proxy's conntrack.tcpCloseWaitTimeout is netfilter's CLOSE_WAIT: one
+// side's FIN answered by the other side, which stays open (a half-closed
+// connection), 1 h by default. A FIN nobody answered keeps netfilter's
+// FIN_WAIT, 120 s. The answer usually rides a segment the per-CPU cache
+// would have served: the FIN voids that slot, so the answer reaches the
+// entry, from either side.
+TEST_F(Conntrack, AnAnsweredFinMovesTheFlowToCloseWaitAnUnansweredOneKeepsFinWait) {
+  set_service(kVip, 80, Proto::kTcp, {{kBe1, 8080}});
+  kpx_config cfg{};
+  cfg.tcp_fin_timeout_s = 120;
+  cfg.tcp_close_wait_timeout_s = 3600;
+  set_config(cfg);
+  for (uint16_t port : {44010, 44011, 44012}) {
+    ASSERT_EQ(dnat_target(tcp(kClient, port, kVip, 80, kSyn)), kBe1);
+    ASSERT_EQ(revnat_source(tcp(kBe1, 8080, kClient, port, kSynAck)), kVip);
+    // Established both ways, twice each: the second of each is served from
+    // the per-CPU cache.
+    for (int i = 0; i < 2; ++i) {
+      ASSERT_EQ(dnat_target(tcp(kClient, port, kVip, 80, kAck)), kBe1);
+      ASSERT_EQ(revnat_source(tcp(kBe1, 8080, kClient, port, kAck)), kVip);
+    }
+  }
+  const kpx_config c = maps->read_config();
+  auto timeout_s = [&](uint16_t port) {
+    return dataplane::ct_timeout_ns(*fwd(kClient, port, kVip, 80, IPPROTO_TCP), IPPROTO_TCP, c) / kSec;
+  };
+  // 44010: the client closes, the server answers and stays open.
+  ASSERT_EQ(dnat_target(tcp(kClient, 44010, kVip, 80, kFinAck)), kBe1);
+  EXPECT_EQ(timeout_s(44010), 120u) << "FIN_WAIT until answered";
+  ASSERT_EQ(revnat_source(tcp(kBe1, 8080, kClient, 44010, kAck)), kVip);
+  EXPECT_TRUE(fwd(kClient, 44010, kVip, 80, IPPROTO_TCP)->flags & KPX_CT_F_CLOSE_WAIT);
+  EXPECT_EQ(timeout_s(44010), 3600u) << "CLOSE_WAIT: tcpCloseWaitTimeout";
+  // 44011: the client closes, nothing answers.
+  ASSERT_EQ(dnat_target(tcp(kClient, 44011, kVip, 80, kFinAck)), kBe1);
+  EXPECT_FALSE(fwd(kClient, 44011, kVip, 80, IPPROTO_TCP)->flags & KPX_CT_F_CLOSE_WAIT);
+  EXPECT_EQ(timeout_s(44011), 120u);
+  // 44012: the server closes first, the client answers.
+  ASSERT_EQ(revnat_source(tcp(kBe1, 8080, kClient, 44012, kFinAck)), kVip);
+  ASSERT_EQ(dnat_target(tcp(kClient, 44012, kVip, 80, kAck)), kBe1);
+  EXPECT_TRUE(fwd(kClient, 44012, kVip, 80, IPPROTO_TCP)->flags & KPX_CT_F_CLOSE_WAIT);
+  EXPECT_EQ(timeout_s(44012), 3600u);
+  // Then the other side closes too: the closing timeout, whatever came first.
+  ASSERT_EQ(revnat_source(tcp(kBe1, 8080, kClient, 44010, kFinAck)), kVip);
+  EXPECT_EQ(timeout_s(44010), uint64_t{KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S});
+
+  // 10 minutes on: the half-closed flow lives, the unanswered FIN expired.
+  const uint64_t news = counter(KPX_CTR_DNAT_NEW);
+  age(ct_key(kClient, 44011, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD), 600);
+  age(ct_key(kClient, 44012, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD), 600);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the cache's one-second sync
+  ASSERT_EQ(dnat_target(tcp(kClient, 44012, kVip, 80, kAck)), kBe1);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), news) << "CLOSE_WAIT outlives FIN_WAIT's 120 s";
+  ASSERT_EQ(dnat_target(tcp(kClient, 44011, kVip, 80, kAck)), kBe1);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), news + 1) << "the unanswered FIN's flow expired";
+}
+
 TEST_F(Conntrack, FinFromBothSidesMovesTheFlowToTheClosingTimeout) {
   set_service(kVip, 80, Proto::kTcp, {{kBe1, 8080}});
   kpx_config cfg{};

@@ -71,7 +71,7 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   kpx_config c = maps.read_config();
   auto secs = [](std::chrono::seconds s) { return static_cast<uint32_t>(s.count()); };
   if (o.tcp_established_timeout.count() > 0) c.tcp_established_timeout_s = secs(o.tcp_established_timeout);
-  if (o.tcp_close_wait_timeout.count() > 0) c.tcp_fin_timeout_s = secs(o.tcp_close_wait_timeout);
+  if (o.tcp_close_wait_timeout.count() > 0) c.tcp_close_wait_timeout_s = secs(o.tcp_close_wait_timeout);
   if (o.udp_timeout.count() > 0) c.udp_timeout_s = secs(o.udp_timeout);
   if (o.conntrack_new_per_sec > 100000000) return invalid_argument("--conntrack-new-flows-per-sec: at most 100000000");
   c.ct_new_per_sec = o.conntrack_new_per_sec;

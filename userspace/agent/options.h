@@ -31,9 +31,9 @@ struct Options {
   std::chrono::milliseconds api_max_backoff{30000};
   std::chrono::seconds tcp_established_timeout{0};      // conntrack.tcpEstablishedTimeout (0: datapath default)
   // conntrack.tcpCloseWaitTimeout: kube-proxy sets the kernel's CLOSE_WAIT
-  // (a FIN from one side, acknowledged, the other side still open). kpx's
-  // datapath has one state for a FIN from one side (its FIN_WAIT and
-  // CLOSE_WAIT together), whose timeout this sets.
+  // (a FIN from one side, acknowledged, the other side still open), and so
+  // does kpx (KPX_CT_F_CLOSE_WAIT); an unanswered FIN keeps the kernel's
+  // FIN_WAIT timeout, 120 s.
   std::chrono::seconds tcp_close_wait_timeout{0};
   std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout
   // conntrack.maxPerCore / conntrack.min (kube-proxy's defaults): the table

@@ -206,7 +206,7 @@ int detach(const Io& io, const std::string& netns, const std::string& dev) {
 
 struct ConfigArgs {
   std::string hairpin_ip;
-  std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_closing, udp;
+  std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_close_wait, tcp_closing, udp;
   std::optional<uint32_t> new_flows_per_sec, new_flows_burst;
 };
 
@@ -234,6 +234,7 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   if (a.tcp_syn) c.tcp_syn_timeout_s = *a.tcp_syn;
   if (a.tcp_established) c.tcp_established_timeout_s = *a.tcp_established;
   if (a.tcp_fin) c.tcp_fin_timeout_s = *a.tcp_fin;
+  if (a.tcp_close_wait) c.tcp_close_wait_timeout_s = *a.tcp_close_wait;
   if (a.tcp_closing) c.tcp_closing_timeout_s = *a.tcp_closing;
   if (a.udp) c.udp_timeout_s = *a.udp;
   if (a.new_flows_per_sec) c.ct_new_per_sec = *a.new_flows_per_sec;
@@ -252,6 +253,7 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
       {"tcp_syn_timeout_s", or_default(c.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S)},
       {"tcp_established_timeout_s", or_default(c.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S)},
       {"tcp_fin_timeout_s", or_default(c.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S)},
+      {"tcp_close_wait_timeout_s", or_default(c.tcp_close_wait_timeout_s, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S)},
       {"tcp_closing_timeout_s", or_default(c.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S)},
       {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
       {"conntrack_new_flows_per_sec", or_default(c.ct_new_per_sec, KPX_DEFAULT_CT_NEW_PER_SEC)},
@@ -348,7 +350,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   auto timeout = [](CLI::Option* o) { o->check(CLI::Range(1u, 7u * 86400u)); };
   timeout(config_set_cmd->add_option("--tcp-syn-timeout", cfg.tcp_syn, "seconds"));
   timeout(config_set_cmd->add_option("--tcp-established-timeout", cfg.tcp_established, "seconds"));
-  timeout(config_set_cmd->add_option("--tcp-fin-timeout", cfg.tcp_fin, "seconds after a FIN"));
+  timeout(config_set_cmd->add_option("--tcp-fin-timeout", cfg.tcp_fin, "seconds after a FIN, until it is answered"));
+  timeout(config_set_cmd->add_option("--tcp-close-wait-timeout", cfg.tcp_close_wait,
+                                     "seconds after one side's FIN is answered, the other side open"));
   timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds after a RST"));
   timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds"));
   config_set_cmd

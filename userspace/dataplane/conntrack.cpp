@@ -74,6 +74,8 @@ uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config
   if (proto == IPPROTO_TCP) {
     if ((v.flags & KPX_CT_F_RST) || (v.flags & kBothFin) == kBothFin)
       s = pick(cfg.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
+    else if (v.flags & KPX_CT_F_CLOSE_WAIT)
+      s = pick(cfg.tcp_close_wait_timeout_s, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S);
     else if (v.flags & kBothFin)
       s = pick(cfg.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
     else if (v.flags & KPX_CT_F_ESTABLISHED)
