@@ -374,5 +374,33 @@ TEST_F(Icmp, AGsoAggregateIsMeasuredByItsSegments) {
   EXPECT_EQ(counter(KPX_CTR_FRAG_NEEDED), 1u);
 }
 
+// A pod reaching itself through its Service (hairpin: source NATed to the
+// hairpin address) and refusing its own datagram: the error it sends to the
+// hairpin address bounces back to it about the datagram it sent to the
+// ClusterIP, from the ClusterIP.
+TEST_F(Icmp, AHairpinFlowsErrorBouncesBackToThePodAboutItsOwnDatagram) {
+  set_node_addresses(kPodGw, {kNode, kPodGw});
+  set_cluster_ip({kPodClient});
+  auto dg = spec(IPPROTO_TCP, kPodClient, 40000, kClusterIp, 80, kSyn);
+  dg.payload_len = 8;
+  auto r = pod_in(packet::build_frame(dg), veth_);
+  ASSERT_EQ(r.retval, kRedirect) << "bounced back to the pod";
+  ASSERT_EQ(addr_str(parsed(r).saddr_be), kPodGw) << "from the hairpin address";
+  const CtSnapshot before = ct_snapshot();
+
+  auto e = pod_in(packet::build_icmp_error(ipv4(kPodClient), ipv4(kPodGw), kDestUnreach, kPortUnreach, 0,
+                                           quote(r.out)),
+                  veth_);
+  ASSERT_EQ(e.err, 0);
+  ASSERT_EQ(e.retval, kRedirect);
+  auto s = seen(e);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(addr_str(s->e.saddr_be), kClusterIp);
+  EXPECT_EQ(addr_str(s->e.daddr_be), kPodClient);
+  EXPECT_EQ(s->e.quoted, quote(packet::build_frame(dg))) << "the pod's segment to the ClusterIP";
+  EXPECT_EQ(counter(KPX_CTR_ICMP_XLATE), 1u);
+  EXPECT_EQ(ct_snapshot(), before);
+}
+
 }  // namespace
 }  // namespace kpx::bpftest
