@@ -85,6 +85,17 @@ class ServiceWriterTest : public DatapathTest {
     if (!p || p->daddr_be == ipv4(kVip)) return 0;
     return p->daddr_be;
   }
+  // The same from a backend's side: a reply from be_addr:be_port to the
+  // client's port; returns the source it was rewritten to (as "ip:port",
+  // "" if the frame passed untouched).
+  std::string reply_from(const char* be_addr, uint16_t be_port, uint8_t proto, uint16_t client_port) {
+    auto r = to_pod(packet::build_frame(spec(proto, be_addr, be_port, kClient, client_port, 0x10)));
+    EXPECT_EQ(r.err, 0);
+    EXPECT_EQ(r.retval, static_cast<uint32_t>(TC_ACT_OK));
+    auto p = packet::parse_frame(r.out);
+    if (!p || p->saddr_be == ipv4(be_addr)) return "";
+    return addr_str(p->saddr_be) + ":" + std::to_string(p->sport);
+  }
   // The flows' conntrack entries (FORWARD and REPLY) that involve backend `addr`.
   size_t ct_entries_with_backend(uint8_t proto, uint32_t addr) const {
     size_t n = 0;
@@ -308,6 +319,298 @@ TEST_F(ServiceWriterTest, UdpFlushIsPerService) {
   // The flushed flow moves to kB, the other Service's flow stays on kA.
   EXPECT_EQ(new_flow(IPPROTO_UDP, 31000, 53), ipv4(kB));
   EXPECT_EQ(new_flow(IPPROTO_UDP, 31001, 53, 0, "10.96.0.11"), ipv4(kA));
+}
+
+// The same flows through one long-lived Dataplane, as the agent keeps it
+// (what compute() gives beyond the map contents, the draining endpoints,
+// lives in its memory only), with the flags compute() gives a Service's
+// frontends: kube-proxy rejects traffic to a Service without endpoints.
+class FlowFlushTest : public ServiceWriterTest {
+ protected:
+  void SetUp() override {
+    ServiceWriterTest::SetUp();
+    if (HasFatalFailure()) return;
+    auto d = dataplane::Dataplane::recover(*maps);
+    ASSERT_TRUE(d.ok()) << d.error().message;
+    dp.emplace(std::move(d).value());
+  }
+  void TearDown() override {
+    dp.reset();
+    ServiceWriterTest::TearDown();
+  }
+
+  static dataplane::FrontendKey key(const char* addr, uint16_t port, Proto proto,
+                                    dataplane::Scope scope = dataplane::Scope::kClusterIP) {
+    return {net::IpAddr::from_v4(ipv4(addr)), port, proto, scope};
+  }
+  static dataplane::Backend endpoint(const char* addr, uint16_t port, bool ready = true, bool serving = true,
+                                     bool terminating = false) {
+    dataplane::Backend b = dataplane::backend(be(addr, port));
+    b.ready = ready;
+    b.serving = serving;
+    b.terminating = terminating;
+    return b;
+  }
+  static dataplane::Frontend frontend(const std::string& service, std::vector<dataplane::Backend> cluster,
+                                      std::vector<dataplane::Backend> draining = {}) {
+    dataplane::Frontend fe;
+    fe.service = service;
+    fe.flags = dataplane::kRejectEmpty;
+    fe.cluster = std::move(cluster);
+    fe.draining = std::move(draining);
+    return fe;
+  }
+  dataplane::ApplyStats change(dataplane::FrontendDelta delta) {
+    auto r = dp->apply_delta(std::move(delta));
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return r.ok() ? *r : dataplane::ApplyStats{};
+  }
+  dataplane::ApplyStats set(const dataplane::FrontendKey& k, dataplane::Frontend fe) {
+    return change({{k, std::move(fe)}});
+  }
+
+  // Client ports whose new flows to vip:vport landed on each backend: new
+  // flows from consecutive ports until every backend in `want` has one.
+  std::map<uint32_t, uint16_t> flows_on(uint8_t proto, uint16_t vport, const std::set<uint32_t>& want,
+                                        uint16_t first_port, const char* vip = kVip) {
+    std::map<uint32_t, uint16_t> out;
+    for (uint16_t p = first_port; p < first_port + 300 && out.size() < want.size(); ++p) {
+      const uint32_t got = new_flow(proto, p, vport, 0x02, vip);
+      EXPECT_TRUE(want.count(got)) << "a new flow went to " << addr_str(got);
+      out.emplace(got, p);
+    }
+    EXPECT_EQ(out.size(), want.size()) << "not every backend got a flow";
+    return out;
+  }
+
+  // TCP (vip:80, backends on 8080) and UDP (vip:53, on 5353) frontends of
+  // one Service with these endpoints.
+  dataplane::ApplyStats set_web(const std::vector<const char*>& addrs) {
+    std::vector<dataplane::Backend> t, u;
+    for (const char* a : addrs) {
+      t.push_back(endpoint(a, 8080));
+      u.push_back(endpoint(a, 5353));
+    }
+    return change({{key(kVip, 80, Proto::kTcp), frontend("default/web", t)},
+                   {key(kVip, 53, Proto::kUdp), frontend("default/web", u)}});
+  }
+
+  // The datagram is refused as kube-proxy refuses it: an ICMP port
+  // unreachable from the VIP, sent back where it came from.
+  void expect_rejected(const Frame& f) {
+    auto r = from_pod(f);
+    ASSERT_EQ(r.err, 0);
+    EXPECT_EQ(r.retval, 7u /* TC_ACT_REDIRECT */);
+    auto e = packet::parse_icmp_error(r.out);
+    ASSERT_TRUE(e.has_value()) << "not an ICMP error";
+    EXPECT_EQ(e->type, 3u);
+    EXPECT_EQ(e->code, 3u);
+    EXPECT_EQ(addr_str(e->saddr_be), kVip);
+    EXPECT_EQ(addr_str(e->daddr_be), kClient);
+  }
+
+  std::optional<dataplane::Dataplane> dp;
+};
+
+// A UDP Service scaled to zero: its flows go (they would otherwise keep a
+// one-way client on a pod that is gone), and the flow's next datagram is
+// refused like any datagram to a Service without endpoints, with no state
+// left behind; TCP flows stay. Endpoints back: served at once.
+TEST_F(FlowFlushTest, AServiceScaledToZeroHasItsUdpFlowsFlushedAndTheirNextDatagramRejected) {
+  const auto ku = key(kVip, 53, Proto::kUdp), kt = key(kVip, 80, Proto::kTcp);
+  change({{ku, frontend("default/dns", {endpoint(kA, 5353), endpoint(kB, 5353)})},
+          {kt, frontend("default/dns", {endpoint(kA, 8080), endpoint(kB, 8080)})}});
+  auto udp_flows = flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 32000);
+  auto tcp_flows = flows_on(IPPROTO_TCP, 80, {ipv4(kA), ipv4(kB)}, 32000);
+  for (const auto& [backend, port] : udp_flows)  // established, and cached per CPU
+    for (int i = 0; i < 3; ++i) ASSERT_EQ(new_flow(IPPROTO_UDP, port, 53, 0), backend);
+  const size_t udp_entries = ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB));
+  const size_t tcp_entries = ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_TCP, ipv4(kB));
+  ASSERT_GE(udp_entries, 2 * udp_flows.size());
+
+  auto st = change({{ku, frontend("default/dns", {})}, {kt, frontend("default/dns", {})}});
+  EXPECT_EQ(st.updated, 2u);
+  EXPECT_EQ(st.udp_flows_flushed, udp_entries) << "every UDP entry of the Service, both directions";
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), 0u);
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_TCP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_TCP, ipv4(kB)),
+            tcp_entries) << "TCP flows are never flushed";
+  const uint64_t rejects = counter(KPX_CTR_REJECT);
+  const size_t entries = ct_size();
+  for (const auto& [backend, port] : udp_flows) {
+    expect_rejected(udp(kClient, port, kVip, 53));
+    expect_rejected(udp(kClient, port, kVip, 53));
+  }
+  EXPECT_EQ(counter(KPX_CTR_REJECT) - rejects, 2 * udp_flows.size());
+  EXPECT_EQ(ct_size(), entries) << "a refused datagram leaves no state";
+
+  // The Service gets an endpoint: the rejected flow's next datagram is served.
+  change({{ku, frontend("default/dns", {endpoint(kC, 5353)})}});
+  for (const auto& [backend, port] : udp_flows) EXPECT_EQ(new_flow(IPPROTO_UDP, port, 53, 0), ipv4(kC));
+}
+
+// A deleted Service: the UDP flows of every one of its frontends go (as
+// the agent's full sync removes them: absent from the desired table), a
+// Service sharing the backend keeps its own, TCP flows keep theirs, and the
+// address is no longer translated.
+TEST_F(FlowFlushTest, ADeletedServiceHasTheUdpFlowsOfAllItsFrontendsFlushed) {
+  constexpr const char* kExternal = "192.0.2.10";
+  constexpr const char* kOther = "10.96.0.11";
+  const auto cluster_ip = key(kVip, 53, Proto::kUdp);
+  const auto external = key(kExternal, 53, Proto::kUdp, dataplane::Scope::kExternalIP);
+  const auto tcp_ip = key(kVip, 80, Proto::kTcp);
+  const auto other = key(kOther, 53, Proto::kUdp);
+  dataplane::FrontendTable table;
+  table[cluster_ip] = frontend("default/dns", {endpoint(kA, 5353), endpoint(kB, 5353)});
+  table[external] = frontend("default/dns", {endpoint(kA, 5353), endpoint(kB, 5353)});
+  table[tcp_ip] = frontend("default/dns", {endpoint(kA, 8080)});
+  table[other] = frontend("default/other", {endpoint(kA, 5353)});
+  {
+    auto r = dp->apply(table);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    ASSERT_EQ(r->added, 4u);
+  }
+  auto on_cluster_ip = flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 33000);
+  auto on_external = flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 33400, kExternal);
+  ASSERT_EQ(new_flow(IPPROTO_UDP, 33800, 53, 0x02, kOther), ipv4(kA));
+  ASSERT_EQ(new_flow(IPPROTO_TCP, 33801, 80), ipv4(kA));
+  ASSERT_EQ(new_flow(IPPROTO_TCP, 33801, 80, 0x10), ipv4(kA));
+  // Every UDP entry but the other Service's flow's two is the deleted one's.
+  const size_t deleted_entries =
+      ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)) - 2;
+  ASSERT_GE(deleted_entries, 2 * (on_cluster_ip.size() + on_external.size()));
+
+  table.erase(cluster_ip);
+  table.erase(external);
+  table.erase(tcp_ip);
+  auto r = dp->apply(table);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->removed, 3u);
+  EXPECT_EQ(r->unchanged, 1u);
+  EXPECT_EQ(r->udp_flows_flushed, deleted_entries);
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), 2u);
+  for (const auto& m : {on_cluster_ip, on_external})
+    for (const auto& [backend, port] : m) {
+      EXPECT_FALSE(ct(kClient, port, kVip, 53, IPPROTO_UDP, KPX_CT_FORWARD).has_value());
+      EXPECT_FALSE(ct(kClient, port, kExternal, 53, IPPROTO_UDP, KPX_CT_FORWARD).has_value());
+      EXPECT_FALSE(ct(addr_str(backend).c_str(), 5353, kClient, port, IPPROTO_UDP, KPX_CT_REPLY).has_value());
+    }
+  EXPECT_TRUE(ct(kClient, 33800, kOther, 53, IPPROTO_UDP, KPX_CT_FORWARD).has_value()) << "another Service's flow";
+  EXPECT_TRUE(ct(kA, 5353, kClient, 33800, IPPROTO_UDP, KPX_CT_REPLY).has_value());
+  EXPECT_TRUE(ct(kClient, 33801, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD).has_value()) << "TCP flows are never flushed";
+  EXPECT_EQ(new_flow(IPPROTO_UDP, 33800, 53, 0, kOther), ipv4(kA));
+  // The deleted addresses are not translated any more.
+  for (const char* vip : {kVip, kExternal}) {
+    const Frame f = udp(kClient, on_cluster_ip.begin()->second, vip, 53);
+    auto rr = from_pod(f);
+    EXPECT_EQ(rr.retval, static_cast<uint32_t>(TC_ACT_OK));
+    EXPECT_EQ(rr.out, f) << vip;
+  }
+}
+
+// Endpoints coming and going never move an established TCP flow to an
+// endpoint that stays, nor a UDP one: their entries are not touched, their
+// packets and replies keep their translation, new flows use the new set.
+TEST_F(FlowFlushTest, EstablishedFlowsToAnEndpointThatStaysAreNeverMoved) {
+  constexpr const char* kD = "10.244.2.5";
+  set_web({kA, kB});
+  auto tcp_flows = flows_on(IPPROTO_TCP, 80, {ipv4(kA), ipv4(kB)}, 34000);
+  auto udp_flows = flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 34000);
+  const uint16_t tcp_a = tcp_flows[ipv4(kA)], udp_a = udp_flows[ipv4(kA)];
+  ASSERT_EQ(new_flow(IPPROTO_TCP, tcp_a, 80, 0x10), ipv4(kA));
+  const auto fwd = ct(kClient, tcp_a, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD);
+  const auto rev = ct(kA, 8080, kClient, tcp_a, IPPROTO_TCP, KPX_CT_REPLY);
+  const auto ufwd = ct(kClient, udp_a, kVip, 53, IPPROTO_UDP, KPX_CT_FORWARD);
+  ASSERT_TRUE(fwd && rev && ufwd);
+
+  // B goes and C comes; then D comes and C goes; then B is back.
+  const std::vector<std::vector<const char*>> sets = {{kA, kC}, {kA, kD}, {kA, kB, kD}};
+  for (size_t round = 0; round < sets.size(); ++round) {
+    const auto& set = sets[round];
+    std::set<uint32_t> want;
+    for (const char* a : set) want.insert(ipv4(a));
+    set_web(set);
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_a, 80, 0x10), ipv4(kA)) << "the TCP flow stays on A";
+      EXPECT_EQ(new_flow(IPPROTO_UDP, udp_a, 53, 0), ipv4(kA)) << "the UDP flow stays on A";
+      EXPECT_EQ(reply_from(kA, 8080, IPPROTO_TCP, tcp_a), std::string(kVip) + ":80");
+      EXPECT_EQ(reply_from(kA, 5353, IPPROTO_UDP, udp_a), std::string(kVip) + ":53");
+    }
+    auto f = ct(kClient, tcp_a, kVip, 80, IPPROTO_TCP, KPX_CT_FORWARD);
+    auto r = ct(kA, 8080, kClient, tcp_a, IPPROTO_TCP, KPX_CT_REPLY);
+    auto uf = ct(kClient, udp_a, kVip, 53, IPPROTO_UDP, KPX_CT_FORWARD);
+    ASSERT_TRUE(f && r && uf);
+    EXPECT_EQ(f->gen, fwd->gen) << "the TCP flow's entry was never replaced";
+    EXPECT_EQ(f->created_ns, fwd->created_ns);
+    EXPECT_EQ(r->gen, rev->gen);
+    EXPECT_EQ(uf->gen, ufwd->gen) << "the UDP flow's entry was never replaced";
+    // The established TCP flow to B, which left and came back, kept B too.
+    EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_flows[ipv4(kB)], 80, 0x10), ipv4(kB));
+    std::set<uint32_t> seen;
+    for (uint16_t p = 0; p < 60; ++p) seen.insert(new_flow(IPPROTO_TCP, static_cast<uint16_t>(35000 + 100 * round + p), 80));
+    EXPECT_EQ(seen, want) << "new connections use the set as it is now";
+  }
+}
+
+// An endpoint that terminates while it still serves (ready=false,
+// serving=true, terminating=true) next to ready ones gets no new flows,
+// but its flows finish there, TCP and UDP (kube-proxy flushes UDP flows
+// only to endpoints that stop serving). When it goes, its UDP flows move.
+TEST_F(FlowFlushTest, FlowsToATerminatingEndpointFinishThereWhileNewFlowsGoToReadyOnes) {
+  const auto kt = key(kVip, 80, Proto::kTcp), ku = key(kVip, 53, Proto::kUdp);
+  set_web({kA, kB});
+  auto tcp_flows = flows_on(IPPROTO_TCP, 80, {ipv4(kA), ipv4(kB)}, 36000);
+  auto udp_flows = flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 36000);
+  const uint16_t tcp_b = tcp_flows[ipv4(kB)], udp_b = udp_flows[ipv4(kB)];
+  ASSERT_EQ(new_flow(IPPROTO_TCP, tcp_b, 80, 0x10), ipv4(kB));
+  ASSERT_EQ(new_flow(IPPROTO_UDP, udp_b, 53, 0), ipv4(kB));  // cached
+
+  // B terminates: compute() leaves it out of the sets, among the draining.
+  auto st = change({{kt, frontend("default/web", {endpoint(kA, 8080)}, {endpoint(kB, 8080, false, true, true)})},
+                    {ku, frontend("default/web", {endpoint(kA, 5353)}, {endpoint(kB, 5353, false, true, true)})}});
+  EXPECT_EQ(st.updated, 2u);
+  EXPECT_EQ(st.udp_flows_flushed, 0u) << "flows to a serving endpoint are kept";
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_b, 80, 0x10), ipv4(kB)) << "the TCP flow finishes on B";
+    EXPECT_EQ(new_flow(IPPROTO_UDP, udp_b, 53, 0), ipv4(kB)) << "the UDP flow finishes on B";
+    EXPECT_EQ(reply_from(kB, 8080, IPPROTO_TCP, tcp_b), std::string(kVip) + ":80");
+    EXPECT_EQ(reply_from(kB, 5353, IPPROTO_UDP, udp_b), std::string(kVip) + ":53");
+  }
+  for (uint16_t p = 37000; p < 37060; ++p) {
+    EXPECT_EQ(new_flow(IPPROTO_TCP, p, 80), ipv4(kA)) << "new connections go to the ready endpoint";
+    EXPECT_EQ(new_flow(IPPROTO_UDP, p, 53), ipv4(kA));
+  }
+  // Nothing else changes (its conditions are in memory only): no flush.
+  st = change({{ku, frontend("default/web", {endpoint(kA, 5353)}, {endpoint(kB, 5353, false, true, true)})}});
+  EXPECT_EQ(st.unchanged, 1u);
+  EXPECT_EQ(st.udp_flows_flushed, 0u);
+  EXPECT_EQ(new_flow(IPPROTO_UDP, udp_b, 53, 0), ipv4(kB));
+
+  // B is gone (or stopped serving): its UDP flows are flushed and move to
+  // A, its TCP flows keep it (as kube-proxy leaves TCP entries alone).
+  const size_t udp_on_b = ct_entries_with_backend(IPPROTO_UDP, ipv4(kB));
+  ASSERT_GE(udp_on_b, 2u);
+  st = set_web({kA});
+  EXPECT_EQ(st.unchanged, 2u) << "the maps already held this";
+  EXPECT_EQ(st.udp_flows_flushed, udp_on_b);
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), 0u);
+  EXPECT_EQ(new_flow(IPPROTO_UDP, udp_b, 53, 0), ipv4(kA)) << "the UDP flow moved to a serving endpoint";
+  EXPECT_EQ(new_flow(IPPROTO_TCP, tcp_b, 80, 0x10), ipv4(kB));
+}
+
+// A terminating endpoint whose Service is deleted: its UDP flows go with
+// the Service's.
+TEST_F(FlowFlushTest, ADeletedServiceHasItsTerminatingEndpointsUdpFlowsFlushed) {
+  const auto ku = key(kVip, 53, Proto::kUdp);
+  set(ku, frontend("default/dns", {endpoint(kA, 5353), endpoint(kB, 5353)}));
+  flows_on(IPPROTO_UDP, 53, {ipv4(kA), ipv4(kB)}, 38000);
+  set(ku, frontend("default/dns", {endpoint(kA, 5353)}, {endpoint(kB, 5353, false, true, true)}));
+  const size_t on_b = ct_entries_with_backend(IPPROTO_UDP, ipv4(kB));
+  const size_t all = on_b + ct_entries_with_backend(IPPROTO_UDP, ipv4(kA));
+  ASSERT_GE(on_b, 2u) << "B's flows outlive its terminating";
+  auto st = change({{ku, std::nullopt}});
+  EXPECT_EQ(st.removed, 1u);
+  EXPECT_EQ(st.udp_flows_flushed, all);
+  EXPECT_EQ(ct_entries_with_backend(IPPROTO_UDP, ipv4(kA)) + ct_entries_with_backend(IPPROTO_UDP, ipv4(kB)), 0u);
 }
 
 }  // namespace

@@ -245,12 +245,13 @@ TEST_F(LabTest, ANodeLocalClientReachesServicesThroughSocketLoadBalancing) {
 
 // The stale-resolver failure other dataplanes have had: a node-local client
 // keeps one connected UDP socket to a Service (as a stub resolver keeps one
-// to kube-dns) while its only backend is replaced, as a rolling update
-// does. Socket-level load balancing connected that socket to the pod
-// itself; when the pod leaves the Service, node1's agent destroys the
-// socket, and the client's next request fails once, connects again and
-// reaches the new pod. Without that the socket would keep talking to the
-// old pod through its grace period, and to nothing once it is gone.
+// to kube-dns) while its only backend is replaced. Socket-level load
+// balancing connected that socket to the pod itself; when the pod leaves
+// the Service, node1's agent destroys the socket, and the client's next
+// request fails once, connects again and reaches the new pod. Without that
+// the socket would keep talking to the old pod, and to nothing once it is
+// gone. (A pod terminating while it still serves keeps the socket until it
+// is gone, as kube-proxy keeps such a pod's UDP conntrack entries.)
 TEST_F(LabTest, ANodeLocalConnectedUdpSocketFollowsItsServiceWhenTheBackendIsReplaced) {
   connected_udp_socket_follows_a_replaced_backend("node1");
 }

@@ -311,6 +311,51 @@ TEST(Compute, FallbackIsPerServiceAcrossItsSlices) {
   EXPECT_EQ(at(compute(m, {}), "10.96.0.20:80/tcp"), backends({"10.0.0.1:8080"}));
 }
 
+// Serving endpoints neither set takes (terminating next to ready ones, or
+// hinted to another zone) are draining: no new flows, but the dataplane
+// leaves their flows to finish. Endpoints that do not serve are not.
+TEST(Compute, ServingEndpointsLeftOutOfTheSetsAreDraining) {
+  Model m;
+  add(m, service("web", "10.96.0.20", {port("dns", 53, "UDP")}));
+  k8s::Endpoint hinted = endpoint("10.0.0.5", T, T, F);
+  hinted.hints = k8s::EndpointHints{{"zone-b"}, {}};
+  k8s::Endpoint here = endpoint("10.0.0.6", T, T, F);
+  here.hints = k8s::EndpointHints{{"zone-a"}, {}};
+  add(m, slice("web-a", "web",
+               {endpoint("10.0.0.1", T, T, F), endpoint("10.0.0.2", F, T, T), endpoint("10.0.0.3", F, F, T),
+                endpoint("10.0.0.4", F, F, F)},
+               {slice_port("dns", 5353, "UDP")}));
+  const DesiredState d = compute(m, {});
+  const auto& fe = d.frontends.at(fk("10.96.0.20:53/udp"));
+  EXPECT_EQ(addrs(fe.cluster), backends({"10.0.0.1:5353"}));
+  EXPECT_EQ(addrs(fe.draining), backends({"10.0.0.2:5353"}));
+  ASSERT_EQ(fe.draining.size(), 1u);
+  EXPECT_TRUE(fe.draining[0].terminating && fe.draining[0].serving && !fe.draining[0].ready);
+
+  // The ready one goes: the terminating one serves new flows (the
+  // fallback), so it is in the set and not draining.
+  add(m, slice("web-a", "web", {endpoint("10.0.0.2", F, T, T), endpoint("10.0.0.3", F, F, T)},
+               {slice_port("dns", 5353, "UDP")}));
+  const DesiredState d2 = compute(m, {});
+  const auto& fe2 = d2.frontends.at(fk("10.96.0.20:53/udp"));
+  EXPECT_EQ(addrs(fe2.cluster), backends({"10.0.0.2:5353"}));
+  EXPECT_TRUE(fe2.draining.empty());
+
+  // Topology hints for another zone: a ready endpoint this node does not
+  // send new flows to is draining too.
+  add(m, slice("web-a", "web", {hinted, here}, {slice_port("dns", 5353, "UDP")}));
+  k8s::Node node;
+  node.metadata.name = "node1";
+  node.metadata.labels.emplace(k8s::kLabelTopologyZone, "zone-a");
+  m.set_node(node);
+  ComputeConfig cfg;
+  cfg.node_name = "node1";
+  const DesiredState d3 = compute(m, cfg);
+  const auto& fe3 = d3.frontends.at(fk("10.96.0.20:53/udp"));
+  EXPECT_EQ(addrs(fe3.cluster), backends({"10.0.0.6:5353"}));
+  EXPECT_EQ(addrs(fe3.draining), backends({"10.0.0.5:5353"}));
+}
+
 struct SkipCase {
   const char* name;
   k8s::Service svc;

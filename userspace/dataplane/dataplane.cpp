@@ -41,6 +41,25 @@ std::vector<net::BackendAddr> slot_order(const Frontend& fe) {
 
 bool is_v4(const net::IpAddr& a) { return a.family == net::IpAddr::Family::kV4; }
 
+// The endpoints a UDP frontend stops serving, to `lost` as {svc_id,
+// backend}: those it had (its slots and its draining endpoints) that are in
+// neither of its new ones (none when it goes: after == nullptr). An
+// endpoint that still serves keeps its flows, as kube-proxy keeps them
+// (pkg/proxy/conntrack: only entries to endpoints that are not serving go).
+void add_lost(std::vector<std::pair<uint32_t, net::BackendAddr>>& lost, uint32_t svc_id,
+              const std::vector<net::BackendAddr>& before_slots, const Frontend& before,
+              const std::vector<net::BackendAddr>& after_slots, const Frontend* after) {
+  std::set<net::BackendAddr> keep(after_slots.begin(), after_slots.end());
+  if (after)
+    for (const auto& d : after->draining)
+      if (is_v4(d.addr)) keep.insert(v4_backend(d));
+  std::set<net::BackendAddr> had(before_slots.begin(), before_slots.end());
+  for (const auto& d : before.draining)
+    if (is_v4(d.addr)) had.insert(v4_backend(d));
+  for (const auto& b : had)
+    if (!keep.count(b)) lost.push_back({svc_id, b});
+}
+
 // Ids not in `used`, below the next free one, for reuse; returns next free.
 uint32_t free_ids(const std::set<uint32_t>& used, std::vector<uint32_t>* free_list) {
   uint32_t next = used.empty() ? 1 : *used.rbegin() + 1;
@@ -560,11 +579,11 @@ void Dataplane::write_services(std::vector<Write>& writes, ApplyStats& stats, Lo
       for (const auto& b : wr.old->backends) {
         release_backend(b);
         filter_.remove(backend_slot(b, wr.svc.proto), backend_bits(wr.key, wr.old->fe.flags));
-        if (std::find(wr.backends.begin(), wr.backends.end(), b) == wr.backends.end()) {
+        if (std::find(wr.backends.begin(), wr.backends.end(), b) == wr.backends.end())
           retain(false, backend_slot(b, wr.svc.proto), KPX_FILT_BACKEND);
-          if (wr.svc.proto == net::Proto::kUdp) lost.push_back({wr.old->svc_id, b});
-        }
       }
+      if (wr.svc.proto == net::Proto::kUdp)
+        add_lost(lost, wr.old->svc_id, wr.old->backends, wr.old->fe, wr.backends, &wr.fe);
     }
     ++(wr.old ? stats.updated : stats.added);
     wr.next.backends = std::move(wr.backends);
@@ -603,8 +622,8 @@ void Dataplane::erase_services(const std::vector<FrontendKey>& gone, Lost& lost)
       release_backend(b);
       filter_.remove(backend_slot(b, key.proto), backend_bits(key, st.fe.flags));
       retain(false, backend_slot(b, key.proto), KPX_FILT_BACKEND);
-      if (key.proto == net::Proto::kUdp) lost.push_back({st.svc_id, b});
     }
+    if (key.proto == net::Proto::kUdp) add_lost(lost, st.svc_id, st.backends, st.fe, {}, nullptr);
     free_service_ids_.push_back(st.svc_id);
     set_owner(key, st.fe.service, "");
     services_.erase(it);
@@ -640,6 +659,7 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
       return invalid_argument("unknown scope for " + format(key));
     normalize(fe.cluster);
     normalize(fe.local);
+    normalize(fe.draining);
     for (const auto* set_of : {&fe.cluster, &fe.local})
       for (const auto& b : *set_of)
         if (!is_v4(b.addr)) return invalid_argument(format(key) + ": backend " + b.addr.str() + " is not IPv4");
@@ -687,7 +707,10 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
     if (it != services_.end() && it->second.whole && it->second.backends == slots &&
         it->second.cluster_count == fe.cluster.size() &&
         it->second.fe.flags == fe.flags && it->second.fe.affinity_timeout_s == fe.affinity_timeout_s) {
-      // The maps hold this already: the rest (owner, names, conditions) is memory only.
+      // The maps hold this already: the rest (owner, names, conditions,
+      // draining endpoints) is memory only. A draining endpoint that went
+      // (or stopped serving) loses its UDP flows.
+      if (key.proto == net::Proto::kUdp) add_lost(lost, it->second.svc_id, it->second.backends, it->second.fe, slots, &fe);
       set_owner(key, it->second.fe.service, fe.service);
       it->second.fe = std::move(fe);
       ++stats.unchanged;

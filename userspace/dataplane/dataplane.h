@@ -79,9 +79,14 @@ class Dataplane {
   // (the flips), then the old ranges are zeroed and freed; removed Services'
   // entries, then their slots; unused backends go last. A Service whose
   // writes fail (a full map) keeps its previous set whole; the first error
-  // is returned once the others are written. UDP flows to backends a Service lost are flushed (kube-proxy does the
-  // same); TCP flows keep their backend. Invalid input (too many backends)
-  // is refused before anything is written.
+  // is returned once the others are written. UDP flows to backends a
+  // frontend lost are flushed (kube-proxy does the same): a backend in
+  // neither of its sets nor among its draining endpoints (which still
+  // serve, Frontend::draining), or every backend of a frontend that goes;
+  // TCP flows keep their backend. Draining endpoints are memory only:
+  // after a restart the first apply does not know those of the run before,
+  // and one that went meanwhile keeps its UDP flows until they time out.
+  // Invalid input (too many backends) is refused before anything is written.
   // Frontends whose map entries would not change (only the owner or port
   // name differs) are counted unchanged and only updated in memory. An IPv6
   // frontend or backend is refused before anything is written (IPv6 comes

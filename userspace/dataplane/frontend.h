@@ -62,6 +62,12 @@ struct Frontend {
   // traffic to the frontend is dropped (or rejected) and counted.
   std::vector<Backend> cluster;
   std::vector<Backend> local;
+  // Endpoints that still serve but are in neither set (terminating while
+  // ready ones exist, or given to other zones or nodes by topology hints):
+  // no new flow goes to them, and the flows they have are left to finish.
+  // kube-proxy flushes UDP flows only to endpoints that stop serving; so
+  // does Dataplane. Sorted, deduplicated; in memory only (not in the maps).
+  std::vector<Backend> draining;
   // loadBalancerSourceRanges (IPv4), with kSourceRanges: new flows from
   // other sources are dropped. Sorted, deduplicated.
   std::vector<net::Ipv4Cidr> source_ranges;

@@ -146,6 +146,14 @@ void fill_backends(const Model::Slices& slices, const ServicePortInfo& sp, const
   };
   fe.cluster = pick(c.cluster);
   fe.local = pick(c.local);
+  // The serving endpoints neither set took: their flows finish on them.
+  std::vector<bool> in_set(eps.size(), false);
+  for (const auto* set_of : {&c.cluster, &c.local})
+    for (uint32_t i : *set_of) in_set[i] = true;
+  std::vector<uint32_t> draining;
+  for (uint32_t i = 0; i < eps.size(); ++i)
+    if (!in_set[i] && facts[i].serving) draining.push_back(i);
+  fe.draining = pick(draining);
 }
 
 // kube-proxy's LocalReadyEndpoints(): the ready endpoints on this node, by
