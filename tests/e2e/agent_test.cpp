@@ -222,9 +222,9 @@ TEST(AgentInterfaces, AttachesOnlyToMatchingInterfacesAsTheyCome) {
            testing::sh_out("ip netns exec " + ns + " tc filter show dev " + dev + " egress 2>/dev/null")
                .find("kpx_to_pod") != std::string::npos;
   };
-  EXPECT_TRUE(wait_for([&] { return attached("kpxv1"); }, 3s));
+  EXPECT_TRUE(wait_for([&] { return attached("kpxv1"); }, 10s));
   ASSERT_EQ(testing::sh("ip -n " + ns + " link add kpxv2 type veth peer name kpxp2"), 0);
-  EXPECT_TRUE(wait_for([&] { return attached("kpxv2"); }, 1s)) << "a new pod interface was not followed";
+  EXPECT_TRUE(wait_for([&] { return attached("kpxv2"); }, 5s)) << "a new pod interface was not followed";
   EXPECT_FALSE(attached("other1"));
   EXPECT_FALSE(attached("kpxp1"));
 }

@@ -151,10 +151,13 @@ TEST_F(UdpFlushTest, AOneWayClientIsMovedOffARemovedEndpointToTheOneThatStays) {
   const std::string &vip = f.vip, &first = f.first, &other = f.other;
   const bpf::UniqueFd& sock = f.sock;
 
-  constexpr int kDatagrams = 100;
+  // Sends until stopped (at most 1500, 30 s): from before the change until
+  // a second after it is programmed, however long that takes on a loaded
+  // machine.
   std::atomic<int> sent{0};
+  std::atomic<bool> stop{false};
   std::thread sender([&] {
-    for (int i = 0; i < kDatagrams; ++i) {
+    for (int i = 0; i < 1500 && !stop; ++i) {
       sent += send(sock.get(), "ping", 4, 0) == 4;
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -162,14 +165,17 @@ TEST_F(UdpFlushTest, AOneWayClientIsMovedOffARemovedEndpointToTheOneThatStays) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   EXPECT_EQ(kubectl_objects("replace", slice("sink", {{other}})), 0);  // EXPECT: the sender must be joined
   EXPECT_TRUE(programmed("node2", vip + ":53/UDP", {other}));
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  stop = true;
   sender.join();
-  ASSERT_EQ(sent.load(), kDatagrams);
+  const size_t kDatagrams = static_cast<size_t>(sent.load());
+  ASSERT_GE(kDatagrams, 60u);
 
   std::vector<std::string> landed;
   for (std::string r; !(r = reply(sock.get(), 500)).empty();) landed.push_back(r);
   std::string order;
   for (const auto& r : landed) order += (r == first ? "F" : r == other ? "O" : "[" + r + "]");
-  EXPECT_EQ(landed.size(), static_cast<size_t>(kDatagrams)) << "every datagram answered: " << order;
+  EXPECT_EQ(landed.size(), kDatagrams) << "every datagram answered: " << order;
   size_t i = 0;
   for (; i < landed.size() && landed[i] == first; ++i) {
   }
