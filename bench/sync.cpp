@@ -387,7 +387,8 @@ Result<EndToEnd> end_to_end(uint32_t n, uint32_t changes, std::ostream& err) {
 
   // A full relist, as after a watch's 410: the peak is reset (clear_refs 5),
   // every watch gets ERROR 410, and the agent lists everything again at its
-  // last version, unpaged (client-go's rule: the watch cache serves it, whole).
+  // last version, paged (kpx departs from client-go's unpaged relist there,
+  // see k8s/reflector.cpp), each page under the client's rate limit.
   {
     std::ofstream(std::string("/proc/") + std::to_string(agent.pid) + "/clear_refs") << "5";
     auto lists_so_far = [&]() -> size_t {

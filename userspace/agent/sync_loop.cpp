@@ -53,6 +53,11 @@ void SyncLoop::update(Source source, const std::function<void(proxy::Model&)>& c
   cv_.notify_all();
 }
 
+void SyncLoop::prepare(const std::function<void(proxy::Model&)>& fn) {
+  std::lock_guard lk(mu_);
+  fn(model_);
+}
+
 void SyncLoop::mark_listed(Source source) {
   if (source == Source::kNode) return;
   {

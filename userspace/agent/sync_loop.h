@@ -53,7 +53,22 @@ struct ChangeInfo {
   uint64_t events = 1;   // API objects it carries (a list: its items)
 };
 
-class SyncLoop {
+// What the reflectors' callbacks (agent/api_feed.h) change the model
+// through: the sync loop, or a test's stand-in.
+class ModelFeed {
+ public:
+  virtual ~ModelFeed() = default;
+  // Change the model (from a reflector's thread).
+  virtual void update(Source source, const std::function<void(proxy::Model&)>& change, ChangeInfo info) = 0;
+  // Let fn use the model without changing what a sync reads of it (staging
+  // a list: Model::stage_*, which interns strings in the model's pool);
+  // nothing is queued.
+  virtual void prepare(const std::function<void(proxy::Model&)>& fn) = 0;
+  // A source finished its first complete list.
+  virtual void mark_listed(Source source) = 0;
+};
+
+class SyncLoop : public ModelFeed {
  public:
   using Clock = std::chrono::system_clock;
 
@@ -63,10 +78,9 @@ class SyncLoop {
   SyncLoop(dataplane::Dataplane& dp, Metrics& metrics, std::chrono::milliseconds min_sync_period,
            std::chrono::milliseconds health_timeout, proxy::ComputeConfig compute_config = {});
 
-  // Change the model (from a reflector's thread).
-  void update(Source source, const std::function<void(proxy::Model&)>& change, ChangeInfo info = {});
-  // A source finished its first complete list.
-  void mark_listed(Source source);
+  void update(Source source, const std::function<void(proxy::Model&)>& change, ChangeInfo info = {}) override;
+  void prepare(const std::function<void(proxy::Model&)>& fn) override;
+  void mark_listed(Source source) override;
 
   // Told the health checks of every Service after each sync that wrote the
   // maps (as kube-proxy updates its service health server after its rules):

@@ -19,7 +19,8 @@ target_link_libraries(kpx_k8s PUBLIC kpx_core kpx_log nlohmann_json::nlohmann_js
                       PRIVATE cpprestsdk::cpprest yaml-cpp OpenSSL::SSL OpenSSL::Crypto)
 
 kpx_test(kpx_k8s_unit_tests unit tests/unit/k8s_decode_test.cpp tests/unit/compute_test.cpp
-  tests/unit/compute_ports_test.cpp tests/unit/validate_test.cpp tests/unit/topology_test.cpp)
+  tests/unit/compute_ports_test.cpp tests/unit/validate_test.cpp tests/unit/topology_test.cpp
+  tests/unit/model_list_test.cpp)
 if(TARGET kpx_k8s_unit_tests)
   target_link_libraries(kpx_k8s_unit_tests PRIVATE kpx_k8s)
 endif()

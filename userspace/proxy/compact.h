@@ -54,6 +54,16 @@ class StringPool {
   std::unordered_map<std::string_view, Id> index_;
 };
 
+// A unique_ptr whose == compares what it points to (null equals null
+// only), so that the types below compare by value: a relist leaves an
+// object that compacts to what the model holds unchanged (Model::replace_*).
+template <typename T>
+struct Boxed : std::unique_ptr<T> {
+  using std::unique_ptr<T>::unique_ptr;
+  Boxed(std::unique_ptr<T> p) : std::unique_ptr<T>(std::move(p)) {}  // NOLINT: implicit, as make_unique's result
+  friend bool operator==(const Boxed& a, const Boxed& b) { return a ? b && *a == *b : !b; }
+};
+
 // An IPv4 or IPv6 address in binary (network byte order), or none: the
 // frontend contract's own type (net/endpoint.h).
 using IpAddr = net::IpAddr;
@@ -107,13 +117,16 @@ struct ServiceInfo {
     // that a bad range never opens the Service to everyone.
     bool restricts_sources = false;
     std::vector<LoadBalancerIngressInfo> load_balancer_ingress;
+    bool operator==(const External&) const = default;
   };
-  std::unique_ptr<External> external;
+  Boxed<External> external;
   const External& ext() const;  // empty when external is null
+  bool operator==(const ServiceInfo&) const = default;
 };
 
 struct EndpointHintsInfo {
   std::vector<StringPool::Id> for_zones, for_nodes;
+  bool operator==(const EndpointHintsInfo&) const = default;
 };
 
 struct EndpointInfo {
@@ -131,7 +144,8 @@ struct EndpointInfo {
 
   StringPool::Id node_name = StringPool::kEmpty;
   StringPool::Id zone = StringPool::kEmpty;
-  std::unique_ptr<EndpointHintsInfo> hints;  // null: absent (empty and absent differ)
+  Boxed<EndpointHintsInfo> hints;  // null: absent (empty and absent differ)
+  bool operator==(const EndpointInfo&) const = default;
 
  private:
   std::optional<bool> get(int bit) const {
@@ -145,12 +159,14 @@ struct EndpointPortInfo {
   StringPool::Id name = StringPool::kEmpty;  // "" for a Service's unnamed port
   uint16_t port = 0;                         // 0: unset ("all ports", ignored)
   Protocol protocol = Protocol::kTCP;
+  bool operator==(const EndpointPortInfo&) const = default;
 };
 
 struct SliceInfo {
   AddressType address_type = AddressType::kIPv4;
   std::vector<EndpointPortInfo> ports;
   std::vector<EndpointInfo> endpoints;
+  bool operator==(const SliceInfo&) const = default;
 };
 
 // Of validated objects (see proxy/validate.h).

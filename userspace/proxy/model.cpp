@@ -25,6 +25,12 @@ std::string key_of(std::string_view ns, std::string_view name) {
   return std::string(ns) + "/" + std::string(name);
 }
 
+// "ns/name" -> {ns, name}.
+std::pair<std::string_view, std::string_view> split_key(std::string_view key) {
+  const auto slash = key.find('/');
+  return {key.substr(0, slash), key.substr(slash + 1)};
+}
+
 std::string joined(const std::vector<std::string>& lines) {
   std::string out;
   for (const auto& l : lines) out += (out.empty() ? "" : "; ") + l;
@@ -50,30 +56,139 @@ std::optional<Rejection> outcome(const char* kind, const k8s::ObjectMeta& m, con
 
 }  // namespace
 
+std::optional<ServiceInfo> Model::compacted(const k8s::Service& s, std::optional<Rejection>& told) {
+  const Findings f = check_service(s);
+  if (!f.fatal.empty()) {
+    told = outcome("Service", s.metadata, f, services_.count(key_of(s.metadata.namespace_, s.metadata.name)) > 0);
+    return std::nullopt;
+  }
+  told = outcome("Service", s.metadata, f, false);
+  return compact_service(s, strings_);
+}
+
+std::optional<SliceInfo> Model::compacted(const k8s::EndpointSlice& s, std::optional<Rejection>& told) {
+  const Findings f = check_endpoint_slice(s);
+  if (!f.fatal.empty()) {
+    told = outcome("EndpointSlice", s.metadata, f,
+                   slice_owner_.count(key_of(s.metadata.namespace_, s.metadata.name)) > 0);
+    return std::nullopt;
+  }
+  told = outcome("EndpointSlice", s.metadata, f, false);
+  return compact_slice(s, strings_);
+}
+
 std::optional<Rejection> Model::upsert_service(const k8s::Service& s) {
   std::string key = key_of(s.metadata.namespace_, s.metadata.name);
   changed_.insert(key);
-  const Findings f = check_service(s);
-  if (!f.fatal.empty()) {
-    const bool had = services_.erase(key) > 0;
-    return outcome("Service", s.metadata, f, had);
-  }
-  services_.insert_or_assign(std::move(key), compact_service(s, strings_));
-  return outcome("Service", s.metadata, f, false);
+  std::optional<Rejection> told;
+  if (auto info = compacted(s, told))
+    services_.insert_or_assign(std::move(key), std::move(*info));
+  else
+    services_.erase(key);
+  return told;
 }
 
 std::optional<Rejection> Model::upsert_endpoint_slice(const k8s::EndpointSlice& s) {
-  const Findings f = check_endpoint_slice(s);
+  std::optional<Rejection> told;
+  auto info = compacted(s, told);
   // Drop the previous version in any case: its Service may have changed.
-  const bool had = slice_owner_.count(key_of(s.metadata.namespace_, s.metadata.name)) > 0;
   remove_endpoint_slice(s.metadata.namespace_, s.metadata.name);
-  if (!f.fatal.empty()) return outcome("EndpointSlice", s.metadata, f, had);
-  std::string owner = s.service_key();
+  if (info) put_slice(key_of(s.metadata.namespace_, s.metadata.name), s.service_key(), std::move(*info));
+  return told;
+}
+
+void Model::put_slice(const std::string& key, std::string owner, SliceInfo info) {
   changed_.insert(owner);
   auto group = slices_by_service_.try_emplace(std::move(owner)).first;
-  group->second.insert_or_assign(s.metadata.name, compact_slice(s, strings_));
-  slice_owner_.insert_or_assign(key_of(s.metadata.namespace_, s.metadata.name), group);
-  return outcome("EndpointSlice", s.metadata, f, false);
+  group->second.insert_or_assign(std::string(split_key(key).second), std::move(info));
+  slice_owner_.insert_or_assign(key, group);
+}
+
+std::optional<Rejection> Model::stage_service(const k8s::Service& s, ListedServices& list) {
+  std::optional<Rejection> told;
+  if (auto info = compacted(s, told))
+    list.items.emplace_back(key_of(s.metadata.namespace_, s.metadata.name), std::move(*info));
+  return told;
+}
+
+std::optional<Rejection> Model::stage_endpoint_slice(const k8s::EndpointSlice& s, ListedSlices& list) {
+  std::optional<Rejection> told;
+  if (auto info = compacted(s, told))
+    list.items.push_back({key_of(s.metadata.namespace_, s.metadata.name), s.service_key(), std::move(*info)});
+  return told;
+}
+
+namespace {
+
+// Sorts items by key (the API lists in that order already), keeping the
+// last of equal keys only.
+template <typename Items, typename Key>
+void sort_unique(Items& items, Key key) {
+  auto less = [&](const auto& a, const auto& b) { return key(a) < key(b); };
+  if (!std::is_sorted(items.begin(), items.end(), less)) std::stable_sort(items.begin(), items.end(), less);
+  auto out = items.begin();
+  for (auto it = items.begin(); it != items.end(); ++it) {
+    if (std::next(it) != items.end() && key(*std::next(it)) == key(*it)) continue;
+    if (out != it) *out = std::move(*it);
+    ++out;
+  }
+  items.erase(out, items.end());
+}
+
+}  // namespace
+
+void Model::replace_services(ListedServices list) {
+  auto& items = list.items;
+  sort_unique(items, [](const auto& i) -> const std::string& { return i.first; });
+  // One walk of both, in key order.
+  auto held = services_.begin();
+  auto drop_until = [&](const std::string* key) {
+    while (held != services_.end() && (!key || held->first < *key)) {
+      changed_.insert(held->first);
+      held = services_.erase(held);
+    }
+  };
+  for (auto& [key, info] : items) {
+    drop_until(&key);
+    if (held != services_.end() && held->first == key) {
+      if (!(held->second == info)) {
+        held->second = std::move(info);
+        changed_.insert(key);
+      }
+      ++held;
+    } else {
+      changed_.insert(key);
+      services_.emplace_hint(held, std::move(key), std::move(info));
+    }
+  }
+  drop_until(nullptr);
+}
+
+void Model::replace_endpoint_slices(ListedSlices list) {
+  auto& items = list.items;
+  sort_unique(items, [](const ListedSlice& i) -> const std::string& { return i.key; });
+  // What the list lacks goes first.
+  std::vector<std::string> gone;
+  auto listed = items.begin();
+  for (const auto& [key, owner] : slice_owner_) {
+    while (listed != items.end() && listed->key < key) ++listed;
+    if (listed == items.end() || listed->key != key) gone.push_back(key);
+  }
+  for (const auto& key : gone) {
+    auto [ns, name] = split_key(key);
+    remove_endpoint_slice(ns, name);
+  }
+  for (auto& item : items) {
+    auto [ns, name] = split_key(item.key);
+    auto held = slice_owner_.find(item.key);
+    if (held != slice_owner_.end() && held->second->first == item.owner) {
+      const auto& group = held->second->second;
+      auto slice = group.find(std::string(name));
+      if (slice != group.end() && slice->second == item.info) continue;
+    }
+    remove_endpoint_slice(ns, name);
+    put_slice(item.key, std::move(item.owner), std::move(item.info));
+  }
 }
 
 void Model::set_node(k8s::Node n) {

@@ -3,6 +3,7 @@
 // this node. compute() reads it.
 #pragma once
 
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -56,6 +57,33 @@ class Model {
   void remove_service(std::string_view ns, std::string_view name);
   void remove_endpoint_slice(std::string_view ns, std::string_view name);
 
+  // A complete list of one kind (the first list, a relist after a watch's
+  // 410), taken in page by page as it arrives (stage_*: validated and
+  // compacted as upsert_* would, the Rejection likewise, but held in the
+  // list, not the model), then put in place of everything the model holds
+  // of that kind in one change (replace_*): whatever the list lacks is
+  // removed (deleted while no watch ran, or rejected now), and only objects
+  // whose compact form differs from the one held count as changed, so a
+  // relist of an unchanged cluster changes nothing. A staged list holds
+  // objects as compactly as the model does (the strings go to this model's
+  // pool: staging changes nothing else), never as decoded objects.
+  struct ListedServices {
+    std::deque<std::pair<std::string, ServiceInfo>> items;  // by "ns/name"; a deque: no 2x regrowth
+  };
+  struct ListedSlice {
+    std::string key;    // the slice's "ns/name"
+    std::string owner;  // its Service's "ns/name"
+    SliceInfo info;
+  };
+  struct ListedSlices {
+    std::deque<ListedSlice> items;
+  };
+  std::optional<Rejection> stage_service(const k8s::Service& s, ListedServices& list);
+  std::optional<Rejection> stage_endpoint_slice(const k8s::EndpointSlice& s, ListedSlices& list);
+  // The list's items in any order; of two with one name the later wins.
+  void replace_services(ListedServices list);
+  void replace_endpoint_slices(ListedSlices list);
+
   // This node. A change of its zone label marks the Services whose slices
   // carry zone hints (the only ones the zone changes, proxy/topology.h);
   // other changes of the Node mark none.
@@ -79,6 +107,14 @@ class Model {
 
  private:
   using SliceGroups = std::map<std::string, Slices>;  // by owning Service "ns/name"
+
+  // Validated and compacted, or nullopt when s is rejected as a whole;
+  // what to tell of it goes to `told`.
+  std::optional<ServiceInfo> compacted(const k8s::Service& s, std::optional<Rejection>& told);
+  std::optional<SliceInfo> compacted(const k8s::EndpointSlice& s, std::optional<Rejection>& told);
+  // Puts the slice "ns/name" in its owner's group, in place of any earlier
+  // version (which may have had another owner).
+  void put_slice(const std::string& key, std::string owner, SliceInfo info);
 
   StringPool strings_;
   Services services_;
