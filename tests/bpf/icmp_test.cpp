@@ -171,48 +171,40 @@ TEST_F(Icmp, ErrorsAboutNoFlowOfThePodPassUntouched) {
   const Frame sent = r.out;
   const CtSnapshot before = ct_snapshot();
 
-  const Frame frag = packet::build_icmp_error(ipv4(kNode2), ipv4(kPodClient), kDestUnreach, kFragNeeded, kMtu,
-                                              quote(sent));
-  auto other_pod = tcp(kLocalBe2, 40000, kRemoteBe, 8080, kSyn);
-  Frame echo = packet::build_icmp_error(ipv4(kNode2), ipv4(kPodClient), 8, 0, 0x00010001, quote(sent));
-  const std::vector<std::pair<std::string, HookRun>> runs = {
-      {"the same error on another pod's veth", pod_out(frag, other_veth_)},
-      {"an error about another pod's datagram",
-       pod_out(packet::build_icmp_error(ipv4(kNode2), ipv4(kLocalBe2), kDestUnreach, kFragNeeded, kMtu,
-                                        quote(other_pod)),
-               veth_)},
-      {"an error not sent to the datagram's sender",
-       pod_out(packet::build_icmp_error(ipv4(kNode2), ipv4(kLocalBe2), kDestUnreach, kFragNeeded, kMtu, quote(sent)),
-               veth_)},
-      {"an echo request", pod_out(echo, veth_)},
-      {"an error about a datagram of no flow",
-       pod_out(packet::build_icmp_error(ipv4(kNode2), ipv4(kPodClient), kDestUnreach, kFragNeeded, kMtu,
-                                        quote(tcp(kPodClient, 40001, kRemoteBe, 8080, kSyn))),
-               veth_)},
+  auto frag_to = [&](const char* dst, const Frame& about) {
+    return packet::build_icmp_error(ipv4(kNode2), ipv4(dst), kDestUnreach, kFragNeeded, kMtu, quote(about));
+  };
+  const Frame frag = frag_to(kPodClient, sent);
+  // Each case: what it is, the frame, and whether it arrives from the pod
+  // (kpx_from_pod) or towards it (kpx_to_pod), on which veth.
+  struct Case {
+    const char* what;
+    Frame in;
+    bool from_pod;
+    uint32_t ifindex;
+  };
+  const std::vector<Case> cases = {
+      {"the same error on another pod's veth", frag, false, other_veth_},
+      {"an error about another pod's datagram", frag_to(kLocalBe2, tcp(kLocalBe2, 40000, kRemoteBe, 8080, kSyn)), false,
+       veth_},
+      {"an error not sent to the datagram's sender", frag_to(kLocalBe2, sent), false, veth_},
+      {"an echo request", packet::build_icmp_error(ipv4(kNode2), ipv4(kPodClient), 8, 0, 0x00010001, quote(sent)),
+       false, veth_},
+      {"an error about a datagram of no flow", frag_to(kPodClient, tcp(kPodClient, 40001, kRemoteBe, 8080, kSyn)),
+       false, veth_},
       // A neighbour pod sending the pod's flow's error about its answer, as
       // if it were the pod refusing it: on its own veth, it matches nothing.
       {"a neighbour's forged error about the pod's flow",
-       pod_in(packet::build_icmp_error(ipv4(kPodClient), ipv4(kClusterIp), kDestUnreach, kPortUnreach, 0,
-                                       quote(tcp(kClusterIp, 80, kPodClient, 40000, kSynAck))),
-              other_veth_)},
+       packet::build_icmp_error(ipv4(kPodClient), ipv4(kClusterIp), kDestUnreach, kPortUnreach, 0,
+                                quote(tcp(kClusterIp, 80, kPodClient, 40000, kSynAck))),
+       true, other_veth_},
   };
-  const std::vector<Frame> inputs = {frag,
-                                     packet::build_icmp_error(ipv4(kNode2), ipv4(kLocalBe2), kDestUnreach, kFragNeeded,
-                                                              kMtu, quote(other_pod)),
-                                     packet::build_icmp_error(ipv4(kNode2), ipv4(kLocalBe2), kDestUnreach, kFragNeeded,
-                                                              kMtu, quote(sent)),
-                                     echo,
-                                     packet::build_icmp_error(ipv4(kNode2), ipv4(kPodClient), kDestUnreach, kFragNeeded,
-                                                              kMtu, quote(tcp(kPodClient, 40001, kRemoteBe, 8080, kSyn))),
-                                     packet::build_icmp_error(ipv4(kPodClient), ipv4(kClusterIp), kDestUnreach,
-                                                              kPortUnreach, 0,
-                                                              quote(tcp(kClusterIp, 80, kPodClient, 40000, kSynAck)))};
-  ASSERT_EQ(runs.size(), inputs.size());
-  for (size_t i = 0; i < runs.size(); ++i) {
-    SCOPED_TRACE(runs[i].first);
-    EXPECT_EQ(runs[i].second.err, 0);
-    EXPECT_EQ(runs[i].second.retval, static_cast<uint32_t>(TC_ACT_OK));
-    EXPECT_EQ(runs[i].second.out, inputs[i]) << "passed byte for byte";
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.what);
+    const HookRun out = c.from_pod ? pod_in(c.in, c.ifindex) : pod_out(c.in, c.ifindex);
+    EXPECT_EQ(out.err, 0);
+    EXPECT_EQ(out.retval, static_cast<uint32_t>(TC_ACT_OK));
+    EXPECT_EQ(out.out, c.in) << "passed byte for byte";
   }
   EXPECT_EQ(counter(KPX_CTR_ICMP_XLATE), 0u);
   EXPECT_EQ(ct_snapshot(), before);
