@@ -103,11 +103,12 @@ static __always_inline __u32 cfg_or(__u32 v, __u32 dflt)
 	return v ? v : dflt;
 }
 
-/* A FORWARD entry's timeout for its flags (userspace/dataplane/conntrack.cpp
+/* A FORWARD entry's timeout for its state (userspace/dataplane/conntrack.cpp
  * ct_timeout_ns is the same rule). */
-static __always_inline __u64 ct_timeout_ns(__u16 flags, __u8 proto)
+static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *v, __u8 proto)
 {
 	const struct kpx_config *cfg = config();
+	__u16 flags = v->flags;
 	__u32 s;
 
 	if (proto == IPPROTO_TCP) {
@@ -123,6 +124,10 @@ static __always_inline __u64 ct_timeout_ns(__u16 flags, __u8 proto)
 				   KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
 		else
 			s = cfg_or(cfg ? cfg->tcp_syn_timeout_s : 0, KPX_DEFAULT_TCP_SYN_TIMEOUT_S);
+	} else if ((flags & KPX_CT_F_REPLIED) &&
+		   v->last_seen_ns > v->created_ns + KPX_CT_UDP_STREAM_AFTER_S * KPX_NSEC_PER_SEC) {
+		/* Replied, and still active after two seconds: a stream. */
+		s = cfg_or(cfg ? cfg->udp_stream_timeout_s : 0, KPX_DEFAULT_UDP_STREAM_TIMEOUT_S);
 	} else {
 		s = cfg_or(cfg ? cfg->udp_timeout_s : 0, KPX_DEFAULT_UDP_TIMEOUT_S);
 	}
@@ -139,7 +144,7 @@ static __always_inline __u64 ct_idle(const struct kpx_ct_value_v4 *v, __u64 now)
 /* A flow is over: reset by either side, or idle past its timeout. */
 static __always_inline int ct_forward_dead(const struct kpx_ct_value_v4 *fv, __u8 proto, __u64 now)
 {
-	return (fv->flags & KPX_CT_F_RST) || ct_idle(fv, now) > ct_timeout_ns(fv->flags, proto);
+	return (fv->flags & KPX_CT_F_RST) || ct_idle(fv, now) > ct_timeout_ns(fv, proto);
 }
 
 /* ---- validated access ---------------------------------------------------- */
@@ -595,7 +600,7 @@ static __always_inline int ct_forward_usable(struct kpx_ct_value_v4 *fp, const s
 		return 0;
 	now = bpf_ktime_get_coarse_ns();
 	if (unlikely(ct_idle(fv, now) > KPX_NSEC_PER_SEC)) {
-		if (ct_idle(fv, now) > ct_timeout_ns(fv->flags, p->proto))
+		if (ct_idle(fv, now) > ct_timeout_ns(fv, p->proto))
 			return 0;
 		ct_heal(fk, fv);
 		fp->last_seen_ns = now;
@@ -647,6 +652,9 @@ static __always_inline void ct_reply_seen(struct kpx_ct_value_v4 *ffp, const str
 			if ((add & KPX_CT_F_REPLY_FIN) && !(ffv->flags & KPX_CT_F_REPLY_FIN))
 				ct_ver_bump(fk);
 		}
+	} else if (!(ffv->flags & KPX_CT_F_REPLIED)) {
+		/* UDP: answered, a stream once still active after two seconds. */
+		ffp->flags |= KPX_CT_F_REPLIED;
 	}
 	now = bpf_ktime_get_coarse_ns();
 	if (ct_idle(ffv, now) > KPX_NSEC_PER_SEC)

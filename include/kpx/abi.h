@@ -154,7 +154,14 @@ enum kpx_ct_flags {
 	KPX_CT_F_UPLINK = 1 << 7,      /* north-south: made on an uplink (issue 10), see out_ifindex */
 	KPX_CT_F_CLOSE_WAIT = 1 << 8,  /* FORWARD: one side's FIN answered (ACK) by the other side, which
 					* stays open: netfilter's CLOSE_WAIT (issue 12) */
+	KPX_CT_F_REPLIED = 1 << 9,     /* FORWARD, UDP: a reply was seen; with traffic more than
+					* KPX_CT_UDP_STREAM_AFTER_S after the flow began, a stream:
+					* udp_stream_timeout_s (netfilter's ASSURED UDP, issue 12) */
 };
+
+/* A replied UDP flow still active this long after it began is a stream
+ * (netfilter's stream_ts: 2 s). */
+#define KPX_CT_UDP_STREAM_AFTER_S 2
 
 /* kpx_ct_value_v4.nat_kind */
 enum kpx_nat_kind {
@@ -384,7 +391,8 @@ struct kpx_config {
 	__u32 tcp_closing_timeout_s; /* after RST, or FIN from both sides */
 	__u32 tcp_fin_timeout_s;     /* FIN from one side, not answered yet: netfilter's FIN_WAIT */
 	__u32 udp_timeout_s;         /* UDP */
-	__u32 udp_stream_timeout_s;  /* reserved (issue 12): UDP with replies, kube-proxy's udpStreamTimeout */
+	__u32 udp_stream_timeout_s;  /* UDP stream (KPX_CT_F_REPLIED, active past 2 s): kube-proxy's
+				      * udpStreamTimeout, the kernel's nf_conntrack_udp_timeout_stream */
 	__u32 ct_epoch;              /* bumped by userspace after bulk conntrack deletes:
 				      * every per-CPU cache slot of an older epoch is void */
 	__u32 ct_new_per_sec;        /* per-interface admission: new flows a second (0: default) */

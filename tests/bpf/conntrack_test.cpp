@@ -277,6 +277,53 @@ TEST_F(Conntrack, AnAnsweredFinMovesTheFlowToCloseWaitAnUnansweredOneKeepsFinWai
   EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), news + 1) << "the unanswered FIN's flow expired";
 }
 
+// udpStreamTimeout as netfilter's UDP: a flow answered and still active
+// two seconds after it began is a stream (udp_stream_timeout_s); one never
+// answered, or answered and then quiet within its first two seconds (a DNS
+// query), keeps udp_timeout_s.
+TEST_F(Conntrack, AnAnsweredUdpFlowStillActiveAfterTwoSecondsGetsTheStreamTimeout) {
+  set_service(kVip, 53, Proto::kUdp, {{kBe1, 5353}});
+  kpx_config cfg{};
+  cfg.udp_timeout_s = 30;
+  cfg.udp_stream_timeout_s = 90;
+  set_config(cfg);
+  // 45001: a stream; 45002: one-way; 45003: one answer at once, then quiet.
+  for (uint16_t port : {45001, 45002, 45003}) ASSERT_EQ(dnat_target(udp(kClient, port, kVip, 53)), kBe1);
+  for (uint16_t port : {45001, 45003}) ASSERT_EQ(revnat_source(udp(kBe1, 5353, kClient, port)), kVip);
+  auto fk = [](uint16_t port) { return ct_key(kClient, port, kVip, 53, IPPROTO_UDP, KPX_CT_FORWARD); };
+  EXPECT_TRUE(maps->conntrack.lookup(fk(45001))->flags & KPX_CT_F_REPLIED);
+  EXPECT_FALSE(maps->conntrack.lookup(fk(45002))->flags & KPX_CT_F_REPLIED);
+  // When each began and was last seen, as seconds ago.
+  auto set_times = [&](uint16_t port, uint64_t began, uint64_t last) {
+    auto v = maps->conntrack.lookup(fk(port));
+    ASSERT_TRUE(v.has_value());
+    const uint64_t now = dataplane::monotonic_coarse_ns();
+    v->created_ns = now - began * kSec;
+    v->last_seen_ns = now - last * kSec;
+    ct_write(fk(port), *v);
+  };
+  const kpx_config c = maps->read_config();
+  auto timeout_s = [&](uint16_t port) {
+    return dataplane::ct_timeout_ns(*maps->conntrack.lookup(fk(port)), IPPROTO_UDP, c) / kSec;
+  };
+  EXPECT_EQ(timeout_s(45001), 30u) << "answered, but not yet two seconds old";
+  // All three began 70 s ago and were last seen 60 s ago; 45003 within
+  // its first second.
+  set_times(45001, 70, 60);
+  set_times(45002, 70, 60);
+  set_times(45003, 61, 60);
+  EXPECT_EQ(timeout_s(45001), 90u);
+  EXPECT_EQ(timeout_s(45002), 30u) << "never answered";
+  EXPECT_EQ(timeout_s(45003), 30u) << "answered, quiet after its first two seconds";
+  std::this_thread::sleep_for(std::chrono::milliseconds(1100));  // past the cache's one-second sync
+  const uint64_t news = counter(KPX_CTR_DNAT_NEW);
+  ASSERT_EQ(dnat_target(udp(kClient, 45001, kVip, 53)), kBe1);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), news) << "the stream lives 60 s idle";
+  for (uint16_t port : {45002, 45003}) ASSERT_EQ(dnat_target(udp(kClient, port, kVip, 53)), kBe1);
+  EXPECT_EQ(counter(KPX_CTR_DNAT_NEW), news + 2) << "the others expired after 30 s";
+  EXPECT_FALSE(maps->conntrack.lookup(fk(45002))->flags & KPX_CT_F_REPLIED) << "a new flow starts unanswered";
+}
+
 TEST_F(Conntrack, FinFromBothSidesMovesTheFlowToTheClosingTimeout) {
   set_service(kVip, 80, Proto::kTcp, {{kBe1, 8080}});
   kpx_config cfg{};

@@ -7,11 +7,13 @@
 #include <yaml-cpp/yaml.h>
 
 #include <chrono>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "agent/configz.h"
 #include "agent/http_endpoints.h"
 #include "agent/proxy_health.h"
+#include "support/raw_http.h"
 
 namespace kpx::agent {
 namespace {
@@ -164,6 +166,45 @@ TEST(MetricsServer, HealthzProxyModeConfigzAndMetrics) {
   EXPECT_NE(r.body.find("kpx_datapath_packets_total{reason=\"pass\"} 3\n"), std::string::npos);
   r = metrics_server_response(get("/livez"), m, {}, cz);
   EXPECT_EQ(r.code, 404) << "/livez is the healthz server's";
+}
+
+// bindAddressHardFail: a listener whose address is taken stops the start
+// (true), or is logged and tried again until the address is free, the
+// other listener serving meanwhile (false, kube-proxy's default).
+TEST(HttpEndpoints, ABindErrorFailsTheStartOnlyWithHardFailElseItIsRetried) {
+  const int holder = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(holder, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(holder, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(holder, 1), 0);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(getsockname(holder, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const uint16_t taken = ntohs(a.sin_port);
+  const BindAddress healthz{"127.0.0.1", taken}, metrics{"127.0.0.1", 0};
+  ProxyHealth h(60s);
+  Metrics m;
+
+  auto hard = HttpEndpoints::start(healthz, metrics, h, m, {}, "{}", BindPolicy{true, 50ms});
+  ASSERT_FALSE(hard.ok());
+  EXPECT_NE(hard.error().message.find("healthz listener"), std::string::npos) << hard.error().message;
+
+  auto soft = HttpEndpoints::start(healthz, metrics, h, m, {}, "{}", BindPolicy{false, 50ms});
+  ASSERT_TRUE(soft.ok()) << soft.error().message;
+  EXPECT_EQ((*soft)->healthz_port(), 0) << "not bound while the address is taken";
+  ASSERT_NE((*soft)->metrics_port(), 0) << "the other listener serves meanwhile";
+  std::this_thread::sleep_for(200ms);  // a few retries fail
+  EXPECT_EQ((*soft)->healthz_port(), 0);
+  close(holder);
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while ((*soft)->healthz_port() == 0 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(20ms);
+  ASSERT_EQ((*soft)->healthz_port(), taken) << "bound once the address was free";
+  testing::RawConnection c(taken);
+  c.send_request("GET", "/livez");
+  EXPECT_EQ(c.read_response().code, 200);
+  (*soft)->stop();
 }
 
 TEST(Configz, GoDurations) {

@@ -53,6 +53,8 @@ TEST(ConfigFile, KubeadmDefaultsKeepKpxDefaultsAndWarnOfNothing) {
   EXPECT_EQ(o.tcp_established_timeout.count(), 0) << "kpx's datapath default";
   EXPECT_EQ(o.tcp_close_wait_timeout.count(), 0);
   EXPECT_EQ(o.udp_timeout.count(), 0);
+  EXPECT_EQ(o.udp_stream_timeout.count(), 0);
+  EXPECT_FALSE(o.bind_address_hard_fail) << "kube-proxy's default: a bind error is logged and retried";
   EXPECT_FALSE(o.masquerade_all);
   EXPECT_EQ(o.detect_local_mode, "");
   EXPECT_TRUE(o.nodeport_addresses.empty());
@@ -81,14 +83,17 @@ TEST(ConfigFile, TunedNftablesDocumentTakesTheModesSectionAndNamesWhatKpxIgnores
   EXPECT_EQ(o.tcp_established_timeout.count(), 12 * 3600);
   EXPECT_EQ(o.tcp_close_wait_timeout.count(), 3600) << "CLOSE_WAIT: kpx's half-closed state";
   EXPECT_EQ(o.udp_timeout.count(), 45);
+  EXPECT_EQ(o.udp_stream_timeout.count(), 120) << "udpStreamTimeout: replied UDP flows";
+  EXPECT_TRUE(o.bind_address_hard_fail);
   EXPECT_EQ(o.verbosity, 2);
   const std::string line = r->not_honoured_line();
   EXPECT_EQ(line.find('\n'), std::string::npos);
   for (const char* f : {"mode=nftables", "nftables.syncPeriod=1m0s", "nftables.masqueradeBit=15",
-                        "conntrack.udpStreamTimeout=2m0s", "conntrack.tcpBeLiberal=true"})
+                        "conntrack.tcpBeLiberal=true"})
     EXPECT_NE(line.find(f), std::string::npos) << f << " in: " << line;
   // Defaults, other modes' sections, and what kpx honours are not named.
-  for (const char* f : {"iptables.", "configSyncPeriod", "oomScoreAdj", "contentType", "bindAddress", "qps"})
+  for (const char* f : {"iptables.", "configSyncPeriod", "oomScoreAdj", "contentType", "bindAddress", "qps",
+                        "udpStreamTimeout", "udpTimeout"})
     EXPECT_EQ(line.find(f), std::string::npos) << f << " in: " << line;
   EXPECT_EQ(r->strict_decoding_line(), "");
 }

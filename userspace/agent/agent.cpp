@@ -73,6 +73,7 @@ Status write_datapath_config(bpf::PinnedMaps& maps, const Options& o) {
   if (o.tcp_established_timeout.count() > 0) c.tcp_established_timeout_s = secs(o.tcp_established_timeout);
   if (o.tcp_close_wait_timeout.count() > 0) c.tcp_close_wait_timeout_s = secs(o.tcp_close_wait_timeout);
   if (o.udp_timeout.count() > 0) c.udp_timeout_s = secs(o.udp_timeout);
+  if (o.udp_stream_timeout.count() > 0) c.udp_stream_timeout_s = secs(o.udp_stream_timeout);
   if (o.conntrack_new_per_sec > 100000000) return invalid_argument("--conntrack-new-flows-per-sec: at most 100000000");
   c.ct_new_per_sec = o.conntrack_new_per_sec;
   c.ct_new_burst = o.conntrack_new_burst;
@@ -402,7 +403,7 @@ Status run_agent(const Options& o) {
         auto c = dataplane::read_counters(*maps_ptr);
         return c ? *c : std::vector<std::pair<std::string, uint64_t>>{};
       },
-      configz(o).dump());
+      configz(o).dump(), BindPolicy{o.bind_address_hard_fail});
   if (!endpoints) return endpoints.error();
   log::info("healthz on port " + std::to_string((*endpoints)->healthz_port()) + ", metrics on port " +
             std::to_string((*endpoints)->metrics_port()));

@@ -38,6 +38,7 @@ nlohmann::json configz(const Options& o) {
       {"clusterCIDR", o.cluster_cidr},
       {"healthzBindAddress", o.healthz_bind_address},
       {"metricsBindAddress", o.metrics_bind_address},
+      {"bindAddressHardFail", o.bind_address_hard_fail},
       {"mode", kProxyMode},
       {"minSyncPeriod", dur(o.min_sync_period)},
       {"nodePortAddresses", o.nodeport_addresses},
@@ -51,7 +52,8 @@ nlohmann::json configz(const Options& o) {
         {"min", o.conntrack_min},
         {"tcpEstablishedTimeout", dur(o.tcp_established_timeout)},
         {"tcpCloseWaitTimeout", dur(o.tcp_close_wait_timeout)},
-        {"udpTimeout", dur(o.udp_timeout)}}},
+        {"udpTimeout", dur(o.udp_timeout)},
+        {"udpStreamTimeout", dur(o.udp_stream_timeout)}}},
   };
   nlohmann::json kpx = {
       {"master", o.master},

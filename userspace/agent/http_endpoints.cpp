@@ -5,6 +5,8 @@
 
 #include <cstring>
 
+#include "log/log.h"
+
 namespace kpx::agent {
 
 namespace http = apiserver::http;
@@ -65,10 +67,12 @@ http::Response metrics_server_response(const http::Request& req, const Metrics& 
 Result<std::unique_ptr<HttpEndpoints>> HttpEndpoints::start(const std::optional<BindAddress>& healthz,
                                                             const std::optional<BindAddress>& metrics,
                                                             const ProxyHealth& health, Metrics& m,
-                                                            DatapathCounters counters, std::string configz) {
+                                                            DatapathCounters counters, std::string configz,
+                                                            BindPolicy policy) {
   auto ep = std::unique_ptr<HttpEndpoints>(new HttpEndpoints());
   if (healthz) {
-    auto hz = listen_on(*healthz, [&health, &m](const http::Request& req, http::Connection& c) {
+    ep->healthz_.addr = *healthz;
+    ep->healthz_.handler = [&health, &m](const http::Request& req, http::Connection& c) {
       if (req.path == "/healthz") {
         auto r = healthz_response(health.state());
         m.healthz_answers.inc(r.code);
@@ -80,24 +84,78 @@ Result<std::unique_ptr<HttpEndpoints>> HttpEndpoints::start(const std::optional<
         return c.send(r, true);
       }
       return c.send(not_found(), true);
-    });
-    if (!hz) return Error{hz.error().kind, "healthz listener: " + hz.error().message};
-    ep->healthz_ = std::move(*hz);
+    };
   }
   if (metrics) {
-    auto mx = listen_on(*metrics, [&m, counters, configz = std::move(configz)](const http::Request& req,
-                                                                               http::Connection& c) {
+    ep->metrics_.addr = *metrics;
+    ep->metrics_.handler = [&m, counters, configz = std::move(configz)](const http::Request& req,
+                                                                        http::Connection& c) {
       return c.send(metrics_server_response(req, m, counters, configz), true);
-    });
-    if (!mx) return Error{mx.error().kind, "metrics listener: " + mx.error().message};
-    ep->metrics_ = std::move(*mx);
+    };
+  }
+  bool pending = false;
+  for (Listener* l : {&ep->healthz_, &ep->metrics_}) {
+    if (!l->handler) continue;
+    auto server = listen_on(l->addr, l->handler);
+    if (server) {
+      l->server = std::move(*server);
+      continue;
+    }
+    const std::string what = std::string(l->name) + " listener: " + server.error().message;
+    if (policy.hard_fail) return Error{server.error().kind, what + " (bindAddressHardFail)"};
+    log::error(what + "; trying again every " + std::to_string(policy.retry.count()) +
+               " ms (bindAddressHardFail is false)");
+    pending = true;
+  }
+  if (pending) {
+    HttpEndpoints* self = ep.get();
+    ep->retry_ = std::thread([self, every = policy.retry] { self->retry_loop(every); });
   }
   return ep;
 }
 
-void HttpEndpoints::stop() {
-  if (healthz_) healthz_->stop();
-  if (metrics_) metrics_->stop();
+void HttpEndpoints::retry_loop(std::chrono::milliseconds every) {
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, every, [&] { return stopping_; });
+    if (stopping_) return;
+    bool pending = false;
+    for (Listener* l : {&healthz_, &metrics_}) {
+      if (!l->handler || l->server) continue;
+      auto server = listen_on(l->addr, l->handler);
+      if (!server) {
+        pending = true;
+        continue;
+      }
+      l->server = std::move(*server);
+      log::info(std::string(l->name) + " listener bound at last, on port " + std::to_string(l->server->port()));
+    }
+    if (!pending) return;
+  }
 }
+
+uint16_t HttpEndpoints::healthz_port() const {
+  std::lock_guard lock(mu_);
+  return healthz_.server ? healthz_.server->port() : 0;
+}
+
+uint16_t HttpEndpoints::metrics_port() const {
+  std::lock_guard lock(mu_);
+  return metrics_.server ? metrics_.server->port() : 0;
+}
+
+void HttpEndpoints::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  if (retry_.joinable()) retry_.join();
+  std::lock_guard lock(mu_);
+  if (healthz_.server) healthz_.server->stop();
+  if (metrics_.server) metrics_.server->stop();
+}
+
+HttpEndpoints::~HttpEndpoints() { stop(); }
 
 }  // namespace kpx::agent

@@ -5,8 +5,12 @@
 // serves nothing.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <optional>
 #include <string>
 #include <utility>
@@ -36,19 +40,43 @@ apiserver::http::Response metrics_server_response(const apiserver::http::Request
                                                   const DatapathCounters& counters,
                                                   const std::string& configz);
 
+// What a listener that cannot bind does. kube-proxy's bindAddressHardFail:
+// true exits (start fails); false (its default) logs the error and tries
+// again every 5 s, serving the other listener meanwhile.
+struct BindPolicy {
+  bool hard_fail = true;
+  std::chrono::milliseconds retry{5000};
+};
+
 class HttpEndpoints {
  public:
   // Starts the listeners given (nullopt: that server is off).
   static Result<std::unique_ptr<HttpEndpoints>> start(const std::optional<BindAddress>& healthz,
                                                       const std::optional<BindAddress>& metrics,
                                                       const ProxyHealth& health, Metrics& m,
-                                                      DatapathCounters counters, std::string configz);
-  uint16_t healthz_port() const { return healthz_ ? healthz_->port() : 0; }
-  uint16_t metrics_port() const { return metrics_ ? metrics_->port() : 0; }
+                                                      DatapathCounters counters, std::string configz,
+                                                      BindPolicy policy = {});
+  ~HttpEndpoints();
+  // 0 while that listener is off or not bound yet.
+  uint16_t healthz_port() const;
+  uint16_t metrics_port() const;
   void stop();
 
  private:
-  std::unique_ptr<apiserver::http::Server> healthz_, metrics_;
+  struct Listener {
+    const char* name;  // "healthz", "metrics"
+    BindAddress addr;
+    apiserver::http::Server::Handler handler;
+    std::unique_ptr<apiserver::http::Server> server;
+  };
+  HttpEndpoints() = default;
+  void retry_loop(std::chrono::milliseconds every);
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  Listener healthz_{"healthz", {}, {}, {}}, metrics_{"metrics", {}, {}, {}};
+  std::thread retry_;
 };
 
 }  // namespace kpx::agent

@@ -309,6 +309,7 @@ Result<ConfigFileReport> load_config_file(const std::string& path, Options& o) {
   };
   bind("healthzBindAddress", o.healthz_bind_address, "10256");
   bind("metricsBindAddress", o.metrics_bind_address, "10249");
+  o.bind_address_hard_fail = boolean("bindAddressHardFail");
   if (auto b = str("bindAddress"); !b.empty() && b != "0.0.0.0")
     not_honoured("bindAddress", "kpx's primary address is the first IPv4 address of --uplink-interfaces");
   if (auto np = node("nodePortAddresses")) {
@@ -328,8 +329,7 @@ Result<ConfigFileReport> load_config_file(const std::string& path, Options& o) {
   o.tcp_established_timeout = secs(duration("conntrack.tcpEstablishedTimeout"));
   o.tcp_close_wait_timeout = secs(duration("conntrack.tcpCloseWaitTimeout"));
   o.udp_timeout = secs(duration("conntrack.udpTimeout"));
-  if (duration("conntrack.udpStreamTimeout").count() > 0)
-    not_honoured("conntrack.udpStreamTimeout", "kpx has one UDP timeout, conntrack.udpTimeout");
+  o.udp_stream_timeout = secs(duration("conntrack.udpStreamTimeout"));
   if (boolean("conntrack.tcpBeLiberal"))
     not_honoured("conntrack.tcpBeLiberal", "kpx's conntrack does not check TCP windows");
   for (auto [k, out] : {std::pair{"conntrack.maxPerCore", &o.conntrack_max_per_core},

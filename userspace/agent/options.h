@@ -35,7 +35,8 @@ struct Options {
   // does kpx (KPX_CT_F_CLOSE_WAIT); an unanswered FIN keeps the kernel's
   // FIN_WAIT timeout, 120 s.
   std::chrono::seconds tcp_close_wait_timeout{0};
-  std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout
+  std::chrono::seconds udp_timeout{0};                  // conntrack.udpTimeout (unreplied UDP)
+  std::chrono::seconds udp_stream_timeout{0};           // conntrack.udpStreamTimeout (replied, past 2 s)
   // conntrack.maxPerCore / conntrack.min (kube-proxy's defaults): the table
   // holds max(maxPerCore * CPUs, min) flows; maxPerCore 0 keeps kpx's
   // default size. Fixed when the maps are created.
@@ -70,6 +71,10 @@ struct Options {
   // (--pod-bridge-interface): kpx sees pods' traffic on their interfaces,
   // so both mean "came in on a pod interface".
   bool masquerade_all = false;
+  // bindAddressHardFail / --bind-address-hard-fail: a healthz or metrics
+  // listener that cannot bind stops the agent; else (kube-proxy's default)
+  // it is logged and tried again every 5 s.
+  bool bind_address_hard_fail = false;
   std::string detect_local_mode;          // "" = ClusterCIDR
   std::string pod_bridge_interface;       // detectLocal.bridgeInterface
   std::string pod_interface_name_prefix;  // detectLocal.interfaceNamePrefix

@@ -206,7 +206,7 @@ int detach(const Io& io, const std::string& netns, const std::string& dev) {
 
 struct ConfigArgs {
   std::string hairpin_ip;
-  std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_close_wait, tcp_closing, udp;
+  std::optional<uint32_t> tcp_syn, tcp_established, tcp_fin, tcp_close_wait, tcp_closing, udp, udp_stream;
   std::optional<uint32_t> new_flows_per_sec, new_flows_burst;
 };
 
@@ -237,6 +237,7 @@ int config_set(const Io& io, const std::string& pin_dir, const ConfigArgs& a) {
   if (a.tcp_close_wait) c.tcp_close_wait_timeout_s = *a.tcp_close_wait;
   if (a.tcp_closing) c.tcp_closing_timeout_s = *a.tcp_closing;
   if (a.udp) c.udp_timeout_s = *a.udp;
+  if (a.udp_stream) c.udp_stream_timeout_s = *a.udp_stream;
   if (a.new_flows_per_sec) c.ct_new_per_sec = *a.new_flows_per_sec;
   if (a.new_flows_burst) c.ct_new_burst = *a.new_flows_burst;
   if (auto st = maps->config.update(0, c); !st) return report(io, st.error());
@@ -256,6 +257,7 @@ int config_show(const Io& io, const std::string& pin_dir, const std::string& for
       {"tcp_close_wait_timeout_s", or_default(c.tcp_close_wait_timeout_s, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S)},
       {"tcp_closing_timeout_s", or_default(c.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S)},
       {"udp_timeout_s", or_default(c.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S)},
+      {"udp_stream_timeout_s", or_default(c.udp_stream_timeout_s, KPX_DEFAULT_UDP_STREAM_TIMEOUT_S)},
       {"conntrack_new_flows_per_sec", or_default(c.ct_new_per_sec, KPX_DEFAULT_CT_NEW_PER_SEC)},
       {"conntrack_new_flows_burst", or_default(c.ct_new_burst, KPX_DEFAULT_CT_NEW_BURST)},
       {"node_address", c.node_addr_v4 ? net::format_ipv4(c.node_addr_v4) : ""},
@@ -354,7 +356,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   timeout(config_set_cmd->add_option("--tcp-close-wait-timeout", cfg.tcp_close_wait,
                                      "seconds after one side's FIN is answered, the other side open"));
   timeout(config_set_cmd->add_option("--tcp-closing-timeout", cfg.tcp_closing, "seconds after a RST"));
-  timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds"));
+  timeout(config_set_cmd->add_option("--udp-timeout", cfg.udp, "seconds (UDP without replies, or only just begun)"));
+  timeout(config_set_cmd->add_option("--udp-stream-timeout", cfg.udp_stream,
+                                     "seconds (UDP answered and still active two seconds after it began)"));
   config_set_cmd
       ->add_option("--conntrack-new-flows-per-sec", cfg.new_flows_per_sec,
                    "new flows a second each pod interface may start (the admission budget)")
@@ -464,6 +468,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   agent_cmd->add_option("--non-masquerade-cidrs", ag.non_masquerade_cidrs,
                         "destinations pods reach with their own address (default: --cluster-cidr)")
       ->delimiter(',');
+  auto* o_hard_fail = agent_cmd->add_flag(
+      "--bind-address-hard-fail", ag.bind_address_hard_fail,
+      "exit when the healthz or metrics address cannot be bound (else: logged, tried again every 5 s)");
   auto* o_masq_all = agent_cmd->add_flag("--masquerade-all", ag.masquerade_all,
                                         "source-NAT every new flow to a Service to the node's address");
   auto* o_local_mode =
@@ -533,10 +540,12 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       o.tcp_established_timeout = from_file.tcp_established_timeout;
       o.tcp_close_wait_timeout = from_file.tcp_close_wait_timeout;
       o.udp_timeout = from_file.udp_timeout;
+      o.udp_stream_timeout = from_file.udp_stream_timeout;
       if (o_ct_per_core->count() == 0) o.conntrack_max_per_core = from_file.conntrack_max_per_core;
       if (o_ct_min->count() == 0) o.conntrack_min = from_file.conntrack_min;
       if (o_np_addrs->count() == 0) o.nodeport_addresses = from_file.nodeport_addresses;
       if (o_masq_all->count() == 0) o.masquerade_all = from_file.masquerade_all;
+      if (o_hard_fail->count() == 0) o.bind_address_hard_fail = from_file.bind_address_hard_fail;
       keep(o_local_mode, o.detect_local_mode, from_file.detect_local_mode);
       keep(o_bridge, o.pod_bridge_interface, from_file.pod_bridge_interface);
       keep(o_prefix, o.pod_interface_name_prefix, from_file.pod_interface_name_prefix);

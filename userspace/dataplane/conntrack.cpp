@@ -82,6 +82,9 @@ uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config
       s = pick(cfg.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
     else
       s = pick(cfg.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S);
+  } else if ((v.flags & KPX_CT_F_REPLIED) &&
+             v.last_seen_ns > v.created_ns + KPX_CT_UDP_STREAM_AFTER_S * 1000000000ULL) {
+    s = pick(cfg.udp_stream_timeout_s, KPX_DEFAULT_UDP_STREAM_TIMEOUT_S);  // a stream
   } else {
     s = pick(cfg.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S);
   }
