@@ -3,6 +3,10 @@
 //   kpx-bench sync [--json] ...
 //   kpx-bench lab [--json] [--rounds N]
 //   kpx-bench socket-lb [--json] [--rounds N] [--connects N] [--crrs N] [--no-crr]
+// Hidden, run inside network namespaces by the benches (not for users):
+//   kpx-bench crr-client --target ADDR:PORT ...
+//   kpx-bench loadgen crr|rr|stream --target ADDR:PORT ...   (bench/loadgen.h)
+//   kpx-bench loadserver [--port P] ...                      (bench/loadserver.h)
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
@@ -11,6 +15,8 @@
 #include "crr.h"
 #include "datapath.h"
 #include "lab_up.h"
+#include "loadgen.h"
+#include "loadserver.h"
 #include "socket_lb.h"
 #include "sync.h"
 #include "kpx/abi.h"
@@ -107,6 +113,94 @@ int main(int argc, char** argv) {
   crr_client->add_option("--timeout-ms", cc.timeout_ms, "per CRR")->check(CLI::Range(1u, 60000u));
   crr_client->add_option("--max-seconds", cc.max_seconds, "the whole run")->check(CLI::Range(1u, 3600u));
 
+  // Run by kpx-bench compare inside the lab (kpx lab exec); not for users.
+  auto* loadgen = app.add_subcommand("loadgen", "load against one target, one JSON document on stdout");
+  loadgen->group("");
+  loadgen->require_subcommand(1);
+  // ADDR:PORT, checked as parsed (a clear error, exit 2).
+  const auto backend = [](kpx::net::BackendAddr& to) {
+    return [&to](const std::string& s) -> std::string {
+      auto b = kpx::net::parse_backend(s);
+      if (!b) return b.error().message;
+      to = *b;
+      return "";
+    };
+  };
+  std::string target_text;
+  kpx::bench::CrrLoadOptions crr_o;
+  auto* lg_crr = loadgen->add_subcommand(
+      "crr", "connect, request, response, close (RST): at the maximum rate with --concurrency connections in "
+             "flight, or at --rate a second (open loop)");
+  lg_crr->add_option("--target", target_text, "ADDR:PORT: a ClusterIP or a pod IP, and port")->required()->check(CLI::Validator(backend(crr_o.target), "ADDR:PORT"));
+  // Every latency is kept (8 bytes a sample, three a CRR): the bounds keep a run's memory in hundreds of MiB.
+  lg_crr->add_option("--count", crr_o.count, "CRRs")->check(CLI::Range(uint64_t{1}, uint64_t{10000000}))
+      ->capture_default_str();
+  auto* rate = lg_crr->add_option("--rate", crr_o.rate, "CRRs a second, open loop (default: the maximum rate)")
+                   ->check(CLI::Range(uint64_t{1}, uint64_t{10000000}));
+  lg_crr->add_option("--concurrency", crr_o.concurrency, "maximum rate: connections in flight")
+      ->check(CLI::Range(1u, 20000u))->capture_default_str()->excludes(rate);
+  lg_crr->add_option("--max-inflight", crr_o.max_inflight,
+                     "open loop: connections in flight at most (a start due beyond waits, and its latency counts the "
+                     "wait)")
+      ->check(CLI::Range(1u, 20000u))->capture_default_str()->needs(rate);
+  lg_crr->add_option("--duration-s", crr_o.duration_s, "the run stops after this long, done or not")
+      ->check(CLI::Range(1u, 3600u))->capture_default_str();
+  lg_crr->add_option("--timeout-ms", crr_o.timeout_ms, "per CRR, from connect() to the whole response")
+      ->check(CLI::Range(1u, 60000u))->capture_default_str();
+  lg_crr->add_option("--request-size", crr_o.request_size,
+                     "request bytes ('x's and a '\\n'); 0: send nothing (the lab's echo server answers on accept)")
+      ->check(CLI::Range(0u, 65536u))->capture_default_str();
+
+  kpx::bench::RrLoadOptions rr_o;
+  auto* lg_rr = loadgen->add_subcommand("rr", "request/response on connections kept open, each closed-loop");
+  lg_rr->add_option("--target", target_text, "ADDR:PORT: a ClusterIP or a pod IP, and port")->required()->check(CLI::Validator(backend(rr_o.target), "ADDR:PORT"));
+  lg_rr->add_option("--connections", rr_o.connections, "connections kept open")
+      ->check(CLI::Range(1u, 20000u))->capture_default_str();
+  lg_rr->add_option("--duration-s", rr_o.duration_s, "the measured run")
+      ->check(CLI::Range(1u, 300u))->capture_default_str();
+  lg_rr->add_option("--count", rr_o.count, "stop after this many transactions too (0: the duration alone)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{100000000}))->capture_default_str();
+  lg_rr->add_option("--timeout-ms", rr_o.timeout_ms, "per connect and per transaction")
+      ->check(CLI::Range(1u, 60000u))->capture_default_str();
+  lg_rr->add_option("--request-size", rr_o.request_size, "request bytes ('x's and a '\\n')")
+      ->check(CLI::Range(1u, 65536u))->capture_default_str();
+
+  kpx::bench::StreamLoadOptions st_o;
+  std::string direction = "send";
+  auto* lg_stream = loadgen->add_subcommand("stream", "one connection's throughput (needs kpx-bench loadserver)");
+  lg_stream->add_option("--target", target_text, "ADDR:PORT: a ClusterIP or a pod IP, and port")->required()->check(CLI::Validator(backend(st_o.target), "ADDR:PORT"));
+  lg_stream->add_option("--direction", direction, "send: the client sends, the server discards; receive: the reverse")
+      ->check(CLI::IsMember({"send", "receive"}))->capture_default_str();
+  lg_stream->add_option("--duration-s", st_o.duration_s, "the measured run")
+      ->check(CLI::Range(1u, 3600u))->capture_default_str();
+  lg_stream->add_option("--max-bytes", st_o.max_bytes, "stop after this many bytes too (0: the duration alone)")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{1} << 50))->capture_default_str();
+  lg_stream->add_option("--chunk-size", st_o.chunk_size, "bytes a write() or read()")
+      ->check(CLI::Range(1024u, 16u << 20))->capture_default_str();
+  lg_stream->add_option("--timeout-ms", st_o.timeout_ms, "the connect")
+      ->check(CLI::Range(1u, 60000u))->capture_default_str();
+
+  kpx::bench::LoadServerOptions ls;
+  std::string ls_addr = "0.0.0.0";
+  auto* loadserver = app.add_subcommand("loadserver", "the server of kpx-bench loadgen");
+  loadserver->group("");
+  loadserver->add_option("--name", ls.name, "NAME in responses (default: $HOSTNAME, the pod's name in the lab)");
+  loadserver->add_option("--addr", ls_addr, "listen address")
+      ->check(CLI::Validator(
+          [&ls](const std::string& s) -> std::string {
+            auto a = kpx::net::parse_ipv4(s);
+            if (!a) return a.error().message;
+            ls.addr_be = *a;
+            return "";
+          },
+          "IPV4"))
+      ->capture_default_str();
+  loadserver->add_option("--port", ls.port, "TCP port")->check(CLI::Range(1, 65535))->capture_default_str();
+  loadserver->add_option("--response-size", ls.response_size, "bytes of each response, its '\\n' included")
+      ->check(CLI::Range(1u, 1u << 20))->capture_default_str();
+  loadserver->add_option("--exit-after-s", ls.exit_after_s, "stop by itself after this long (0: at SIGTERM/SIGINT)")
+      ->check(CLI::Range(0u, 86400u))->capture_default_str();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -122,5 +216,12 @@ int main(int argc, char** argv) {
   if (lab->parsed()) return kpx::bench::run_lab(lo, std::cout, std::cerr);
   if (socket_lb->parsed()) return kpx::bench::run_socket_lb(sl, std::cout, std::cerr);
   if (crr_client->parsed()) return kpx::bench::run_crr_client(cc, std::cout, std::cerr);
+  if (lg_crr->parsed()) return kpx::bench::print_load(kpx::bench::crr_load(crr_o), std::cout, std::cerr);
+  if (lg_rr->parsed()) return kpx::bench::print_load(kpx::bench::rr_load(rr_o), std::cout, std::cerr);
+  if (lg_stream->parsed()) {
+    st_o.receive = direction == "receive";
+    return kpx::bench::print_load(kpx::bench::stream_load(st_o), std::cout, std::cerr);
+  }
+  if (loadserver->parsed()) return kpx::bench::run_loadserver(ls, std::cout, std::cerr);
   return 2;
 }

@@ -42,13 +42,7 @@ bool wait_fd(int fd, short events, Clock::time_point deadline) {
   }
 }
 
-sockaddr_in to_sockaddr(const net::ServiceAddr& t) {
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = t.addr_be;
-  a.sin_port = htons(t.port);
-  return a;
-}
+sockaddr_in to_sockaddr(const net::ServiceAddr& t) { return net::ipv4_sockaddr(t.addr_be, t.port); }
 
 std::string probe_tcp(const net::ServiceAddr& t, std::chrono::milliseconds timeout, std::string* from) {
   auto deadline = Clock::now() + timeout;

@@ -2,6 +2,8 @@
 // API and DNS sockets made inside other network namespaces.
 #pragma once
 
+#include <netinet/in.h>
+
 #include <cstdint>
 #include <string>
 
@@ -9,6 +11,9 @@
 #include "status/status.h"
 
 namespace kpx::net {
+
+// addr_be:port (network byte order address, host order port) as a sockaddr.
+sockaddr_in ipv4_sockaddr(uint32_t addr_be, uint16_t port);
 
 // An AF_INET socket of `type` (SOCK_STREAM or SOCK_DGRAM), SO_REUSEADDR,
 // bound to addr_be:port (network byte order address; 0: any), listening if
