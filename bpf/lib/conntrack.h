@@ -103,35 +103,11 @@ static __always_inline __u32 cfg_or(__u32 v, __u32 dflt)
 	return v ? v : dflt;
 }
 
-/* A FORWARD entry's timeout for its state (userspace/dataplane/conntrack.cpp
- * ct_timeout_ns is the same rule). */
+/* A FORWARD entry's timeout for its state (abi.h's rule, which the agent's
+ * GC uses too). */
 static __always_inline __u64 ct_timeout_ns(const struct kpx_ct_value_v4 *v, __u8 proto)
 {
-	const struct kpx_config *cfg = config();
-	__u16 flags = v->flags;
-	__u32 s;
-
-	if (proto == IPPROTO_TCP) {
-		if ((flags & KPX_CT_F_RST) ||
-		    (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN)) == (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
-			s = cfg_or(cfg ? cfg->tcp_closing_timeout_s : 0, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
-		else if (flags & KPX_CT_F_CLOSE_WAIT)
-			s = cfg_or(cfg ? cfg->tcp_close_wait_timeout_s : 0, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S);
-		else if (flags & (KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN))
-			s = cfg_or(cfg ? cfg->tcp_fin_timeout_s : 0, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
-		else if (flags & KPX_CT_F_ESTABLISHED)
-			s = cfg_or(cfg ? cfg->tcp_established_timeout_s : 0,
-				   KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
-		else
-			s = cfg_or(cfg ? cfg->tcp_syn_timeout_s : 0, KPX_DEFAULT_TCP_SYN_TIMEOUT_S);
-	} else if ((flags & KPX_CT_F_REPLIED) &&
-		   v->last_seen_ns > v->created_ns + KPX_CT_UDP_STREAM_AFTER_S * KPX_NSEC_PER_SEC) {
-		/* Replied, and still active after two seconds: a stream. */
-		s = cfg_or(cfg ? cfg->udp_stream_timeout_s : 0, KPX_DEFAULT_UDP_STREAM_TIMEOUT_S);
-	} else {
-		s = cfg_or(cfg ? cfg->udp_timeout_s : 0, KPX_DEFAULT_UDP_TIMEOUT_S);
-	}
-	return (__u64)s * KPX_NSEC_PER_SEC;
+	return (__u64)kpx_ct_timeout_s(v, proto, config()) * KPX_NSEC_PER_SEC;
 }
 
 /* Idle time of an entry; a stamp ahead of now (another CPU's clock read) is

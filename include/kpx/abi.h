@@ -576,6 +576,44 @@ KPX_ABI_FN __u32 kpx_service_check(const struct kpx_service_key_v4 *k,
 /* Filter slots: the top bits of one multiplication (Fibonacci hashing),
  * as cheap as a hash can be on the path every packet takes. */
 #define KPX_FILTER_SLOT_BITS 20
+/* A FORWARD entry's timeout in seconds for its state, with cfg's overrides
+ * (cfg NULL: the defaults). The datapath's expiry and the agent's GC share
+ * this one rule. proto: 6 is TCP; anything else here is UDP. */
+KPX_ABI_FN __u32 kpx_ct_timeout_s(const struct kpx_ct_value_v4 *v, __u8 proto, const struct kpx_config *cfg)
+{
+	const __u16 both_fin = KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN;
+	const __u16 flags = v->flags;
+	__u32 s, dflt;
+
+	if (proto == 6) {
+		if ((flags & KPX_CT_F_RST) || (flags & both_fin) == both_fin) {
+			s = cfg ? cfg->tcp_closing_timeout_s : 0;
+			dflt = KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S;
+		} else if (flags & KPX_CT_F_CLOSE_WAIT) {
+			s = cfg ? cfg->tcp_close_wait_timeout_s : 0;
+			dflt = KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S;
+		} else if (flags & both_fin) {
+			s = cfg ? cfg->tcp_fin_timeout_s : 0;
+			dflt = KPX_DEFAULT_TCP_FIN_TIMEOUT_S;
+		} else if (flags & KPX_CT_F_ESTABLISHED) {
+			s = cfg ? cfg->tcp_established_timeout_s : 0;
+			dflt = KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S;
+		} else {
+			s = cfg ? cfg->tcp_syn_timeout_s : 0;
+			dflt = KPX_DEFAULT_TCP_SYN_TIMEOUT_S;
+		}
+	} else if ((flags & KPX_CT_F_REPLIED) &&
+		   v->last_seen_ns > v->created_ns + KPX_CT_UDP_STREAM_AFTER_S * 1000000000ULL) {
+		/* Replied, and still active after two seconds: a stream. */
+		s = cfg ? cfg->udp_stream_timeout_s : 0;
+		dflt = KPX_DEFAULT_UDP_STREAM_TIMEOUT_S;
+	} else {
+		s = cfg ? cfg->udp_timeout_s : 0;
+		dflt = KPX_DEFAULT_UDP_TIMEOUT_S;
+	}
+	return s ? s : dflt;
+}
+
 KPX_ABI_FN __u32 kpx_filter_slot_addr_v4(__be32 addr)
 {
 	return ((__u32)addr * 0x9e3779b1u) >> (32 - KPX_FILTER_SLOT_BITS);

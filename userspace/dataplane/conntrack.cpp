@@ -68,27 +68,7 @@ kpx_ct_key_v4 forward_key_of(const kpx_ct_key_v4& reply, const kpx_ct_value_v4& 
 }
 
 uint64_t ct_timeout_ns(const kpx_ct_value_v4& v, uint8_t proto, const kpx_config& cfg) {
-  auto pick = [](uint32_t configured, uint32_t dflt) { return static_cast<uint64_t>(configured ? configured : dflt); };
-  constexpr uint16_t kBothFin = KPX_CT_F_FIN | KPX_CT_F_REPLY_FIN;
-  uint64_t s;
-  if (proto == IPPROTO_TCP) {
-    if ((v.flags & KPX_CT_F_RST) || (v.flags & kBothFin) == kBothFin)
-      s = pick(cfg.tcp_closing_timeout_s, KPX_DEFAULT_TCP_CLOSING_TIMEOUT_S);
-    else if (v.flags & KPX_CT_F_CLOSE_WAIT)
-      s = pick(cfg.tcp_close_wait_timeout_s, KPX_DEFAULT_TCP_CLOSE_WAIT_TIMEOUT_S);
-    else if (v.flags & kBothFin)
-      s = pick(cfg.tcp_fin_timeout_s, KPX_DEFAULT_TCP_FIN_TIMEOUT_S);
-    else if (v.flags & KPX_CT_F_ESTABLISHED)
-      s = pick(cfg.tcp_established_timeout_s, KPX_DEFAULT_TCP_ESTABLISHED_TIMEOUT_S);
-    else
-      s = pick(cfg.tcp_syn_timeout_s, KPX_DEFAULT_TCP_SYN_TIMEOUT_S);
-  } else if ((v.flags & KPX_CT_F_REPLIED) &&
-             v.last_seen_ns > v.created_ns + KPX_CT_UDP_STREAM_AFTER_S * 1000000000ULL) {
-    s = pick(cfg.udp_stream_timeout_s, KPX_DEFAULT_UDP_STREAM_TIMEOUT_S);  // a stream
-  } else {
-    s = pick(cfg.udp_timeout_s, KPX_DEFAULT_UDP_TIMEOUT_S);
-  }
-  return s * 1000000000ULL;
+  return static_cast<uint64_t>(kpx_ct_timeout_s(&v, proto, &cfg)) * 1000000000ULL;
 }
 
 namespace {
