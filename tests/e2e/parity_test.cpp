@@ -159,12 +159,22 @@ class ParityTest : public LabTest {
            "\",\"containers\":[{\"name\":\"echo\",\"image\":\"kpx/echo\",\"ports\":[{\"containerPort\":8080}]}]}}\n";
   }
   // Both nodes' agents hold `frontend` (IP:PORT): `kpx svc list` shows it.
-  bool programmed_on_both_nodes(const std::string& frontend) {
+  // The frontend is in both nodes' maps with at least `backends` backends:
+  // the Service and its EndpointSlice are separate watch events, and a
+  // frontend programmed before its slice arrives refuses (as kube-proxy's
+  // REJECT does), so a test that expects answers waits for both.
+  bool programmed_on_both_nodes(const std::string& frontend, size_t backends = 0) {
+    auto ready = [&](const std::string& node) {
+      std::string out;
+      if (kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-" + node + " svc list -o json", &out) != 0) return false;
+      json arr = json::parse(out, nullptr, false);
+      if (!arr.is_array()) return false;
+      for (const auto& s : arr)
+        if (s.value("service", "").rfind(frontend, 0) == 0 && s["backends"].size() >= backends) return true;
+      return false;
+    };
     for (int i = 0; i < 200; ++i) {
-      std::string a, b;
-      kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node1 svc list", &a);
-      kpx("--pin-dir /sys/fs/bpf/kpx-" + name_ + "-node2 svc list", &b);
-      if (a.find(frontend) != std::string::npos && b.find(frontend) != std::string::npos) return true;
+      if (ready("node1") && ready("node2")) return true;
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     return false;
@@ -238,7 +248,7 @@ TEST_F(ParityTest, InternalTrafficPolicyLocalKeepsPodsOnTheirNodeAndDropsWhereTh
   ASSERT_TRUE(wait_pod("only-1"));
   const std::string vip = cluster_ip("node-local");
   const std::string one = cluster_ip("one-node");
-  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80"));
+  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80", 1));
   for (const char* client : {"echo-1-1", "echo-2-1"}) {
     const std::string node_prefix = std::string(client).substr(0, 6);  // "echo-1" / "echo-2"
     std::set<std::string> seen = answering(client, vip + ":80/tcp", 3);
@@ -263,7 +273,7 @@ TEST_F(ParityTest, SessionAffinityClientIpKeepsEachClientOnOnePod) {
                    "\"ports\":[{\"protocol\":\"TCP\",\"port\":80,\"targetPort\":8080,\"nodePort\":30095}]}}"),
             0);
   const std::string vip = cluster_ip("sticky");
-  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80"));
+  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80", 6));
   auto pods_answering = [&](const std::string& from, const std::string& target) {
     std::set<std::string> pods;
     for (const auto& r : probe(from, target, 12)) {
@@ -295,7 +305,7 @@ TEST_F(ParityTest, APortUnreachableFromABackendReachesTheClientThroughAClusterIp
                    "{\"protocol\":\"UDP\",\"port\":53,\"targetPort\":9053,\"nodePort\":30097}]}}"),
             0);
   const std::string vip = cluster_ip("closed");
-  ASSERT_TRUE(programmed_on_both_nodes(vip + ":53"));
+  ASSERT_TRUE(programmed_on_both_nodes(vip + ":53", 6));
   for (const char* from : {"echo-1-1", "echo-2-1"}) expect_refused(from, vip + ":53/udp", "--keep-socket");
   expect_refused("client", "10.0.0.11:30097/udp", "--keep-socket");
   expect_refused("client", "10.0.0.12:30097/udp", "--keep-socket");
@@ -333,8 +343,8 @@ TEST_F(ParityTest, PathMtuDiscoveryWorksThroughAClusterIpAndANodePort) {
   ASSERT_FALSE(backend2.empty());
   ASSERT_EQ(create(bulk("bulk", backend, 30098) + bulk("bulk2", backend2, 30099)), 0);
   const std::string vip = cluster_ip("bulk");
-  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80"));
-  ASSERT_TRUE(programmed_on_both_nodes(cluster_ip("bulk2") + ":80"));
+  ASSERT_TRUE(programmed_on_both_nodes(vip + ":80", 1));
+  ASSERT_TRUE(programmed_on_both_nodes(cluster_ip("bulk2") + ":80", 1));
   const lab::LabPlan plan = lab::plan_lab(name_, 2);
   TcpEchoInNetns server(plan.pod_netns("default", "echo-2-1"), 9000);
   ASSERT_EQ(server.error(), "");
