@@ -29,6 +29,13 @@ constexpr const char* kServerIp = "10.250.0.2";
 constexpr const char* kVip = "10.96.77.10";
 constexpr const char* kEmptyVip = "10.96.77.11";
 
+}  // namespace
+
+// Test names and failure messages say the mode, not its bytes.
+void PrintTo(KubeProxyMode m, std::ostream* os) { *os << to_string(m); }
+
+namespace {
+
 uint32_t ip(const char* s) { return *net::IpAddr::parse(s).v4(); }
 
 dataplane::Frontend owned(const std::string& service, std::vector<dataplane::Backend> backends) {
