@@ -24,11 +24,12 @@
 // loadBalancerSourceRanges (KUBE-FW, KUBE-PROXY-FIREWALL, firewall-ips);
 // masqueradeAll; the cluster-CIDR local detector; nodePortAddresses;
 // localhost NodePorts and KUBE-FIREWALL (iptables); large-cluster mode
-// (more than 1000 endpoints: no per-endpoint comments, iptables).
-// health check node ports (given beside the frontends, iptables).
-// Not covered: IPv6,
-// SCTP, partial syncs and stale-chain deletion (the file is always a full
-// sync of a table this code removed first).
+// (more than 1000 endpoints: no per-endpoint comments, iptables); health
+// check node ports (given beside the frontends; iptables only, as in
+// kube-proxy). Not covered: IPv6, SCTP, partial syncs and stale-chain
+// deletion (the file is always a full sync into a table removed first),
+// the nfacct objects themselves (KubeProxyNode::nfacct only writes the
+// matches).
 #pragma once
 
 #include <chrono>
