@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "support/scoped.h"
 
@@ -262,6 +263,97 @@ TEST_F(SyncLoopTest, HealthChecksFollowServiceAndEndpointChangesAtEachSync) {
   EXPECT_TRUE(told.back().empty());
   EXPECT_EQ(told.size(), 5u);
   EXPECT_EQ(loop->full_syncs(), 1u) << "incremental syncs";
+}
+
+}  // namespace
+}  // namespace kpx::agent
+
+namespace kpx::agent {
+namespace {
+
+kpx_service_key_v4 cluster_key(const char* ip, int port) {
+  return dataplane::service_key(dataplane::cluster_ip_key({*net::parse_ipv4(ip), static_cast<uint16_t>(port),
+                                                           net::Proto::kTcp}));
+}
+
+// kube-proxy's syncPeriod: a periodic sync reads the maps back and rewrites
+// what something else changed in them (a Service entry deleted, a slot
+// pointed elsewhere) and removes entries kpx did not write; an ordinary
+// sync trusts its memory and does not. Nothing else is rewritten.
+TEST_F(SyncLoopTest, APeriodicSyncRepairsWhatSomethingElseChangedInTheMaps) {
+  loop->mark_listed(Source::kServices);
+  loop->mark_listed(Source::kEndpointSlices);
+  change(Source::kServices, [](proxy::Model& m) {
+    m.upsert_service(service("a", "10.96.0.1", 80));
+    m.upsert_service(service("b", "10.96.0.2", 80));
+    m.upsert_service(service("c", "10.96.0.3", 80));
+  });
+  change(Source::kEndpointSlices, [](proxy::Model& m) {
+    m.upsert_endpoint_slice(slice("a-x", "a", {"10.244.1.1", "10.244.1.2"}));
+    m.upsert_endpoint_slice(slice("b-x", "b", {"10.244.1.3"}));
+    m.upsert_endpoint_slice(slice("c-x", "c", {"10.244.1.4"}));
+  });
+  ASSERT_TRUE(loop->sync_once().ok());
+  ASSERT_EQ(held(), expected());
+
+  // Something else: a's entry deleted, b's only slot emptied, and an entry
+  // for an address no Service has.
+  ASSERT_TRUE(maps->services.erase(cluster_key("10.96.0.1", 80)));
+  auto b = maps->services.lookup(cluster_key("10.96.0.2", 80));
+  ASSERT_TRUE(b.has_value());
+  ASSERT_TRUE(maps->service_slots.update(b->slot_base, 0).ok());
+  ASSERT_TRUE(maps->services.update(cluster_key("10.96.0.99", 80), *b).ok());
+  const auto c_before = maps->services.lookup(cluster_key("10.96.0.3", 80));
+  ASSERT_NE(held(), expected());
+
+  loop->audit_next_sync();
+  loop->update(Source::kServices, [](proxy::Model&) {});  // an ordinary sync first: it changes nothing
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(held(), expected());
+  EXPECT_EQ(loop->audits(), 1u);
+  EXPECT_EQ(loop->audit_repairs(), 3u) << "a and b rewritten, the foreign entry removed";
+  EXPECT_FALSE(maps->services.lookup(cluster_key("10.96.0.99", 80)).has_value());
+  auto c_after = maps->services.lookup(cluster_key("10.96.0.3", 80));
+  ASSERT_TRUE(c_before && c_after);
+  EXPECT_EQ(c_after->slot_base, c_before->slot_base) << "an untouched frontend is not rewritten";
+
+  loop->audit_next_sync();
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_EQ(loop->audits(), 2u);
+  EXPECT_EQ(loop->audit_repairs(), 3u) << "nothing more to repair";
+}
+
+TEST_F(SyncLoopTest, WithoutAPeriodicSyncADeletedEntryStaysDeleted) {
+  loop->mark_listed(Source::kServices);
+  loop->mark_listed(Source::kEndpointSlices);
+  change(Source::kServices, [](proxy::Model& m) { m.upsert_service(service("a", "10.96.0.1", 80)); });
+  change(Source::kEndpointSlices, [](proxy::Model& m) { m.upsert_endpoint_slice(slice("a-x", "a", {"10.244.1.1"})); });
+  ASSERT_TRUE(loop->sync_once().ok());
+  ASSERT_TRUE(maps->services.erase(cluster_key("10.96.0.1", 80)));
+  loop->update(Source::kServices, [](proxy::Model&) {});
+  ASSERT_TRUE(loop->sync_once().ok());
+  EXPECT_TRUE(held().empty()) << "an ordinary (incremental) sync writes only what changed";
+  EXPECT_EQ(loop->audits(), 0u);
+}
+
+// run() makes the periodic sync by itself, sync_period after the last one.
+TEST_F(SyncLoopTest, RunAuditsTheMapsEverySyncPeriod) {
+  loop->set_sync_period(std::chrono::milliseconds(200));
+  loop->mark_listed(Source::kServices);
+  loop->mark_listed(Source::kEndpointSlices);
+  change(Source::kServices, [](proxy::Model& m) { m.upsert_service(service("a", "10.96.0.1", 80)); });
+  change(Source::kEndpointSlices, [](proxy::Model& m) { m.upsert_endpoint_slice(slice("a-x", "a", {"10.244.1.1"})); });
+  std::jthread runner([this](std::stop_token st) { loop->run(st); });
+  auto wait_for = [&](const std::function<bool()>& cond) {
+    for (int i = 0; i < 200 && !cond(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    return cond();
+  };
+  ASSERT_TRUE(wait_for([&] { return held() == expected(); }));
+  ASSERT_TRUE(maps->services.erase(cluster_key("10.96.0.1", 80)));
+  EXPECT_TRUE(wait_for([&] { return held() == expected(); })) << "rewritten within a few sync periods";
+  EXPECT_GE(loop->audits(), 1u);
+  EXPECT_GE(loop->audit_repairs(), 1u);
+  runner.request_stop();
 }
 
 }  // namespace

@@ -69,6 +69,7 @@ TEST(ConfigFile, TunedNftablesDocumentTakesTheModesSectionAndNamesWhatKpxIgnores
   ASSERT_TRUE(r.ok()) << r.error().message;
   // mode nftables: nftables.minSyncPeriod and nftables.masqueradeAll, not iptables'.
   EXPECT_EQ(o.min_sync_period.count(), 250);
+  EXPECT_EQ(o.sync_period.count(), 60000) << "nftables.syncPeriod";
   EXPECT_TRUE(o.masquerade_all);
   EXPECT_EQ(o.api_qps, 20);
   EXPECT_EQ(o.api_burst, 40);
@@ -88,12 +89,12 @@ TEST(ConfigFile, TunedNftablesDocumentTakesTheModesSectionAndNamesWhatKpxIgnores
   EXPECT_EQ(o.verbosity, 2);
   const std::string line = r->not_honoured_line();
   EXPECT_EQ(line.find('\n'), std::string::npos);
-  for (const char* f : {"mode=nftables", "nftables.syncPeriod=1m0s", "nftables.masqueradeBit=15",
+  for (const char* f : {"mode=nftables", "nftables.masqueradeBit=15",
                         "conntrack.tcpBeLiberal=true"})
     EXPECT_NE(line.find(f), std::string::npos) << f << " in: " << line;
   // Defaults, other modes' sections, and what kpx honours are not named.
   for (const char* f : {"iptables.", "configSyncPeriod", "oomScoreAdj", "contentType", "bindAddress", "qps",
-                        "udpStreamTimeout", "udpTimeout"})
+                        "udpStreamTimeout", "udpTimeout", "syncPeriod=1m0s"})
     EXPECT_EQ(line.find(f), std::string::npos) << f << " in: " << line;
   EXPECT_EQ(r->strict_decoding_line(), "");
 }

@@ -397,6 +397,7 @@ Status run_agent(const Options& o) {
   Metrics metrics;
   const std::string node = node_name(o);
   SyncLoop sync(*dp, metrics, o.min_sync_period, kHealthTimeout, proxy::ComputeConfig{node});
+  sync.set_sync_period(o.sync_period);
   auto endpoints = HttpEndpoints::start(
       *healthz_addr, *metrics_addr, sync.health(), metrics,
       [maps_ptr] {

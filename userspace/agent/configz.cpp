@@ -41,6 +41,7 @@ nlohmann::json configz(const Options& o) {
       {"bindAddressHardFail", o.bind_address_hard_fail},
       {"mode", kProxyMode},
       {"minSyncPeriod", dur(o.min_sync_period)},
+      {"syncPeriod", dur(o.sync_period)},
       {"nodePortAddresses", o.nodeport_addresses},
       {"iptables", {{"masqueradeAll", o.masquerade_all}}},
       {"nftables", {{"masqueradeAll", o.masquerade_all}}},

@@ -263,8 +263,7 @@ Result<ConfigFileReport> load_config_file(const std::string& path, Options& o) {
   const std::string section = mode == "nftables" ? "nftables" : mode == "ipvs" ? "ipvs" : "iptables";
   // Zero means the default (kube-proxy: 1s; kpx's own is shorter, its syncs are cheap).
   if (auto d = duration(section + ".minSyncPeriod"); d.count() > 0) o.min_sync_period = d;
-  if (auto d = duration(section + ".syncPeriod"); d.count() > 0 && d != std::chrono::seconds(30))
-    not_honoured(section + ".syncPeriod", "kpx has no periodic resync: every change is applied as it comes");
+  if (auto d = duration(section + ".syncPeriod"); d.count() > 0) o.sync_period = d;
   const std::string masq_section = mode == "nftables" ? "nftables" : "iptables";
   o.masquerade_all = boolean(masq_section + ".masqueradeAll");
   if (auto bit = integer(masq_section + ".masqueradeBit"); bit && *bit != 14)

@@ -20,6 +20,10 @@ struct Options {
   std::string metrics_bind_address = "127.0.0.1:10249"; // --metrics-bind-address
   // --min-sync-period / <mode>.minSyncPeriod (iptables.minSyncPeriod, ...).
   std::chrono::milliseconds min_sync_period{100};
+  // --sync-period / <mode>.syncPeriod: a full sync that audits the maps
+  // (and rewrites what something else changed) at least this often;
+  // kube-proxy's default. 0: never.
+  std::chrono::milliseconds sync_period{30000};
   // --kube-api-qps / --kube-api-burst / clientConnection.qps, .burst: the
   // client-side rate limit of API requests (kube-proxy's defaults; qps < 0:
   // none).

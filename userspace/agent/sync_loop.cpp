@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 
 #include "log/log.h"
 
@@ -73,13 +74,15 @@ Status SyncLoop::sync_once() {
   ProgrammingStarts::Pending starts;
   const auto start = std::chrono::steady_clock::now();
   bool full;
+  bool audit = false;
   proxy::DesiredState desired;
   std::set<std::string> changed;
   {
     std::lock_guard lk(mu_);
     if (!listed_[0] || !listed_[1]) return {};
     changed = model_.take_changed_services();
-    full = need_full_ || changed.size() > kMaxIncremental;
+    audit = std::exchange(audit_due_, false);
+    full = need_full_ || audit || changed.size() > kMaxIncremental;
     if (!full) {
       desired = proxy::compute_services(model_, changed, compute_config_);
       // A frontend another (unchanged) Service holds: let compute() decide.
@@ -99,6 +102,21 @@ Status SyncLoop::sync_once() {
   }
 
   Result<dataplane::ApplyStats> stats = dataplane::ApplyStats{};
+  if (audit) {
+    // Before the full apply: what it finds changed it rewrites.
+    auto found = dp_.audit();
+    if (!found) {
+      log::warning("periodic sync: cannot read the maps back: " + found.error().message);
+    } else {
+      if (found->drifted || found->foreign)
+        log::warning("periodic sync: " + std::to_string(found->drifted) +
+                     " frontends were changed in the maps by something else (rewritten), " +
+                     std::to_string(found->foreign) + " entries kpx did not write were removed");
+      std::lock_guard lk(mu_);
+      ++audits_;
+      audit_repairs_ += found->drifted + found->foreign;
+    }
+  }
   if (full) {
     stats = dp_.apply(std::move(desired.frontends));
   } else {
@@ -168,7 +186,16 @@ void SyncLoop::run(std::stop_token stop) {
   while (!stop.stop_requested()) {
     {
       std::unique_lock lk(mu_);
-      cv_.wait(lk, stop, [&] { return dirty_ && listed_[0] && listed_[1]; });
+      auto ready = [&] { return dirty_ && listed_[0] && listed_[1]; };
+      if (sync_period_.count() > 0 && last_sync != std::chrono::steady_clock::time_point{}) {
+        // kube-proxy's syncPeriod: a full sync at least this often.
+        if (!cv_.wait_until(lk, stop, last_sync + sync_period_, ready) && !stop.stop_requested()) {
+          audit_due_ = true;
+          dirty_ = true;
+        }
+      } else {
+        cv_.wait(lk, stop, ready);
+      }
       if (stop.stop_requested()) return;
     }
     // Batch: at most one sync per min_sync_period.
@@ -191,6 +218,25 @@ void SyncLoop::run(std::stop_token stop) {
       retry_delay = std::chrono::seconds(1);
     }
   }
+}
+
+void SyncLoop::audit_next_sync() {
+  {
+    std::lock_guard lk(mu_);
+    audit_due_ = true;
+    dirty_ = true;
+  }
+  cv_.notify_all();
+}
+
+uint64_t SyncLoop::audits() const {
+  std::lock_guard lk(mu_);
+  return audits_;
+}
+
+uint64_t SyncLoop::audit_repairs() const {
+  std::lock_guard lk(mu_);
+  return audit_repairs_;
 }
 
 uint64_t SyncLoop::syncs() const {

@@ -88,6 +88,17 @@ class SyncLoop : public ModelFeed {
   using HealthCheckSink = std::function<void(const proxy::HealthChecks&)>;
   void set_health_check_sink(HealthCheckSink sink) { health_check_sink_ = std::move(sink); }
 
+  // kube-proxy's syncPeriod: at most this long after the last sync, run() makes a
+  // full sync that first audits the maps (Dataplane::audit) and rewrites
+  // whatever something else changed in them. 0: never (set before run()).
+  void set_sync_period(std::chrono::milliseconds p) { sync_period_ = p; }
+  // Mark the next sync a periodic one (run() does it every sync period).
+  void audit_next_sync();
+  // Periodic syncs made, and frontends they found changed by something
+  // else (rewritten) or written by something else (removed).
+  uint64_t audits() const;
+  uint64_t audit_repairs() const;
+
   // Sync until stop is requested.
   void run(std::stop_token stop);
   // One sync now, if every source was listed (tests, and run()).
@@ -113,6 +124,7 @@ class SyncLoop : public ModelFeed {
   dataplane::Dataplane& dp_;
   Metrics& metrics_;
   const std::chrono::milliseconds min_sync_period_;
+  std::chrono::milliseconds sync_period_{0};
   const proxy::ComputeConfig compute_config_;
 
   mutable std::mutex mu_;
@@ -120,6 +132,8 @@ class SyncLoop : public ModelFeed {
   proxy::Model model_;
   bool listed_[2] = {false, false};
   bool dirty_ = false;
+  bool audit_due_ = false;  // under mu_
+  uint64_t audits_ = 0, audit_repairs_ = 0;  // under mu_
   ProgrammingStarts starts_{Clock::now()};  // under mu_
   std::set<std::string> pending_services_;  // under mu_: Services changed since the last sync
   uint64_t pending_slice_changes_ = 0;      // under mu_

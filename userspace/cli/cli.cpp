@@ -429,7 +429,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   });
 
   agent::Options ag;
-  std::string ag_config, ag_min_sync = "100ms";
+  std::string ag_config, ag_min_sync = "100ms", ag_sync = "30s";
   auto* agent_cmd = app.add_subcommand("agent", "the kube-proxy replacement daemon");
   agent_cmd->add_option("--config", ag_config, "KubeProxyConfiguration file (flags given explicitly override it)");
   auto* o_kubeconfig = agent_cmd->add_option("--kubeconfig", ag.kubeconfig, "kubeconfig (else $KUBECONFIG, ~/.kube/config, in-cluster)");
@@ -453,6 +453,9 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
           ->check(CLI::Range(0, 65535));
   auto* o_min_sync = agent_cmd->add_option("--min-sync-period", ag_min_sync, "least time between two syncs (Go duration)")
                          ->capture_default_str();
+  auto* o_sync = agent_cmd->add_option("--sync-period", ag_sync,
+                                       "a full sync auditing the maps at least this often (Go duration; 0: never)")
+                     ->capture_default_str();
   agent_cmd->add_option("--pin-dir", ag.pin_dir, "bpffs directory of the datapath's maps (default: the global --pin-dir)");
   agent_cmd->add_option("--pod-interfaces", ag.pod_interfaces,
                         "glob of the pod veths' host ends to attach to, followed as they come (none: attach nowhere)");
@@ -534,6 +537,7 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       keep(o_healthz, o.healthz_bind_address, from_file.healthz_bind_address);
       keep(o_metrics, o.metrics_bind_address, from_file.metrics_bind_address);
       if (o_min_sync->count() == 0) o.min_sync_period = from_file.min_sync_period;
+      if (o_sync->count() == 0) o.sync_period = from_file.sync_period;
       if (o_qps->count() == 0) o.api_qps = from_file.api_qps;
       if (o_burst->count() == 0) o.api_burst = from_file.api_burst;
       if (o_verbosity->count() == 0) o.verbosity = from_file.verbosity;
@@ -550,14 +554,18 @@ int run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       keep(o_bridge, o.pod_bridge_interface, from_file.pod_bridge_interface);
       keep(o_prefix, o.pod_interface_name_prefix, from_file.pod_interface_name_prefix);
     }
-    if (o_min_sync->count() > 0 || ag_config.empty()) {
-      auto d = agent::parse_duration(ag_min_sync);
+    // A duration flag given, or every flag's default without a file.
+    auto period = [&](CLI::Option* opt, const std::string& text, std::chrono::milliseconds& to) {
+      if (opt->count() == 0 && !ag_config.empty()) return true;
+      auto d = agent::parse_duration(text);
       if (!d) {
-        rc = report(io, invalid_argument("--min-sync-period: " + d.error().message));
-        return;
+        rc = report(io, invalid_argument(opt->get_name() + ": " + d.error().message));
+        return false;
       }
-      o.min_sync_period = *d;
-    }
+      to = *d;
+      return true;
+    };
+    if (!period(o_min_sync, ag_min_sync, o.min_sync_period) || !period(o_sync, ag_sync, o.sync_period)) return;
     if (ag_config.empty() || o_healthz_port->count() > 0)
       o.healthz_bind_address = agent::address_from_deprecated_port(o.healthz_bind_address, ag_healthz_port);
     if (ag_config.empty() || o_metrics_port->count() > 0)

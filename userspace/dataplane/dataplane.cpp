@@ -146,7 +146,8 @@ uint32_t node_port_slot(const FrontendKey& key) {
 
 Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity) {
   Dataplane dp(maps);
-  dp.slots_ = SlotAllocator(std::min<uint32_t>(slot_capacity, KPX_MAX_SERVICE_SLOTS));
+  dp.slot_capacity_ = std::min<uint32_t>(slot_capacity, KPX_MAX_SERVICE_SLOTS);
+  dp.slots_ = SlotAllocator(dp.slot_capacity_);
   dp.backend_capacity_ = std::min<uint32_t>(backend_capacity, KPX_MAX_BACKENDS);
   std::set<uint32_t> svc_ids, backend_ids;
   std::map<uint32_t, std::optional<net::BackendAddr>> backend_by_id;  // read on demand
@@ -298,6 +299,28 @@ Status Dataplane::release_unreferenced(const FlowRefs& live) {
   release(retained_frontends_, live.frontend_slots);
   release(retained_backends_, live.backend_slots);
   return filter_.flush(maps_->filter);
+}
+
+Result<Dataplane::AuditResult> Dataplane::audit() {
+  auto held = recover(*maps_, slot_capacity_, backend_capacity_);
+  if (!held) return held.error();
+  AuditResult r;
+  for (auto& [key, want] : services_) {
+    auto it = held->services_.find(key);
+    const bool same = it != held->services_.end() && it->second.whole && it->second.svc_id == want.svc_id &&
+                      it->second.slot_base == want.slot_base && it->second.backends == want.backends &&
+                      it->second.cluster_count == want.cluster_count && it->second.fe.flags == want.fe.flags &&
+                      it->second.fe.affinity_timeout_s == want.fe.affinity_timeout_s;
+    if (!same && want.whole) {
+      want.whole = false;
+      ++r.drifted;
+    }
+  }
+  std::vector<kpx_service_key_v4> foreign;
+  for (const auto& [key, st] : held->services_)
+    if (!services_.count(key)) foreign.push_back(service_key(key));
+  for (const auto& k : foreign) r.foreign += maps_->services.erase(k);
+  return r;
 }
 
 void Dataplane::remove_leftovers() {

@@ -59,6 +59,18 @@ class Dataplane {
   // can reach is changed. Scans whole maps: the agent calls it once at start.
   void remove_leftovers();
 
+  // kube-proxy's syncPeriod: read the maps back (as recover() does) and
+  // compare them with what this Dataplane wrote. A frontend whose entry,
+  // slots or backends differ (changed or removed by something else) is
+  // marked not whole, so the next apply() rewrites it; a Service entry
+  // nothing here wrote is removed (kube-proxy flushes rules in its chains
+  // it did not make). Source ranges and filter bits are not compared.
+  // Returns how many frontends differed and how many entries were removed.
+  struct AuditResult {
+    size_t drifted = 0, foreign = 0;
+  };
+  Result<AuditResult> audit();
+
   // The addresses the node owns (its interfaces' addresses) and the hairpin
   // source address (0: none): written to kpx_node_addr_v4, the filter and
   // config.hairpin_addr_v4. A pod sending from one of them is dropped.
@@ -167,6 +179,7 @@ class Dataplane {
   std::vector<uint32_t> free_backend_ids_;
   uint32_t next_backend_id_ = 1;
   uint32_t backend_capacity_ = KPX_MAX_BACKENDS;
+  uint32_t slot_capacity_ = KPX_MAX_SERVICE_SLOTS;
   std::vector<net::BackendAddr> unreferenced_;
   size_t batch_min_ = kDefaultBatchMin;
   SlotAllocator slots_;
