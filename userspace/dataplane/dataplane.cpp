@@ -145,6 +145,11 @@ uint32_t node_port_slot(const FrontendKey& key) {
 }
 
 Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity) {
+  return read_back(maps, slot_capacity, backend_capacity, true);
+}
+
+Result<Dataplane> Dataplane::read_back(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity,
+                                       bool take_over) {
   Dataplane dp(maps);
   dp.slot_capacity_ = std::min<uint32_t>(slot_capacity, KPX_MAX_SERVICE_SLOTS);
   dp.slots_ = SlotAllocator(dp.slot_capacity_);
@@ -217,6 +222,7 @@ Result<Dataplane> Dataplane::recover(bpf::PinnedMaps& maps, uint32_t slot_capaci
     for (auto& [id, fe] : by_id) std::sort(fe->source_ranges.begin(), fe->source_ranges.end());
   }
   KPX_TRY(dp.load_node_addresses());
+  if (!take_over) return dp;  // an audit: what the maps hold, nothing written
   // Flows through frontends and backends that are gone keep their bits.
   FlowRefs refs = flow_refs(maps);
   for (uint32_t slot : refs.frontend_slots)
@@ -302,7 +308,7 @@ Status Dataplane::release_unreferenced(const FlowRefs& live) {
 }
 
 Result<Dataplane::AuditResult> Dataplane::audit() {
-  auto held = recover(*maps_, slot_capacity_, backend_capacity_);
+  auto held = read_back(*maps_, slot_capacity_, backend_capacity_, false);
   if (!held) return held.error();
   AuditResult r;
   for (auto& [key, want] : services_) {

@@ -135,6 +135,11 @@ class Dataplane {
 
  private:
   explicit Dataplane(bpf::PinnedMaps& maps) : maps_(&maps) {}
+  // What the maps hold. take_over (recover): also the filter bits of live
+  // flows, and the filter map rewritten for that state; else (audit) only
+  // read, the conntrack map not scanned.
+  static Result<Dataplane> read_back(bpf::PinnedMaps& maps, uint32_t slot_capacity, uint32_t backend_capacity,
+                                     bool take_over);
   using Lost = std::vector<std::pair<uint32_t, net::BackendAddr>>;
   struct Write;
   // Sets the addresses (those already holding exactly their backends are
