@@ -72,6 +72,15 @@ uint32_t free_ids(const std::set<uint32_t>& used, std::vector<uint32_t>* free_li
   return next;
 }
 
+// Whether the maps, as `st` says they are, already hold these entries:
+// the slots in order, the cluster set's length, the flags and the
+// affinity timeout (the rest of a Frontend is memory only).
+bool holds_entries(const FrontendState& st, const std::vector<net::BackendAddr>& slots, size_t cluster_count,
+                   const Frontend& fe) {
+  return st.whole && st.backends == slots && st.cluster_count == cluster_count && st.fe.flags == fe.flags &&
+         st.fe.affinity_timeout_s == fe.affinity_timeout_s;
+}
+
 }  // namespace
 
 kpx_service_key_v4 service_key(const FrontendKey& key) {
@@ -313,19 +322,16 @@ Result<Dataplane::AuditResult> Dataplane::audit() {
   AuditResult r;
   for (auto& [key, want] : services_) {
     auto it = held->services_.find(key);
-    const bool same = it != held->services_.end() && it->second.whole && it->second.svc_id == want.svc_id &&
-                      it->second.slot_base == want.slot_base && it->second.backends == want.backends &&
-                      it->second.cluster_count == want.cluster_count && it->second.fe.flags == want.fe.flags &&
-                      it->second.fe.affinity_timeout_s == want.fe.affinity_timeout_s;
+    const bool same = it != held->services_.end() && it->second.svc_id == want.svc_id &&
+                      it->second.slot_base == want.slot_base &&
+                      holds_entries(it->second, want.backends, want.cluster_count, want.fe);
     if (!same && want.whole) {
       want.whole = false;
       ++r.drifted;
     }
   }
-  std::vector<kpx_service_key_v4> foreign;
   for (const auto& [key, st] : held->services_)
-    if (!services_.count(key)) foreign.push_back(service_key(key));
-  for (const auto& k : foreign) r.foreign += maps_->services.erase(k);
+    if (!services_.count(key)) r.foreign += maps_->services.erase(service_key(key));
   return r;
 }
 
@@ -733,9 +739,7 @@ Result<ApplyStats> Dataplane::change(std::vector<std::pair<FrontendKey, Frontend
   for (auto& [key, fe] : set) {
     std::vector<net::BackendAddr> slots = slot_order(fe);
     auto it = services_.find(key);
-    if (it != services_.end() && it->second.whole && it->second.backends == slots &&
-        it->second.cluster_count == fe.cluster.size() &&
-        it->second.fe.flags == fe.flags && it->second.fe.affinity_timeout_s == fe.affinity_timeout_s) {
+    if (it != services_.end() && holds_entries(it->second, slots, fe.cluster.size(), fe)) {
       // The maps hold this already: the rest (owner, names, conditions,
       // draining endpoints) is memory only. A draining endpoint that went
       // (or stopped serving) loses its UDP flows.
